@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make run    create .venv, install, run the whole workflow on the bundled digits data, build the report
+#   make test   create/update .venv and run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+CORES  ?= 2
+CONFIG ?=
+SNAKEMAKE = $(VENV)/bin/snakemake
+STAMP  = $(VENV)/.installed
+
+.PHONY: run test install report bench lint dag clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(SNAKEMAKE) --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG))
+	$(SNAKEMAKE) --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG)) --report results/report.html
+
+# pytest exits 5 when it collects no tests: that is a failure too
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(SNAKEMAKE) --lint
+
+dag: $(STAMP)
+	$(SNAKEMAKE) --rulegraph | dot -Tsvg > docs/rulegraph.svg
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/run_benchmarks.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,40 @@
+localrules:
+    collect_runs,
+    make_table,
+
+
+rule collect_runs:
+    """One row per run (students, and the teachers they learned from) of one experiment."""
+    input:
+        runs=experiment_runs,
+        teachers=experiment_teachers,
+        code=pkg("aggregate.py"),
+    output:
+        "<results>/runs/{experiment}.csv",
+    log:
+        "<logs>/collect_runs/{experiment}.log",
+    script:
+        "../workflow/scripts/collect_runs.py"
+
+
+rule make_table:
+    """The paper's table for one experiment, as CSV, Markdown and LaTeX (booktabs)."""
+    input:
+        runs="<results>/runs/{experiment}.csv",
+        code=pkg("aggregate.py"),
+    output:
+        csv=report(
+            "<results>/tables/{experiment}.csv",
+            caption="../workflow/report/table_{experiment}.rst",
+            category="Tables",
+            labels={"table": "{experiment}"},
+        ),
+        md="<results>/tables/{experiment}.md",
+        tex="<results>/tables/{experiment}.tex",
+    params:
+        metric=config["tables"]["metric"],
+        layout=lambda wc: table_layout(wc.experiment),
+    log:
+        "<logs>/make_table/{experiment}.log",
+    script:
+        "../workflow/scripts/make_table.py"

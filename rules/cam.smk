@@ -1,0 +1,22 @@
+rule eigen_cam:
+    """Eigen-CAM maps of the MLL and the MCMI teacher of one architecture on the same fixed test images."""
+    input:
+        data="<results>/data.pt",
+        mll="<results>/teachers/{arch}/mll/model.pt",
+        mcmi=lambda wc: f"<results>/teachers/{wc.arch}/{GRID.cam_params(wc.arch)['kinds'][1]}/model.pt",
+        code=pkg("cam.py", "jobs.py"),
+    output:
+        "<results>/cam/{arch}.pt",
+    params:
+        cfg=lambda wc: GRID.cam_params(wc.arch),
+    log:
+        "<logs>/eigen_cam/{arch}.log",
+    benchmark:
+        "<benchmarks>/eigen_cam/{arch}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=res("eigen_cam", "mem_mb", 4000),
+        runtime=res("eigen_cam", "runtime", 10),
+        gpu=res("eigen_cam", "gpu", 0),
+    script:
+        "../workflow/scripts/eigen_cam.py"

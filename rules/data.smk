@@ -1,0 +1,17 @@
+rule prepare_data:
+    """The dataset as uint8 tensors with a recorded split: one file every training job loads in one read."""
+    input:
+        code=pkg("data.py"),
+    output:
+        "<results>/data.pt",
+    params:
+        dataset=GRID.data_params(),
+    log:
+        "<logs>/prepare_data.log",
+    benchmark:
+        "<benchmarks>/prepare_data.tsv"
+    resources:
+        mem_mb=res("prepare_data", "mem_mb", 4000),
+        runtime=res("prepare_data", "runtime", 30),
+    script:
+        "../workflow/scripts/prepare_data.py"

@@ -1,0 +1,23 @@
+rule train_student:
+    """One student run: a framework (or plain CE), a teacher, a data setting (full, few-shot, zero-shot,
+    KD temperature) and a seed."""
+    input:
+        unpack(student_teacher_inputs),
+        data="<results>/data.pt",
+        code=student_code,
+    output:
+        "<results>/students/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.json",
+    params:
+        cfg=student_params,
+        resume=lambda wc, output: resume_path(output[0]),
+    log:
+        "<logs>/train_student/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.log",
+    benchmark:
+        "<benchmarks>/train_student/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=res("train_student", "mem_mb", 4000),
+        runtime=res("train_student", "runtime", 60),
+        gpu=res("train_student", "gpu", 0),
+    script:
+        "../workflow/scripts/train_student.py"

@@ -1,0 +1,132 @@
+"""The Distiller interface: student + frozen teacher + the method's own learnable heads.
+
+A training step calls `forward_train(images, targets, epoch=, indices=, generator=)` and gets the student's
+logits and a dict of named, already weighted loss terms; the engine sums them. The student loss of every
+framework is γ·CE + α·KL_T(teacher ‖ student)·T² + β·L_method (RepDistiller's convention), so each method's
+defaults keep the meaning of the published weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mcmikd.errors import ConfigError
+
+
+@dataclass
+class DistillContext:
+    """Facts about the data and the two networks a method may need to build its heads."""
+
+    num_classes: int
+    num_train: int  # number of distinct training images the student can see (memory-bank size for CRD)
+    train_labels: torch.Tensor | None  # labels of those images, in the positions passed as `indices`
+    in_channels: int
+    image_size: int
+    epochs: int  # length of the main training phase
+    student_shapes: dict = field(default_factory=dict)  # mcmikd.models.feature_shapes(...) of the student
+    teacher_shapes: dict = field(default_factory=dict)
+    student_arch: str = ""
+    teacher_arch: str = ""
+
+
+@dataclass
+class InitStage:
+    """A connector pre-training stage run before distillation (AB, FT, FSP in RepDistiller)."""
+
+    epochs: int
+    parameters: list[nn.Parameter]
+    loss: Callable[..., dict[str, torch.Tensor]]  # loss(images, targets) -> named losses
+    lr: float | None = None  # None: the student recipe's learning rate
+
+
+class Distiller(nn.Module):
+    """Base class. Subclasses set `name`, `defaults`, and override `forward_train` (and maybe more)."""
+
+    name: ClassVar[str] = ""
+    uses_teacher: ClassVar[bool] = True
+    # hyper-parameters with RepDistiller's defaults; a config block may override any of them, and only them
+    defaults: ClassVar[dict[str, Any]] = {"gamma": 1.0, "alpha": 0.0, "beta": 0.0, "temperature": 4.0}
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, hp: dict, ctx: DistillContext):
+        super().__init__()
+        unknown = set(hp) - set(self.defaults)
+        if unknown:
+            raise ConfigError(f"methods.{self.name}: unknown key(s) {sorted(unknown)}; "
+                              f"known: {sorted(self.defaults)}")
+        self.hp = {**self.defaults, **hp}
+        self.ctx = ctx
+        self.student = student
+        if self.uses_teacher and teacher is None:
+            raise ConfigError(f"method '{self.name}' needs a teacher")
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self.heads = nn.ModuleDict()  # the method's own learnable modules (projectors, connectors, ...)
+
+    # --- set-up checks --------------------------------------------------------------------------------
+    @classmethod
+    def check_compatible(cls, student_shapes: dict, teacher_shapes: dict, hp: dict) -> None:
+        """Raise ConfigError if this method cannot pair these feature shapes (called before any training)."""
+
+    # --- training ---------------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # BatchNorm statistics of the teacher stay frozen
+        return self
+
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer updates: the student and the heads, never the teacher."""
+        return list(self.student.parameters()) + list(self.heads.parameters())
+
+    def extra_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.heads.parameters())
+
+    def init_stage(self) -> InitStage | None:
+        return None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.student(images)
+
+    def forward_train(self, images: torch.Tensor, targets: torch.Tensor, *, epoch: int,
+                      indices: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        raise NotImplementedError
+
+    # --- helpers shared by the methods --------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.teacher(images)
+
+    @torch.no_grad()
+    def teacher_features(self, images: torch.Tensor):
+        return self.teacher.forward_features(images)
+
+    def ce_term(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.hp["gamma"] * F.cross_entropy(logits, targets)
+
+    def base_terms(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                   targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """γ·CE plus, where α > 0, α·KL_T — the part every RepDistiller method shares."""
+        from mcmikd.distill.methods.kd import kd_loss
+
+        terms = {"ce": self.ce_term(student_logits, targets)}
+        if self.hp["alpha"] and teacher_logits is not None:
+            terms["kd"] = self.hp["alpha"] * kd_loss(student_logits, teacher_logits, self.hp["temperature"])
+        return terms
+
+    # --- checkpoints: the student and heads (and buffers such as CRD's memory), not the frozen teacher ----
+    def checkpoint_state(self) -> dict:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("teacher.")]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not match {self.name}: missing {missing}, unexpected {unexpected}")

@@ -1,0 +1,15 @@
+"""Plain cross-entropy training: the "student without KD" baseline, and how MLL teachers are trained."""
+
+from __future__ import annotations
+
+from mcmikd.distill.base import Distiller
+
+
+class CE(Distiller):
+    name = "ce"
+    uses_teacher = False
+    defaults = {"gamma": 1.0}
+
+    def forward_train(self, images, targets, *, epoch, indices=None, generator=None):
+        logits = self.student(images)
+        return logits, {"ce": self.ce_term(logits, targets)}

@@ -1,0 +1,397 @@
+"""The training engine: device-resident data, batched augmentation, SGD schedules, evaluation, and
+checkpoints that let a killed job resume and end with exactly the metrics of an uninterrupted run.
+
+Every random draw during training (epoch order, crops, flips, CRD negatives) comes from one explicit
+`torch.Generator` whose state is saved with each epoch checkpoint, together with the model, heads, optimizer
+and history; model initialisation happens before the first checkpoint, so a resumed run replays exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from mcmikd.augment import Normalizer, random_crop_flip
+from mcmikd.cmi import conditional_mutual_information
+from mcmikd.data import DatasetTensors
+from mcmikd.errors import ConfigError
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- runtime set-up
+def resolve_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device is '{spec}' but no CUDA device is available; use 'auto' or 'cpu'")
+    return device
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    channels_last: bool
+    precision: str  # fp32 | bf16
+    deterministic: bool
+
+    @classmethod
+    def from_config(cls, cfg: dict, threads: int | None = None) -> "Runtime":
+        device = resolve_device(cfg.get("device", "auto"))
+        if threads:
+            torch.set_num_threads(int(threads))
+        channels_last = cfg.get("channels_last", "auto")
+        channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
+        deterministic = bool(cfg.get("deterministic", True))
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = not deterministic
+            torch.backends.cudnn.deterministic = deterministic
+            torch.backends.cuda.matmul.allow_tf32 = not deterministic
+            torch.backends.cudnn.allow_tf32 = not deterministic
+        precision = cfg.get("precision", "fp32")
+        if precision == "bf16" and device.type != "cuda":
+            precision = "fp32"  # bf16 autocast only pays off on GPUs; CPU runs stay exact fp32
+        return cls(device=device, channels_last=channels_last, precision=precision, deterministic=deterministic)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = module.to(self.device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+# --------------------------------------------------------------------------------------------- recipes
+@dataclass
+class Recipe:
+    epochs: int
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"  # multistep | cosine | constant
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+
+    @classmethod
+    def from_dict(cls, cfg: dict, **overrides) -> "Recipe":
+        known = {k: v for k, v in {**cfg, **overrides}.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 1-based `epoch` (RepDistiller steps at the start of each epoch)."""
+        if self.schedule == "multistep":
+            return self.lr * self.gamma ** sum(epoch > m for m in self.milestones)
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * (epoch - 1) / self.epochs))
+        return self.lr
+
+
+def make_optimizer(params, recipe: Recipe) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+# --------------------------------------------------------------------------------------------- data streams
+class TrainStream:
+    """The training images the model may see, on the device, served as augmented, normalised batches.
+
+    * `pool`: indices into the training set (a few-shot subset); None = all of it.
+    * `epoch_length`: samples per epoch; the official few-shot code keeps the full training-set length, so a
+      subset is cycled through ≈ 1/fraction times per epoch.
+    * `omitted`: classes dropped from every batch *before* any forward pass (zero-shot experiments); the
+      student never sees them.
+    `positions` returned with each batch index the visible images 0..num_visible-1 (CRD's memory bank).
+    """
+
+    def __init__(self, data: DatasetTensors, runtime: Runtime, *, pool: torch.Tensor | None = None,
+                 epoch_length: int | None = None, omitted: tuple[int, ...] = (), padding: int = 0,
+                 hflip: bool = False):
+        self.device = runtime.device
+        n_total = len(data.train_labels)
+        self.pool = torch.arange(n_total) if pool is None else torch.as_tensor(pool, dtype=torch.long)
+        if len(self.pool) == 0:
+            raise ConfigError("the training subset is empty; use a larger fraction")
+        self.epoch_length = int(epoch_length or len(self.pool))
+        self.images = data.train_images.to(self.device)
+        self.labels = data.train_labels.to(self.device)
+        self.omitted = tuple(sorted(int(c) for c in omitted))
+        pool_labels = data.train_labels[self.pool]
+        keep = ~torch.isin(pool_labels, torch.tensor(self.omitted, dtype=torch.long))
+        visible = self.pool[keep]
+        if len(visible) == 0:
+            raise ConfigError("every training image is of an omitted class; omit fewer classes")
+        self.visible_labels = data.train_labels[visible]
+        position = torch.full((n_total,), -1, dtype=torch.long)
+        position[visible] = torch.arange(len(visible))
+        self.position = position.to(self.device)
+        self.omitted_dev = torch.tensor(self.omitted, dtype=torch.long, device=self.device)
+        self.padding, self.hflip = padding, hflip
+        self.normalize = Normalizer(data.mean, data.std, self.device, runtime.channels_last)
+
+    @property
+    def num_visible(self) -> int:
+        return len(self.visible_labels)
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.pool)
+        repeats = -(-self.epoch_length // n)
+        perms = [self.pool.to(self.device)[torch.randperm(n, generator=generator, device=self.device)]
+                 for _ in range(repeats)]
+        return torch.cat(perms)[: self.epoch_length]
+
+    def batches(self, generator: torch.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = self.order(generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            labels = self.labels[idx]
+            if self.omitted:
+                keep = ~torch.isin(labels, self.omitted_dev)
+                idx, labels = idx[keep], labels[keep]
+                if len(idx) == 0:
+                    continue
+            images = random_crop_flip(self.images[idx], self.padding, self.hflip, generator)
+            yield self.normalize(images), labels, self.position[idx]
+
+
+@dataclass
+class Evaluation:
+    acc: float
+    per_class_acc: list[float]
+    confusion: list[list[int]]
+    cmi: float
+    loss: float
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, normalize: Normalizer, runtime: Runtime,
+            batch_size: int = 500) -> torch.Tensor:
+    """Logits (float32, on the device) of `model` in eval mode for uint8 `images`."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = normalize(images[start:start + batch_size].to(runtime.device))
+        with runtime.autocast():
+            out.append(model(batch).float())
+    return torch.cat(out)
+
+
+def evaluate(model, images, labels, normalize, runtime, num_classes: int) -> Evaluation:
+    logits = predict(model, images, normalize, runtime)
+    labels = labels.to(logits.device)
+    pred = logits.argmax(dim=1)
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
+    support = confusion.sum(dim=1).clamp_min(1)
+    per_class = (confusion.diag().double() / support).tolist()
+    probs = F.softmax(logits, dim=1)
+    return Evaluation(
+        acc=float((pred == labels).double().mean() * 100),
+        per_class_acc=[100 * v for v in per_class],
+        confusion=confusion.cpu().tolist(),
+        cmi=float(conditional_mutual_information(probs, labels, num_classes)),
+        loss=float(F.cross_entropy(logits, labels)),
+    )
+
+
+# --------------------------------------------------------------------------------------------- resume state
+def fingerprint(job_config: dict) -> str:
+    return hashlib.sha256(json.dumps(job_config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ResumeFile:
+    """An epoch checkpoint kept beside (not among) a job's outputs: Snakemake deletes the outputs of a failed
+    job, but this file survives, so the rerun continues where the killed one stopped."""
+
+    def __init__(self, path: str | os.PathLike | None, fingerprint: str):
+        self.path = Path(path) if path else None
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a torn write cannot happen (atomic rename), but a foreign file can
+            log(f"ignoring unreadable checkpoint {self.path}: {exc}")
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log(f"ignoring checkpoint {self.path}: it belongs to a different configuration")
+            return None
+        return state
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        from mcmikd.io import torch_save
+
+        torch_save({**state, "fingerprint": self.fingerprint}, self.path)
+
+    def clear(self) -> None:
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(generator: torch.Generator, state: dict) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------- the loop
+@dataclass
+class FitResult:
+    history: list[dict]
+    best: dict  # the epoch with the highest test accuracy (first on ties), with per-class accuracy and confusion
+    last: dict  # the final epoch, likewise
+    best_state: dict | None  # objective state at the best epoch (kept only if asked)
+    stopped_early: str | None = None
+
+
+def _epoch_pass(objective, stream, optimizer, params, generator, batch_size, epoch, runtime, loss_fn=None):
+    """One pass over the stream; returns the mean of each named loss term and the train accuracy."""
+    sums: dict[str, float] = {}
+    correct, seen = 0, 0
+    for images, labels, positions in stream.batches(generator, batch_size):
+        with runtime.autocast():
+            if loss_fn is None:
+                logits, terms = objective.forward_train(images, labels, epoch=epoch, indices=positions,
+                                                        generator=generator)
+            else:
+                logits, terms = None, loss_fn(images, labels)
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = len(labels)
+        seen += n
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+        if logits is not None:
+            correct += int((logits.detach().argmax(1) == labels).sum())
+    means = {k: v / max(seen, 1) for k, v in sums.items()}
+    means["total"] = sum(means.values())
+    return means, 100.0 * correct / max(seen, 1)
+
+
+def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[], Evaluation], runtime: Runtime,
+        seed: int, resume: ResumeFile, keep_best_state: bool = False,
+        epoch_hook: Callable[[dict], str | None] | None = None) -> FitResult:
+    """Train `objective` (a Distiller-like module) with SGD under `recipe`, evaluating after every epoch.
+
+    `epoch_hook(record)` may return a reason string to stop early (e.g. a collapsed MCMI teacher).
+    """
+    generator = make_generator(seed, runtime.device)
+    params = objective.learnable_parameters()
+    optimizer = make_optimizer(params, recipe)
+    init = objective.init_stage() if hasattr(objective, "init_stage") else None
+    init_optimizer = None
+    if init is not None and init.epochs > 0:
+        init_optimizer = make_optimizer(init.parameters, Recipe.from_dict(asdict(recipe), lr=init.lr or recipe.lr))
+
+    history: list[dict] = []
+    best: dict | None = None
+    last: dict | None = None
+    best_state = None
+    phase, start_epoch = "init" if init_optimizer else "main", 1
+    stopped = None
+    state = resume.load()
+    if state is not None:
+        objective.load_checkpoint_state(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        if init_optimizer is not None and state.get("init_optimizer"):
+            init_optimizer.load_state_dict(state["init_optimizer"])
+        _set_rng_state(generator, state["rng"])
+        history, best, last = state["history"], state["best"], state["last"]
+        best_state = state.get("best_state")
+        phase, start_epoch = state["next_phase"], state["next_epoch"]
+        stopped = state.get("stopped")
+        log(f"resumed from {resume.path}: {phase} phase, epoch {start_epoch}")
+
+    def checkpoint(next_phase: str, next_epoch: int) -> None:
+        resume.save({"objective": objective.checkpoint_state(), "optimizer": optimizer.state_dict(),
+                     "init_optimizer": init_optimizer.state_dict() if init_optimizer else None,
+                     "rng": _rng_state(generator), "history": history, "best": best, "last": last,
+                     "best_state": best_state, "stopped": stopped,
+                     "next_phase": next_phase, "next_epoch": next_epoch})
+
+    if phase == "init":
+        for epoch in range(start_epoch, init.epochs + 1):
+            t0 = time.perf_counter()
+            objective.train()
+            means, _ = _epoch_pass(objective, stream, init_optimizer, init.parameters, generator,
+                                   recipe.batch_size, epoch, runtime, loss_fn=init.loss)
+            history.append({"phase": "init", "epoch": epoch, "train": means, "seconds": time.perf_counter() - t0})
+            log(f"init epoch {epoch}/{init.epochs} loss {means['total']:.4f}")
+            if epoch == init.epochs:
+                phase, start_epoch = "main", 1
+                checkpoint("main", 1)
+            else:
+                checkpoint("init", epoch + 1)
+
+    for epoch in range(start_epoch, recipe.epochs + 1 if not stopped else start_epoch):
+        t0 = time.perf_counter()
+        lr = recipe.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        objective.train()
+        means, train_acc = _epoch_pass(objective, stream, optimizer, params, generator, recipe.batch_size,
+                                       epoch, runtime)
+        ev = evaluator()
+        record = {"phase": "main", "epoch": epoch, "lr": lr, "train": means, "train_acc": train_acc,
+                  "test_acc": ev.acc, "test_loss": ev.loss, "test_cmi": ev.cmi, "seconds": time.perf_counter() - t0}
+        history.append(record)
+        last = {**record, "per_class_acc": ev.per_class_acc, "confusion": ev.confusion}
+        log(f"epoch {epoch}/{recipe.epochs} lr {lr:.4g} loss {means['total']:.4f} train {train_acc:.2f} "
+            f"test {ev.acc:.2f} ({record['seconds']:.1f}s)")
+        if best is None or ev.acc > best["test_acc"]:
+            best = last
+            if keep_best_state:
+                best_state = {k: v.detach().clone().cpu() for k, v in objective.checkpoint_state().items()}
+        if epoch_hook is not None:
+            stopped = epoch_hook(record)
+        checkpoint("main", epoch + 1)
+        if stopped:
+            log(f"stopping early: {stopped}")
+            break
+    return FitResult(history=history, best=best, last=last, best_state=best_state, stopped_early=stopped)
+
+
+def summarize(result: FitResult) -> dict:
+    """Compact metrics for a result file: best/last accuracies, per-class accuracy, confusion, curves."""
+    return {
+        "best_acc": result.best["test_acc"], "best_epoch": result.best["epoch"],
+        "last_acc": result.last["test_acc"], "last_epoch": result.last["epoch"],
+        "per_class_acc_best": result.best["per_class_acc"], "per_class_acc_last": result.last["per_class_acc"],
+        "confusion_best": result.best["confusion"], "confusion_last": result.last["confusion"],
+        "test_cmi_last": result.last["test_cmi"],
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+    }

@@ -1,0 +1,106 @@
+"""Atomic file output, JSON helpers and run provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it replaces `path` in one rename.
+
+    A job killed half-way leaves only a hidden `.tmp` file, never a file that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=_jsonable) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> dict:
+    """Commit of the package's source checkout (None outside git) and whether it had local changes."""
+    where = cwd or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def provenance(job_config: dict, seed: int | None, device: str, wall_time_s: float | None = None) -> dict:
+    """Everything needed to tell how a result was made: the job's own config, seed, versions, commit, host."""
+    import numpy
+    import torch
+
+    import mcmikd
+
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+                "mcmikd": mcmikd.__version__}
+    try:
+        from importlib.metadata import version
+
+        versions["snakemake"] = version("snakemake")
+    except Exception:  # pragma: no cover - snakemake is a dependency, but provenance must never fail a job
+        versions["snakemake"] = None
+    dev = {"device": device, "threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        dev["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return {
+        "config": job_config,
+        "seed": seed,
+        "versions": versions,
+        "git": git_commit(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        **dev,
+        "wall_time_s": wall_time_s,
+    }

@@ -1,0 +1,85 @@
+"""RepDistiller's CIFAR model zoo under its exact names.
+
+`MODELS` maps each name to "module:factory" so that the names can be listed (config validation at
+Snakefile parse time) without importing torch. `create_model` imports the factory on demand.
+
+Every model is a `ClassifierNet`: `model(x)` returns logits only (so CAM and evaluation tools work), and
+`model.forward_features(x)` returns a `Features` record (stage maps after/before their last ReLU, the pooled
+embedding and the logits).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+MODELS: dict[str, str] = {
+    "resnet8": "mcmikd.models.resnet:resnet8",
+    "resnet14": "mcmikd.models.resnet:resnet14",
+    "resnet20": "mcmikd.models.resnet:resnet20",
+    "resnet32": "mcmikd.models.resnet:resnet32",
+    "resnet44": "mcmikd.models.resnet:resnet44",
+    "resnet56": "mcmikd.models.resnet:resnet56",
+    "resnet110": "mcmikd.models.resnet:resnet110",
+    "resnet8x4": "mcmikd.models.resnet:resnet8x4",
+    "resnet32x4": "mcmikd.models.resnet:resnet32x4",
+    "wrn_16_1": "mcmikd.models.wrn:wrn_16_1",
+    "wrn_16_2": "mcmikd.models.wrn:wrn_16_2",
+    "wrn_40_1": "mcmikd.models.wrn:wrn_40_1",
+    "wrn_40_2": "mcmikd.models.wrn:wrn_40_2",
+    "vgg8": "mcmikd.models.vgg:vgg8",
+    "vgg11": "mcmikd.models.vgg:vgg11",
+    "vgg13": "mcmikd.models.vgg:vgg13",
+    "vgg16": "mcmikd.models.vgg:vgg16",
+    "vgg19": "mcmikd.models.vgg:vgg19",
+    "MobileNetV2": "mcmikd.models.mobilenetv2:mobilenetv2",
+    "ShuffleV1": "mcmikd.models.shufflenetv1:shufflev1",
+    "ShuffleV2": "mcmikd.models.shufflenetv2:shufflev2",
+    "ResNet50": "mcmikd.models.resnetv2:resnet50",
+}
+
+# Students with these architectures use the smaller learning rate in RepDistiller and the MCMI code.
+SMALL_LR_MODELS = frozenset({"MobileNetV2", "ShuffleV1", "ShuffleV2"})
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+def model_source_files(name: str) -> list[str]:
+    """Python files whose code defines architecture `name` (used as Snakemake inputs so edits rerun jobs)."""
+    from pathlib import Path
+
+    module = MODELS[name].split(":")[0]
+    here = Path(__file__).parent
+    return [str(here / "base.py"), str(here / (module.rsplit(".", 1)[1] + ".py"))]
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3):
+    """Build model `name` (RepDistiller's architecture) for `num_classes` classes and `in_channels` inputs."""
+    if name not in MODELS:
+        from mcmikd.errors import ConfigError
+
+        known = ", ".join(MODELS)
+        raise ConfigError(f"unknown model '{name}'; choose one of: {known}")
+    module, factory = MODELS[name].split(":")
+    model = getattr(importlib.import_module(module), factory)(num_classes=num_classes, in_channels=in_channels)
+    model.arch = name
+    return model
+
+
+def feature_shapes(name: str, num_classes: int, in_channels: int, image_size: int) -> dict:
+    """Shapes of `forward_features` outputs for one image, computed on the meta device (no arithmetic).
+
+    Returns {"feats": [(C, H, W), ...], "preact_feats": [...], "pooled": D, "logits": num_classes}.
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = create_model(name, num_classes, in_channels).eval()
+        out = model.forward_features(torch.empty(2, in_channels, image_size, image_size))
+    return {
+        "feats": [tuple(f.shape[1:]) for f in out.feats],
+        "preact_feats": [tuple(f.shape[1:]) for f in out.preact_feats],
+        "pooled": int(out.pooled.shape[1]),
+        "logits": int(out.logits.shape[1]),
+    }

@@ -1,0 +1,97 @@
+"""Config rejection messages (one line, naming the key and the fix) and the experiment grid."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mcmikd.config import parse_setting
+from mcmikd.errors import ConfigError
+
+from conftest import ROOT
+
+
+def _error(load, mutate) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(mutate)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_default_config_is_valid_and_plans_every_experiment(load):
+    grid = load()
+    assert set(grid.runs) == {"main", "fewshot", "zeroshot", "temperature"}
+    assert grid.teachers == {"resnet20": {"mll", "mcmi-0.25"}}
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c["students"].update(epochs_typo=3), "config key 'students': unknown key(s) ['epochs_typo']"),
+    (lambda c: c["students"]["training"].update(epochs="ten"), "config key 'students.training.epochs': 'ten' is not of type 'integer'"),
+    (lambda c: c["dataset"].update(name="mnist"), "config key 'dataset.name': 'mnist' is not allowed; use one of"),
+    (lambda c: c["teachers"]["mcmi"].update({"lambda": -0.25}), "config key 'teachers.mcmi.lambda'"),
+    (lambda c: c["experiments"]["main"]["pairs"].append({"teacher": "resnet1000", "student": "resnet8"}),
+     "config key 'experiments.main.pairs[1].teacher': unknown model 'resnet1000'; choose one of: resnet8"),
+    (lambda c: c["experiments"]["main"].update(methods=["kd", "kdd"]),
+     "config key 'experiments.main.methods[1]': unknown method 'kdd'; choose one of: ce, kd"),
+    (lambda c: c["methods"].update(kdd={}), "config key 'methods.kdd': unknown method 'kdd'"),
+    (lambda c: c["students"]["training"].update(milestones=[150, 180]), "config key 'students.training.milestones': [150, 180] not below epochs (15)"),
+    (lambda c: c["experiments"]["zeroshot"].update(omitted=[[3], [12]]), "class ids [12] do not exist in digits (0..9)"),
+    (lambda c: c["experiments"]["fewshot"].update(fractions=[0.1, 1.5]), "config key 'experiments.fewshot.fractions.1'"),
+    (lambda c: c["runtime"].update(device="gpu0"), "config key 'runtime.device'"),
+    (lambda c: c.pop("students"), "'students' is a required property"),
+])
+def test_bad_config_gives_one_clear_line(load, mutate, expected):
+    assert expected in _error(load, mutate)
+
+
+def test_settings_round_trip():
+    assert parse_setting("full") == {}
+    assert parse_setting("frac0.05") == {"fraction": 0.05}
+    assert parse_setting("omit3.8") == {"omitted": [3, 8]}
+    assert parse_setting("T2") == {"temperature": 2.0}
+    with pytest.raises(ConfigError):
+        parse_setting("half")
+
+
+def test_student_params_hold_only_the_jobs_own_slice(load):
+    grid = load()
+    fewshot = next(r for r in grid.runs["fewshot"] if r.t_kind == "mll")
+    p = grid.student_params(fewshot)
+    assert set(p) == {"teacher", "student", "method", "hp", "recipe", "setting", "seed", "augment", "runtime"}
+    assert p["setting"] == {"fraction": 0.05, "subset": "first_n", "epoch_length": "full"}
+    assert "threads" not in p["runtime"]  # thread counts must never trigger reruns
+    sweep = next(r for r in grid.runs["temperature"] if r.setting == "T2")
+    assert grid.student_params(sweep)["hp"]["temperature"] == 2.0
+    # the sweep's T=4 run is the main experiment's KD run
+    assert any(r.setting == "full" for r in grid.runs["temperature"])
+    # a small-lr architecture gets its own learning rate
+    assert grid._recipe({"epochs": 2, "lr": 0.05, "lr_small_models": 0.01}, "ShuffleV1")["lr"] == 0.01
+
+
+def test_zero_shot_and_main_get_a_ce_baseline(load):
+    grid = load()
+    assert any(r.method == "ce" and r.t_arch == "none" for r in grid.runs["main"])
+    assert {r.setting for r in grid.runs["zeroshot"] if r.method == "ce"} == {"omit3", "omit3.8"}
+
+
+def test_parsing_the_config_does_not_import_torch():
+    code = ("import sys, yaml; from mcmikd.config import load_grid; "
+            f"load_grid(yaml.safe_load(open('{ROOT}/config/config.yaml')), '{ROOT}/workflow/schemas/config.schema.yaml'); "
+            "assert 'torch' not in sys.modules, 'torch imported at parse time'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_paper_configs_are_valid(load):
+    from mcmikd.config import load_grid
+
+    from conftest import SCHEMA
+
+    grids = {name: load_grid(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text()), SCHEMA)
+             for name in ("cifar100", "cifar10")}
+    assert len(grids["cifar100"].config["experiments"]["main"]["pairs"]) == 13
+    assert {r.setting for r in grids["cifar10"].runs["zeroshot"]} == {
+        "omit9", "omit7.9", "omit5.7.9", "omit1.3.5.7.9", "omit0.1.3.5.7.9", "omit0.3"}
+    fewshot = grids["cifar100"].runs["fewshot"]
+    assert {r.t_kind for r in fewshot} == {"mll", "mcmi-0.15"} and len({r.seed for r in fewshot}) == 5

@@ -1,0 +1,5 @@
+from mcmikd.aggregate import write_runs
+from mcmikd.smk import run_job
+
+run_job(snakemake, write_runs, student_files=list(snakemake.input.runs), teacher_files=list(snakemake.input.teachers),
+        experiment=snakemake.wildcards.experiment, output=snakemake.output[0])

@@ -1,0 +1,5 @@
+from mcmikd.jobs import measure_cmi
+from mcmikd.smk import run_job
+
+run_job(snakemake, measure_cmi, data_path=snakemake.input.data, model_path=snakemake.input.model,
+        params=snakemake.params.cfg, output=snakemake.output[0], threads=snakemake.threads)

@@ -1,0 +1,4 @@
+from mcmikd.jobs import prepare_data
+from mcmikd.smk import run_job
+
+run_job(snakemake, prepare_data, params=snakemake.params.dataset, output=snakemake.output[0])

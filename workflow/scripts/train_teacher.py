@@ -1,0 +1,6 @@
+from mcmikd.jobs import train_teacher
+from mcmikd.smk import run_job
+
+run_job(snakemake, train_teacher, data_path=snakemake.input.data, params=snakemake.params.cfg,
+        model_out=snakemake.output.model, metrics_out=snakemake.output.metrics,
+        resume_path=snakemake.params.resume, threads=snakemake.threads)
