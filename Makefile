@@ -33,7 +33,7 @@ dag: $(STAMP)
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > docs/rulegraph.svg
 
 bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/run_benchmarks.py
+	$(VENV)/bin/python bench/benchmark.py --out docs/benchmarks.md
 
 clean:
 	rm -rf results logs benchmarks .snakemake
