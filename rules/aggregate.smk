@@ -13,6 +13,8 @@ rule collect_runs:
         "<results>/runs/{experiment}.csv",
     log:
         "<logs>/collect_runs/{experiment}.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/collect_runs.py"
 
@@ -25,7 +27,7 @@ rule make_table:
     output:
         csv=report(
             "<results>/tables/{experiment}.csv",
-            caption="../workflow/report/table_{experiment}.rst",
+            caption="../workflow/report/table.rst",
             category="Tables",
             labels={"table": "{experiment}"},
         ),
@@ -36,5 +38,7 @@ rule make_table:
         layout=lambda wc: table_layout(wc.experiment),
     log:
         "<logs>/make_table/{experiment}.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/make_table.py"

@@ -18,5 +18,7 @@ rule eigen_cam:
         mem_mb=res("eigen_cam", "mem_mb", 4000),
         runtime=res("eigen_cam", "runtime", 10),
         gpu=res("eigen_cam", "gpu", 0),
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/eigen_cam.py"

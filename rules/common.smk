@@ -170,3 +170,8 @@ onstart:
         print(preflight(GRID), file=sys.stderr)
     except McmiError as err:
         sys.exit(f"Error: {err}")
+
+
+# With --sdm conda every job runs in this named environment, created once from environment.yml
+# (`conda env create -f environment.yml`); without --sdm conda it is ignored and jobs use the current Python.
+CONDA_ENV = "mcmikd"

@@ -13,5 +13,7 @@ rule prepare_data:
     resources:
         mem_mb=res("prepare_data", "mem_mb", 4000),
         runtime=res("prepare_data", "runtime", 30),
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/prepare_data.py"

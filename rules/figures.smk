@@ -28,6 +28,8 @@ rule plot_fewshot:
         layout=lambda wc: table_layout("fewshot"),
     log:
         "<logs>/figures/fewshot.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/plot_fewshot.py"
 
@@ -51,6 +53,8 @@ rule plot_zeroshot_bars:
         layout=lambda wc: table_layout("zeroshot"),
     log:
         "<logs>/figures/zeroshot_bars.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/plot_zeroshot_bars.py"
 
@@ -74,6 +78,8 @@ rule plot_zeroshot_confusion:
         layout=lambda wc: table_layout("zeroshot"),
     log:
         "<logs>/figures/zeroshot_confusion.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/plot_zeroshot_confusion.py"
 
@@ -97,6 +103,8 @@ rule plot_temperature:
         layout=lambda wc: table_layout("temperature"),
     log:
         "<logs>/figures/temperature.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/plot_temperature.py"
 
@@ -117,6 +125,8 @@ rule plot_teachers_mcmi:
         pdf="<results>/figures/teachers_mcmi.pdf",
     log:
         "<logs>/figures/teachers_mcmi.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/plot_teachers_mcmi.py"
 
@@ -137,5 +147,7 @@ rule plot_cam:
         pdf="<results>/figures/cam_{arch}.pdf",
     log:
         "<logs>/figures/cam_{arch}.log",
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/plot_cam.py"

@@ -19,5 +19,7 @@ rule train_student:
         mem_mb=res("train_student", "mem_mb", 4000),
         runtime=res("train_student", "runtime", 60),
         gpu=res("train_student", "gpu", 0),
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/train_student.py"

@@ -18,6 +18,8 @@ rule train_teacher:
         mem_mb=res("train_teacher", "mem_mb", 4000),
         runtime=res("train_teacher", "runtime", 60),
         gpu=res("train_teacher", "gpu", 0),
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/train_teacher.py"
 
@@ -46,6 +48,8 @@ rule finetune_mcmi:
         mem_mb=res("finetune_mcmi", "mem_mb", 4000),
         runtime=res("finetune_mcmi", "runtime", 30),
         gpu=res("finetune_mcmi", "gpu", 0),
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/finetune_mcmi.py"
 
@@ -69,5 +73,7 @@ rule measure_cmi:
         mem_mb=res("measure_cmi", "mem_mb", 4000),
         runtime=res("measure_cmi", "runtime", 10),
         gpu=res("measure_cmi", "gpu", 0),
+    conda:
+        CONDA_ENV
     script:
         "../workflow/scripts/measure_cmi.py"
