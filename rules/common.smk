@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+# the package next to this Snakefile, installed or not (the scripts do the same through workflow/scripts/_src.py)
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 import mcmikd
 from mcmikd.config import NO_TEACHER, load_grid
 from mcmikd.distill import method_source_files
@@ -172,6 +174,6 @@ onstart:
         sys.exit(f"Error: {err}")
 
 
-# With --sdm conda every job runs in this named environment, created once from environment.yml
-# (`conda env create -f environment.yml`); without --sdm conda it is ignored and jobs use the current Python.
-CONDA_ENV = "mcmikd"
+# With --sdm conda every job runs in an environment built from environment.yml (the package itself comes from
+# src/ through workflow/scripts/_src.py); without --sdm conda jobs use the current Python.
+CONDA_ENV = "../environment.yml"

@@ -1,3 +1,4 @@
+import _src  # noqa: F401  (the workflow's own package first on sys.path)
 from mcmikd.jobs import finetune_mcmi
 from mcmikd.smk import run_job
 

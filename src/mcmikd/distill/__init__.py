@@ -12,6 +12,21 @@ from pathlib import Path
 METHODS: dict[str, str] = {
     "ce": "mcmikd.distill.methods.ce:CE",
     "kd": "mcmikd.distill.methods.kd:KD",
+    "fitnet": "mcmikd.distill.methods.fitnet:FitNet",
+    "at": "mcmikd.distill.methods.at:AT",
+    "sp": "mcmikd.distill.methods.sp:SP",
+    "cc": "mcmikd.distill.methods.cc:CC",
+    "vid": "mcmikd.distill.methods.vid:VID",
+    "rkd": "mcmikd.distill.methods.rkd:RKD",
+    "pkt": "mcmikd.distill.methods.pkt:PKT",
+    "ab": "mcmikd.distill.methods.ab:AB",
+    "ft": "mcmikd.distill.methods.ft:FT",
+    "fsp": "mcmikd.distill.methods.fsp:FSP",
+    "nst": "mcmikd.distill.methods.nst:NST",
+    "crd": "mcmikd.distill.methods.crd:CRD",
+    "dkd": "mcmikd.distill.methods.dkd:DKD",
+    "reviewkd": "mcmikd.distill.methods.reviewkd:ReviewKD",
+    "dist": "mcmikd.distill.methods.dist:DIST",
 }
 
 
