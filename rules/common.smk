@@ -121,7 +121,7 @@ def all_teacher_metrics():
 
 # ----------------------------------------------------------------------------------------------- targets
 FIGURES = {
-    "main": ["teachers_mcmi"],
+    "main": ["main_delta", "teachers_mcmi"],
     "fewshot": ["fewshot"],
     "zeroshot": ["zeroshot_bars", "zeroshot_confusion"],
     "temperature": ["temperature"],

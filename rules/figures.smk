@@ -1,6 +1,7 @@
 # The paper's figures (src/mcmikd/plots.py): each reads the runs table, teacher metrics or Eigen-CAM maps it
 # shows, plus the plotting code, so that editing plots.py redraws the figures and reruns nothing else.
 localrules:
+    plot_main,
     plot_fewshot,
     plot_zeroshot_bars,
     plot_zeroshot_confusion,
@@ -151,3 +152,28 @@ rule plot_cam:
         CONDA_ENV
     script:
         "../workflow/scripts/plot_cam.py"
+
+
+rule plot_main:
+    """The main table as a heat map of the MCMI teacher's gain over the MLL teacher, framework × pair."""
+    input:
+        runs="<results>/runs/main.csv",
+        code=pkg("plots.py", "aggregate.py"),
+    output:
+        png=report(
+            "<results>/figures/main_delta.png",
+            caption="../workflow/report/fig_main.rst",
+            category="Figures",
+            subcategory="Main table",
+            labels={"figure": "MCMI gain per framework and pair"},
+        ),
+        pdf="<results>/figures/main_delta.pdf",
+    params:
+        metric=config["tables"]["metric"],
+        layout=lambda wc: table_layout("main"),
+    log:
+        "<logs>/figures/main_delta.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../workflow/scripts/plot_main.py"

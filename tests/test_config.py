@@ -95,3 +95,17 @@ def test_paper_configs_are_valid(load):
         "omit9", "omit7.9", "omit5.7.9", "omit1.3.5.7.9", "omit0.1.3.5.7.9", "omit0.3"}
     fewshot = grids["cifar100"].runs["fewshot"]
     assert {r.t_kind for r in fewshot} == {"mll", "mcmi-0.15"} and len({r.seed for r in fewshot}) == 5
+
+
+def test_excluded_method_pair_combinations_are_not_planned(load):
+    def mutate(c):
+        c["experiments"]["main"]["pairs"].append({"teacher": "resnet20", "student": "ShuffleV1"})
+        c["experiments"]["main"]["methods"] = ["kd", "fsp"]
+        c["experiments"]["main"]["exclude"] = [{"method": "fsp", "teacher": "resnet20", "student": "ShuffleV1"}]
+
+    runs = load(mutate).runs["main"]
+    planned = {(r.t_arch, r.student, r.method) for r in runs if r.method != "ce"}
+    assert ("resnet20", "resnet8", "fsp") in planned and ("resnet20", "ShuffleV1", "kd") in planned
+    assert ("resnet20", "ShuffleV1", "fsp") not in planned
+    with pytest.raises(ConfigError, match=r"experiments.main.exclude\[0\].method': unknown method 'fps'"):
+        load(lambda c: c["experiments"]["main"].update(exclude=[{"method": "fps"}]))

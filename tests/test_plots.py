@@ -169,3 +169,19 @@ def test_cam(tmp_path, channels, teachers):
     png, pdf = _written(tmp_path, "cam")
     plots.cam_figure(write_cam(tmp_path / "cam.pt", channels, n=7, teachers=teachers), png, pdf, per_row=4)
     _check(png, pdf)
+
+
+@pytest.mark.parametrize("collapsed", [False, True])
+def test_main_delta(tmp_path, collapsed):
+    rng = np.random.default_rng(1)
+    rows = [_teacher("mll"), _teacher("mcmi", collapsed)]
+    for seed in (0, 1):
+        rows.append(_student(rng, "none", "ce", seed))
+        rows += [_student(rng, k, m, seed, skipped=collapsed and k == "mcmi") for m in ("kd", "crd")
+                 for k in ("mll", "mcmi")]
+    runs = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(runs, index=False)
+    layout = {"pairs": [["resnet32", "resnet8"], ["resnet32", "ShuffleV1"]], "methods": ["ce", "kd", "crd", "fsp"]}
+    png, pdf = _written(tmp_path, "main_delta")
+    plots.main_delta_figure(str(runs), layout, "best", png, pdf)
+    _check(png, pdf)

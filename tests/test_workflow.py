@@ -1,4 +1,7 @@
-"""End to end: the real Snakefile on a tiny config in a temporary directory."""
+"""End to end: the real Snakefile on a tiny config in a temporary directory, and exact incremental reruns.
+
+The module's finished run uses a private copy of the workflow (Snakefile, rules, scripts and the package), so
+tests may edit its code and check, with Snakemake's dry run, that exactly the dependent jobs would rerun."""
 
 import os
 import re
@@ -7,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,20 +21,41 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "src", "profiles", "environment.yml")
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile",
-           str(workdir / "config.yaml"), "--cores", "2", *args]
+@dataclass
+class Workspace:
+    """A working directory (config.yaml, results/) and the workflow it runs (the checkout or a private copy)."""
+
+    work: Path
+    repo: Path = ROOT
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def snakemake(ws, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    cmd = [SNAKEMAKE, "-s", str(ws.repo / "Snakefile"), "--directory", str(ws.work), "--configfile",
+           str(ws.work / "config.yaml"), "--cores", "2", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
-def planned_jobs(workdir: Path, *args: str) -> Counter:
+def planned_jobs(ws, *args: str) -> Counter:
     """Jobs a dry run would execute, per rule (parsed from Snakemake's job stats table)."""
-    out = snakemake(workdir, "-n", *args)
+    out = snakemake(ws, "-n", *args)
     text = out.stdout + out.stderr
     if "Nothing to be done" in text:
         return Counter()
@@ -45,31 +70,49 @@ def planned_jobs(workdir: Path, *args: str) -> Counter:
     return counts
 
 
-def write_config(workdir: Path, mutate=None) -> None:
+def write_config(ws, mutate=None) -> None:
+    work = ws.work if isinstance(ws, Workspace) else ws
     cfg = yaml.safe_load((ROOT / "tests" / "tiny.yaml").read_text())
     if mutate:
         mutate(cfg)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("wf")
-    write_config(workdir)
-    snakemake(workdir)
-    return workdir
+    ws = Workspace(work=tmp_path_factory.mktemp("wf"), repo=copy_workflow(tmp_path_factory.mktemp("repo")))
+    write_config(ws)
+    snakemake(ws)
+    return ws
+
+
+@pytest.fixture
+def edited(finished_run):
+    """Edit a file of the private workflow copy for one test: edit(relative_path, new_text); restored after."""
+    saved = {}
+
+    def edit(relative: str, text: str) -> None:
+        path = finished_run.repo / relative
+        saved.setdefault(path, (path.read_text(), path.stat()))
+        path.write_text(text)
+
+    yield edit
+    for path, (text, stat) in saved.items():
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_every_table_and_figure_exists_with_the_expected_rows(finished_run):
-    res = finished_run / "results" / "tiny"
+    res = finished_run.work / "results" / "tiny"
     for exp in ("main", "fewshot", "zeroshot", "temperature"):
         for ext in ("csv", "md", "tex"):
             assert (res / "tables" / f"{exp}.{ext}").stat().st_size > 0
-    for fig in ("fewshot", "zeroshot_bars", "zeroshot_confusion", "temperature", "teachers_mcmi", "cam_resnet8"):
+    for fig in ("main_delta", "fewshot", "zeroshot_bars", "zeroshot_confusion", "temperature", "teachers_mcmi",
+                "cam_resnet8"):
         for ext in ("png", "pdf"):
             assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000
     main = pd.read_csv(res / "tables" / "main.csv")
-    assert set(main["row"]) == {"teacher", "ce", "kd"}
+    assert set(main["row"]) == {"teacher", "ce", "kd", "at"}
     kd = main[main["row"] == "kd"].set_index("teacher_kind")
     assert set(kd.index) == {"mll", "mcmi"} and (kd["n"] == 2).all()  # two seeds each
     md = (res / "tables" / "main.md").read_text()
@@ -102,17 +145,6 @@ def test_changing_one_experiment_setting_reruns_only_its_students_and_aggregates
         write_config(work)
 
 
-def test_adding_a_seed_adds_only_the_new_jobs(finished_run):
-    write_config(finished_run, lambda c: c["experiments"]["zeroshot"].update(seeds=[0, 1]))
-    try:
-        jobs = planned_jobs(finished_run)
-        # the new seed's CE-only, KD-MLL and KD-MCMI students, then the zero-shot tables and figures
-        assert jobs == Counter({"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_zeroshot_bars": 1,
-                                "plot_zeroshot_confusion": 1, "all": 1}), jobs
-    finally:
-        write_config(finished_run)
-
-
 def test_bad_config_stops_before_any_job_with_one_line(tmp_path):
     write_config(tmp_path, lambda c: c["experiments"]["main"].update(methods=["kd", "kdd"]))
     out = snakemake(tmp_path, check=False)
@@ -129,3 +161,76 @@ def test_unknown_method_key_is_caught_before_training(tmp_path):
     assert out.returncode != 0
     assert "Error: method 'kd' for resnet8 → resnet8: methods.kd: unknown key(s) ['tempreature']" in out.stderr
     assert not (tmp_path / "results").exists()
+
+
+# ----------------------------------------------------------------------------------------------- exact reruns
+AT_STUDENTS = 4  # main experiment: 1 pair × {MLL, MCMI} teacher × 2 seeds
+MAIN_AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_main": 1, "all": 1}
+
+
+def test_changing_one_methods_weight_reruns_only_its_students_and_their_tables(finished_run):
+    write_config(finished_run, lambda c: c["methods"]["at"].update(beta=500))
+    try:
+        assert planned_jobs(finished_run) == Counter({"train_student": AT_STUDENTS, **MAIN_AGGREGATES})
+    finally:
+        write_config(finished_run)
+
+
+def test_editing_one_methods_code_reruns_only_that_methods_jobs(finished_run, edited):
+    source = (finished_run.repo / "src/mcmikd/distill/methods/at.py").read_text()
+    edited("src/mcmikd/distill/methods/at.py", source + "\n# a change to the attention-transfer code\n")
+    jobs = planned_jobs(finished_run)
+    assert jobs == Counter({"train_student": AT_STUDENTS, **MAIN_AGGREGATES}), jobs
+
+
+def test_touching_code_without_changing_it_reruns_nothing(finished_run):
+    path = finished_run.repo / "src/mcmikd/distill/methods/kd.py"
+    stat = path.stat()
+    try:
+        os.utime(path)  # newer mtime, same content: the checksum says nothing changed
+        assert planned_jobs(finished_run) == Counter()
+    finally:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_editing_the_plotting_code_reruns_only_the_figures(finished_run, edited):
+    source = (finished_run.repo / "src/mcmikd/plots.py").read_text()
+    edited("src/mcmikd/plots.py", source + "\n# a change to the plotting code\n")
+    jobs = planned_jobs(finished_run)
+    figures = {rule for rule in jobs if rule.startswith("plot_")}
+    assert set(jobs) == figures | {"all"}, jobs
+    assert figures == {"plot_main", "plot_fewshot", "plot_zeroshot_bars", "plot_zeroshot_confusion",
+                       "plot_temperature", "plot_teachers_mcmi", "plot_cam"}
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    # a fraction: its MLL and MCMI students (1 seed), the few-shot table and figure
+    (lambda c: c["experiments"]["fewshot"]["fractions"].append(0.25),
+     {"train_student": 2, "collect_runs": 1, "make_table": 1, "plot_fewshot": 1}),
+    # an omitted-class set: CE-only, KD-MLL and KD-MCMI students, the zero-shot table and figures
+    (lambda c: c["experiments"]["zeroshot"]["omitted"].append([5]),
+     {"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_zeroshot_bars": 1, "plot_zeroshot_confusion": 1}),
+    # a seed of the zero-shot experiment: the same three students for the new seed
+    (lambda c: c["experiments"]["zeroshot"].update(seeds=[0, 1]),
+     {"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_zeroshot_bars": 1, "plot_zeroshot_confusion": 1}),
+    # a λ for the CAM experiment: one more MCMI teacher (fine-tuned from the existing MLL one), its Eigen-CAM
+    # panel, and the fine-tuning curves that show every MCMI teacher
+    (lambda c: c["experiments"]["cam"].update({"lambda": 0.5}),
+     {"finetune_mcmi": 1, "eigen_cam": 1, "plot_cam": 1, "plot_teachers_mcmi": 1}),
+])
+def test_adding_to_the_grid_adds_only_the_new_jobs(finished_run, mutate, expected):
+    write_config(finished_run, mutate)
+    try:
+        assert planned_jobs(finished_run) == Counter({**expected, "all": 1})
+    finally:
+        write_config(finished_run)
+
+
+def test_every_result_records_its_provenance(finished_run):
+    import json
+
+    result = json.loads(next((finished_run.work / "results/tiny/students").rglob("seed0.json")).read_text())
+    prov = result["provenance"]
+    assert {"config", "seed", "versions", "git", "host", "device", "wall_time_s"} <= set(prov)
+    assert prov["seed"] == 0 and prov["config"]["seed"] == 0 and prov["device"] == "cpu"
+    assert prov["wall_time_s"] > 0 and prov["versions"]["torch"]

@@ -454,3 +454,39 @@ def cam_figure(cam_path: str, png: str, pdf: str, per_row: int = 5) -> None:
                  label="Eigen-CAM (min–max scaled)")
     _save(fig, png, pdf)
 
+
+
+# --------------------------------------------------------------------------------------------- main table
+@_themed
+def main_delta_figure(runs_csv: str, layout: dict, metric: str, png: str, pdf: str) -> None:
+    """Gain of the MCMI teacher over the MLL teacher (Δ accuracy) for every framework and pair, as a heat map;
+    each cell also gives the MLL → MCMI accuracies. Blank: not run (excluded) or no finished run."""
+    runs = read_runs(runs_csv)
+    numbers, _ = aggregate.main_table(runs, layout, metric)
+    methods = [m for m in layout["methods"] if m != "ce"]
+    pairs = [f"{t} → {s}" for t, s in layout["pairs"]]
+    delta = pd.DataFrame(np.nan, index=[method_label(m) for m in methods], columns=pairs)
+    text = pd.DataFrame("", index=delta.index, columns=pairs)
+    if len(numbers):
+        rows = numbers[numbers["row"].isin(methods)]
+        for (pair, method), cell in rows.groupby(["pair", "row"]):
+            by_kind = cell.set_index("teacher_kind")
+            if {"mll", "mcmi"} <= set(by_kind.index):
+                mll, mcmi = by_kind.loc["mll", "mean"], by_kind.loc["mcmi", "mean"]
+                if not (math.isnan(mll) or math.isnan(mcmi)):
+                    delta.loc[method_label(method), pair] = mcmi - mll
+                    text.loc[method_label(method), pair] = f"{mcmi - mll:+.2f}\n{mll:.1f}→{mcmi:.1f}"
+    fig = Figure(figsize=(max(6.0, 1.9 + 1.55 * len(pairs)), 1.6 + 0.48 * len(methods)))
+    ax = fig.subplots()
+    # symmetric colour scale around 0 (white), never narrower than ±0.1 points so a zero gain stays white
+    limit = max(float(np.nanmax(np.abs(delta.to_numpy()))) if delta.notna().any().any() else 0.0, 0.1)
+    sns.heatmap(delta, ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit, annot=text, fmt="",
+                annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white",
+                cbar_kws={"label": f"Δ top-1, points ({metric} epoch)"})
+    ax.set_xlabel("teacher → student")
+    ax.set_ylabel("")
+    ax.set_title("Student accuracy: MCMI teacher − MLL teacher\n(mean over seeds; cells: Δ and MLL → MCMI accuracy)")
+    ax.tick_params(axis="x", labelrotation=20)
+    if not delta.notna().any().any():
+        _note(ax, "no finished MLL/MCMI student pairs")
+    _save(fig, png, pdf)
