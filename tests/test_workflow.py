@@ -234,3 +234,19 @@ def test_every_result_records_its_provenance(finished_run):
     assert {"config", "seed", "versions", "git", "host", "device", "wall_time_s"} <= set(prov)
     assert prov["seed"] == 0 and prov["config"]["seed"] == 0 and prov["device"] == "cpu"
     assert prov["wall_time_s"] > 0 and prov["versions"]["torch"]
+
+
+def test_a_failed_job_keeps_its_log_and_every_other_result(tmp_path):
+    """A runtime failure (here an Eigen-CAM image index outside the test set) fails only that job: with
+    keep-going (the default profile) every independent job finishes, the failed job's log says why, and the next
+    run plans only what is missing."""
+    ws = Workspace(work=tmp_path)
+    write_config(ws, lambda c: c["experiments"]["cam"].update(indices=[100000]))
+    out = snakemake(ws, check=False)
+    assert out.returncode != 0
+    res = tmp_path / "results" / "tiny"
+    assert all((res / "tables" / f"{exp}.md").exists() for exp in ("main", "fewshot", "zeroshot", "temperature"))
+    assert not (res / "cam" / "resnet8.pt").exists()
+    log = (tmp_path / "logs/tiny/eigen_cam/resnet8.log").read_text()
+    assert "Error: cam.indices [100000] are outside the test set (0..449)" in log
+    assert planned_jobs(ws) == Counter({"eigen_cam": 1, "plot_cam": 1, "all": 1})
