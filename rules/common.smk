@@ -46,15 +46,15 @@ ENGINE_CODE = pkg("engine.py", "augment.py", "data.py", "cmi.py", "jobs.py")
 
 
 def teacher_code(wildcards):
-    return ENGINE_CODE + model_source_files(wildcards.arch) + method_source_files("ce")
+    return [*ENGINE_CODE, *model_source_files(wildcards.arch), *method_source_files("ce")]
 
 
 def mcmi_code(wildcards):
-    return ENGINE_CODE + model_source_files(wildcards.arch) + pkg("teacher.py")
+    return [*ENGINE_CODE, *model_source_files(wildcards.arch), *pkg("teacher.py")]
 
 
 def student_code(wildcards):
-    files = ENGINE_CODE + model_source_files(wildcards.student) + method_source_files(wildcards.method)
+    files = [*ENGINE_CODE, *model_source_files(wildcards.student), *method_source_files(wildcards.method)]
     if wildcards.t_arch != NO_TEACHER:
         files += model_source_files(wildcards.t_arch)
     return list(dict.fromkeys(files))

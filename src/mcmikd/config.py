@@ -107,6 +107,8 @@ def check_config(config: dict) -> None:
             _check_model(pair["student"], f"{where}.student")
         for i, method in enumerate(body.get("methods", [])):
             _check_method(method, f"experiments.{exp}.methods[{i}]")
+        for i, rule in enumerate(body.get("exclude", [])):
+            _check_method(rule["method"], f"experiments.{exp}.exclude[{i}].method")
     if "zeroshot" in exps and num_classes:
         for i, omitted in enumerate(exps["zeroshot"]["omitted"]):
             bad = [c for c in omitted if c >= num_classes]
@@ -172,6 +174,8 @@ class Grid:
             for pair in pairs:
                 kinds = ["mll", mcmi_kind(grid.lambda_for(pair["teacher"], body))]
                 for method in methods + (["ce"] if exp in ("main", "zeroshot") and "ce" not in methods else []):
+                    if _excluded(body.get("exclude", []), method, pair):
+                        continue
                     for setting in settings:
                         for seed in seeds:
                             if method == "ce":
@@ -296,6 +300,11 @@ class Grid:
     def enabled(self, exp: str) -> bool:
         body = self.config["experiments"].get(exp)
         return bool(body) and body.get("enabled", True)
+
+
+def _excluded(rules: list[dict], method: str, pair: dict) -> bool:
+    return any(rule["method"] == method and all(rule[k] == pair[k] for k in ("teacher", "student") if k in rule)
+               for rule in rules)
 
 
 _SETTING = re.compile(r"^(full|frac(?P<frac>[0-9.e-]+)|omit(?P<omit>[0-9]+(\.[0-9]+)*)|T(?P<temp>[0-9.e-]+))$")

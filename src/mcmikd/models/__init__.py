@@ -45,13 +45,13 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
-def model_source_files(name: str) -> list[str]:
+def model_source_files(name: str) -> tuple[str, ...]:
     """Python files whose code defines architecture `name` (used as Snakemake inputs so edits rerun jobs)."""
     from pathlib import Path
 
     module = MODELS[name].split(":")[0]
     here = Path(__file__).parent
-    return [str(here / "base.py"), str(here / (module.rsplit(".", 1)[1] + ".py"))]
+    return str(here / "base.py"), str(here / (module.rsplit(".", 1)[1] + ".py"))
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3):
