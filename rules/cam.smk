@@ -13,7 +13,7 @@ rule eigen_cam:
         "<logs>/eigen_cam/{arch}.log",
     benchmark:
         "<benchmarks>/eigen_cam/{arch}.tsv"
-    threads: THREADS
+    threads: res("eigen_cam", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("eigen_cam", "mem_mb", 4000),
         runtime=res("eigen_cam", "runtime", 10),

@@ -14,7 +14,7 @@ rule train_student:
         "<logs>/train_student/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.log",
     benchmark:
         "<benchmarks>/train_student/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.tsv"
-    threads: THREADS
+    threads: res("train_student", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("train_student", "mem_mb", 4000),
         runtime=res("train_student", "runtime", 60),

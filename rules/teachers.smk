@@ -13,7 +13,7 @@ rule train_teacher:
         "<logs>/train_teacher/{arch}.log",
     benchmark:
         "<benchmarks>/train_teacher/{arch}.tsv"
-    threads: THREADS
+    threads: res("train_teacher", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("train_teacher", "mem_mb", 4000),
         runtime=res("train_teacher", "runtime", 60),
@@ -43,7 +43,7 @@ rule finetune_mcmi:
         "<logs>/finetune_mcmi/{arch}.{kind}.log",
     benchmark:
         "<benchmarks>/finetune_mcmi/{arch}.{kind}.tsv"
-    threads: THREADS
+    threads: res("finetune_mcmi", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("finetune_mcmi", "mem_mb", 4000),
         runtime=res("finetune_mcmi", "runtime", 30),
@@ -68,7 +68,7 @@ rule measure_cmi:
         "<logs>/measure_cmi/{arch}.{kind}.log",
     benchmark:
         "<benchmarks>/measure_cmi/{arch}.{kind}.tsv"
-    threads: THREADS
+    threads: res("measure_cmi", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("measure_cmi", "mem_mb", 4000),
         runtime=res("measure_cmi", "runtime", 10),
