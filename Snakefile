@@ -1,5 +1,5 @@
 # MCMI teachers for knowledge distillation (Ye et al., ICLR 2024) with Eigen-CAM: the reproduction workflow.
-# One command runs it all: `make run` (default: digits), or `snakemake --configfile config/cifar100.yaml`.
+# One command runs it all: `make run` (default: digits), or `snakemake --cores N --configfile config/cifar100.yaml`.
 from snakemake.utils import min_version
 
 min_version("9.12")

@@ -3,8 +3,8 @@ and how fast Snakemake plans the paper's CIFAR-100 grid.
 
     .venv/bin/python bench/benchmark.py [--skip-run] [--cores 2]
 
-It runs the real Snakefile in a fresh temporary directory with config/config.yaml (so results/ of the checkout
-is untouched) and prints a Markdown report; `--out FILE` also writes it.
+It runs the real Snakefile in a fresh temporary directory (or `--workdir DIR`, kept) with config/config.yaml, so
+results/ of the checkout is untouched, and prints a Markdown report; `--out FILE` also writes it.
 """
 
 from __future__ import annotations
@@ -68,12 +68,14 @@ def main() -> None:
     parser.add_argument("--cores", default="2")
     parser.add_argument("--skip-run", action="store_true", help="only the planning benchmarks")
     parser.add_argument("--out")
+    parser.add_argument("--workdir", help="run here (kept afterwards) instead of in a temporary directory")
     args = parser.parse_args()
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}; `{' '.join(sys.argv)}`", ""]
     if not args.skip_run:
         with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
+            work = Path(args.workdir or tmp)
+            work.mkdir(parents=True, exist_ok=True)
             config = ROOT / "config" / "config.yaml"
             full, log = snakemake(work, config, "--cores", args.cores)
             jobs = log.count("Finished jobid")

@@ -65,7 +65,7 @@ def res(rule, key, fallback):
     """A rule's resource from the config's `resources` section (`default`, then the rule's own block).
 
     `cpus_per_task` becomes the rule's `threads:` (torch's thread count in the job, and what the SLURM plugin
-    requests as --cpus-per-task, or --cpus-per-gpu for GPU jobs); `gpu` becomes --gpus on SLURM."""
+    requests as --cpus-per-task, for GPU jobs too); `gpu` becomes --gpus on SLURM."""
     table = config.get("resources", {})
     return table.get(rule, {}).get(key, table.get("default", {}).get(key, fallback))
 

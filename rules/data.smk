@@ -1,5 +1,10 @@
+localrules:
+    prepare_data,
+
+
 rule prepare_data:
-    """The dataset as uint8 tensors with a recorded split: one file every training job loads in one read."""
+    """The dataset as uint8 tensors with a recorded split: one file every training job loads in one read.
+    A local rule: on a cluster it runs on the head node, which may download CIFAR where compute nodes cannot."""
     input:
         code=pkg("data.py"),
     output:

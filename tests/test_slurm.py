@@ -1,76 +1,160 @@
-"""The tiny end-to-end config submitted to a real SLURM cluster through snakemake-executor-plugin-slurm.
+"""The tiny end-to-end config, submitted to a real SLURM cluster with `--profile profiles/slurm`.
 
-Needs a running cluster (`sudo tests/cluster/slurm_up.sh` brings a single-node one up on this machine). Without
-one the test is skipped, unless MCMIKD_REQUIRE_SLURM=1 (CI sets it): then it fails, so CI cannot pass silently.
+Needs a reachable cluster with accounting (`sudo tests/cluster/slurm_up.sh` brings up a single-node one on this
+machine). Without one the test is skipped, unless MCMIKD_REQUIRE_SLURM=1 (CI sets it): then it fails.
 """
 
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 
 from test_workflow import ROOT, SNAKEMAKE, Workspace, planned_jobs, write_config
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 REQUIRED = os.environ.get("MCMIKD_REQUIRE_SLURM") == "1"
+PROFILE = ROOT / "profiles" / "slurm"
+TIMEOUT_S = 600  # then Snakemake is stopped; 600 + 60 s stays below pytest's own timeout (pyproject.toml)
+TRAINING_RULES = {"train_teacher", "finetune_mcmi", "measure_cmi", "train_student", "eigen_cam"}
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
 
 
 def _cluster_problem() -> str | None:
-    if shutil.which("sinfo") is None or shutil.which("sacct") is None:
-        return "sinfo/sacct not found"
+    for tool in ("sinfo", "sbatch", "sacct"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed"
     try:
-        up = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-        acct = subprocess.run(["sacct", "-X", "-n", "-P", "--format=JobIdRaw"], capture_output=True, timeout=20)
+        nodes = _run("sinfo", "-h", "-o", "%T")
+        acct = _run("sacct", "-X", "-n", "-P", "--format=JobIdRaw")
     except subprocess.TimeoutExpired:
         return "the SLURM controller does not answer"
-    if up.returncode != 0 or not re.search(r"idle|mixed|allocated", up.stdout):
-        return f"no usable SLURM node (sinfo: {up.stdout.strip() or up.stderr.strip()})"
-    if acct.returncode != 0:
-        return "SLURM accounting (sacct) does not work"
+    if nodes.returncode != 0:
+        return f"`sinfo` failed: {nodes.stderr.strip()}"
+    if not re.search(r"^(idle|mixed|allocated|completing)", nodes.stdout, re.M):
+        return f"no usable SLURM node (sinfo: {' '.join(nodes.stdout.split()) or 'nothing'})"
+    if acct.returncode != 0:  # the plugin polls job states with sacct: without accounting it waits for ever
+        return f"SLURM accounting does not work (`sacct`: {acct.stderr.strip()})"
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[cluster]')"
     return None
 
 
+def _run_snakemake(cmd: list[str], log_path: Path) -> int:
+    """Run Snakemake to the end. If it takes longer than TIMEOUT_S, or the test is interrupted (Ctrl-C, pytest's
+    timeout), stop it with SIGINT: then it cancels its SLURM jobs (it ignores SIGTERM while jobs run); SIGKILL 60 s
+    later is the last resort. Its own session, so that only this function signals it, once."""
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return proc.wait(timeout=TIMEOUT_S)
+        except BaseException:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+
+
 @pytest.fixture(scope="module")
-def cluster():
+def cluster() -> dict:
     problem = _cluster_problem()
     if problem:
-        message = f"{problem}; start a cluster with `sudo tests/cluster/slurm_up.sh`"
+        message = f"{problem}; `sudo tests/cluster/slurm_up.sh` starts a single-node cluster on this machine"
         if REQUIRED:
-            pytest.fail(f"MCMIKD_REQUIRE_SLURM=1 but {message}")
+            pytest.fail(f"MCMIKD_REQUIRE_SLURM=1 but {message}", pytrace=False)
         pytest.skip(message)
+    partitions = _run("sinfo", "-h", "-o", "%P").stdout.split()
+    partition = next((p for p in partitions if p.endswith("*")), partitions[0]).rstrip("*")  # the default one
+    gpus = "gpu" in _run("sinfo", "-h", "-p", partition, "-o", "%G").stdout
+    return {"partition": partition, "gpus": gpus}
+
+
+def _resources(gpus: bool) -> dict:
+    """A `resources:` section with distinct sizes per rule, so that each rule's request can be found in sacct."""
+    table = {
+        "default": {"mem_mb": 1000, "runtime": 5},
+        "train_teacher": {"mem_mb": 1100, "runtime": 6},
+        "train_student": {"mem_mb": 900, "runtime": 4},
+        "eigen_cam": {"mem_mb": 1200, "runtime": 7, "cpus_per_task": 2},
+    }
+    if gpus:  # slurm_up.sh gives the node a placeholder GPU; the tiny config still computes on the CPU
+        table["eigen_cam"]["gpu"] = 1  # and a GPU job still gets --cpus-per-task (not --cpus-per-gpu)
+    return table
 
 
 def test_tiny_workflow_runs_on_slurm(cluster, tmp_path):
     ws = Workspace(work=tmp_path)
-    write_config(ws)
-    partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()[0]
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-           str(tmp_path / "config.yaml"), "--profile", str(ROOT / "profiles" / "slurm"), "--jobs", "4",
-           "--default-resources", f"slurm_partition={partition.rstrip('*')}", "--slurm-no-account",
+    resources = _resources(cluster["gpus"])
+    write_config(ws, lambda c: c.update(resources=resources))
+    plan = planned_jobs(ws)
+
+    # the profile as a user would run it, with this cluster's partition for the site-specific names
+    partition = cluster["partition"]
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--profile", str(PROFILE), "--jobs", "4",
+           "--default-resources", f"slurm_partition={partition}",
+           "--set-resources", *(f"{rule}:slurm_partition={partition}" for rule in profile.get("set-resources", {})),
            "--slurm-init-seconds-before-status-checks", "1"]
-    # SIGINT makes Snakemake cancel its SLURM jobs (it ignores SIGTERM while jobs run); -k is the backstop
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    proc = subprocess.run(["timeout", "-s", "INT", "-k", "60", "900", *cmd], capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
+    log_path = tmp_path / "snakemake.log"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
+    try:
+        returncode = _run_snakemake(cmd, log_path)
+    except subprocess.TimeoutExpired:
+        returncode = None
+    finally:  # a run that failed or was stopped may leave jobs behind, which would hold up the next tests
+        log = log_path.read_text()
+        run_id = re.search(r"SLURM run ID: (\S+)", log)
+        if run_id:
+            subprocess.run(["scancel", "--name", run_id[1]], capture_output=True)
+    assert returncode is not None, f"snakemake took over {TIMEOUT_S} s and was stopped; log {log_path}:\n{log[-5000:]}"
+    assert returncode == 0, f"snakemake exited {returncode}; log {log_path}:\n{log[-5000:]}"
+    assert run_id, f"the SLURM executor did not start; log {log_path}:\n{log[-5000:]}"
+    run_id = run_id[1]
 
     res = tmp_path / "results" / "tiny"
-    for name in ("main", "fewshot", "zeroshot", "temperature"):
-        assert (res / "tables" / f"{name}.md").exists()
-    assert (res / "figures" / "cam_resnet8.png").exists()
+    for exp in ("main", "fewshot", "zeroshot", "temperature"):
+        for ext in ("csv", "md", "tex"):
+            assert (res / "tables" / f"{exp}.{ext}").stat().st_size > 0
+    for fig in ("main_delta", "fewshot", "zeroshot_bars", "zeroshot_confusion", "temperature", "teachers_mcmi",
+                "cam_resnet8"):
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000
 
-    # SLURM really ran the jobs: every submitted job is in the accounting database, under this run's name,
-    # finished COMPLETED; and it ran every non-local rule of the workflow
-    run_id = re.search(r"SLURM run ID: (\S+)", log)[1]
-    submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", log))
-    rows = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", started, "--name", run_id,
-                           "--format=JobIdRaw,State"], capture_output=True, text=True, check=True).stdout.split()
-    states = dict(row.split("|") for row in rows)
-    assert submitted and set(states) == submitted
-    assert set(states.values()) == {"COMPLETED"}
-    for rule in ("prepare_data", "train_teacher", "finetune_mcmi", "measure_cmi", "train_student", "eigen_cam"):
-        assert f"rule_{rule}" in log, f"{rule} was not submitted to SLURM"
-    assert planned_jobs(ws) == {}  # and the result is complete: nothing left to do
+    # every job that does not run on the head node (localrules: tables and figures) was one SLURM job
+    submitted = {job: next(part[5:] for part in Path(path).parts if part.startswith("rule_"))  # <logdir>/rule_X/…
+                 for job, path in re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", log)}
+    local = set(re.findall(r"^localrule (\w+):", log, re.M)) | {"all"}
+    expected = Counter({rule: n for rule, n in plan.items() if rule not in local})
+    assert TRAINING_RULES <= set(expected), f"training jobs ran on the head node: {local & TRAINING_RULES}"
+    assert Counter(submitted.values()) == expected
+
+    # SLURM ran them: sacct lists each one under this run's name, COMPLETED, with the config's resources
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", started, "--name", run_id,
+                          "--format=JobIdRaw,State,ReqMem,Timelimit,AllocCPUS,AllocTRES"],
+                         capture_output=True, text=True, check=True).stdout
+    accounted = {row.split("|")[0]: row.split("|")[1:] for row in out.splitlines()}
+    assert set(accounted) == set(submitted), f"sacct:\n{out}\nsubmitted: {submitted}"
+    for job, (state, mem, limit, cpus, tres) in accounted.items():
+        rule = submitted[job]
+        want = {**resources["default"], **resources.get(rule, {})}
+        assert state == "COMPLETED", (job, rule, state)
+        assert (mem, limit) == (f"{want['mem_mb']}M", f"00:{want['runtime']:02d}:00"), (job, rule, mem, limit)
+        assert int(cpus) == want.get("cpus_per_task", 1), (job, rule, cpus)
+        assert ("gres/gpu=1" in tres) == bool(want.get("gpu")), (job, rule, tres)
+
+    assert planned_jobs(ws) == Counter()  # the result is complete: nothing left to do
