@@ -19,7 +19,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG))
-	$(SNAKEMAKE) --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG)) --report results/report.html
+	name=$$($(VENV)/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' \
+		$(or $(CONFIG),config/config.yaml)); \
+	$(SNAKEMAKE) --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG)) --report results/$$name/report.html
 
 # pytest exits 5 when it collects no tests: that is a failure too
 test: $(STAMP)

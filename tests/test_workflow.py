@@ -250,3 +250,23 @@ def test_a_failed_job_keeps_its_log_and_every_other_result(tmp_path):
     log = (tmp_path / "logs/tiny/eigen_cam/resnet8.log").read_text()
     assert "Error: cam.indices [100000] are outside the test set (0..449)" in log
     assert planned_jobs(ws) == Counter({"eigen_cam": 1, "plot_cam": 1, "all": 1})
+
+
+def test_retries_rerun_a_job_that_failed_once(tmp_path):
+    """`--retries 1` (the SLURM profile's setting for node failures) reruns a job whose first attempt failed; the
+    failure here is injected into a private copy of the teacher-training script and happens only once."""
+    ws = Workspace(work=tmp_path / "work", repo=copy_workflow(tmp_path / "repo"))
+    ws.work.mkdir()
+    write_config(ws)
+    marker = tmp_path / "first-attempt-failed"
+    script = ws.repo / "workflow" / "scripts" / "train_teacher.py"
+    script.write_text(f"import pathlib\nmarker = pathlib.Path({str(marker)!r})\nif not marker.exists():\n"
+                      f"    marker.touch()\n    raise RuntimeError('injected transient failure')\n"
+                      + script.read_text())
+    target = "results/tiny/teachers/resnet8/mll/metrics.json"
+    failed = snakemake(ws, target, check=False)
+    assert failed.returncode != 0 and marker.exists() and not (ws.work / target).exists()
+    marker.unlink()
+    retried = snakemake(ws, target, "--retries", "1")
+    assert marker.exists() and (ws.work / target).exists()
+    assert "injected transient failure" in retried.stderr and "Trying to restart job" in retried.stderr

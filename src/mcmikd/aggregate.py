@@ -323,3 +323,35 @@ def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_o
     write_text(md_out, to_markdown(display, caption))
     write_text(tex_out, to_latex(display, caption))
     return display
+
+
+# --------------------------------------------------------------------------------------------- MCMI gains
+
+
+def gain_summary(main_numbers: pd.DataFrame) -> pd.DataFrame:
+    """Per framework, over the pairs of a main table (its CSV): the mean gain Δ of the MCMI teacher, on how many
+    pairs Δ > 0, and on how many the gain or loss exceeds two standard errors of the difference of the seed means
+    (√(s²_MLL/n + s²_MCMI/n)), a rough guide to which differences the seeds resolve."""
+    students = main_numbers[~main_numbers["row"].isin(["teacher", "ce"])]
+    rows = []
+    for method, frame in students.groupby("row", sort=False):
+        mll = frame[frame["teacher_kind"] == "mll"].set_index("pair")
+        mcmi = frame[frame["teacher_kind"] == "mcmi"].set_index("pair")
+        pairs = mll.index.intersection(mcmi.index)
+        delta = mcmi.loc[pairs, "mean"] - mll.loc[pairs, "mean"]
+        se = ((mll.loc[pairs, "std"].fillna(0) ** 2 / mll.loc[pairs, "n"])
+              + (mcmi.loc[pairs, "std"].fillna(0) ** 2 / mcmi.loc[pairs, "n"])) ** 0.5
+        measured = delta.notna()
+        rows.append({"Framework": method_label(method), "pairs": int(measured.sum()),
+                     "mean Δ": fmt_delta(delta[measured].mean()) if measured.any() else "–",
+                     "Δ > 0": int((delta > 0).sum()),
+                     "Δ > +2 s.e.": int((delta > 2 * se).sum()), "Δ < −2 s.e.": int((delta < -2 * se).sum())})
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "gains":
+        sys.exit("usage: python -m mcmikd.aggregate gains results/<name>/tables/main.csv")
+    print(to_markdown(gain_summary(pd.read_csv(sys.argv[2]))))
