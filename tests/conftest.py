@@ -25,3 +25,14 @@ def load(default_config):
         return load_grid(cfg, SCHEMA)
 
     return _load
+
+
+def assert_tiny_outputs_exist(results: Path) -> None:
+    """Every table (CSV, Markdown, LaTeX) and figure (PNG, PDF) of a finished run of tests/tiny.yaml is non-empty."""
+    for exp in ("main", "fewshot", "zeroshot", "temperature"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / "tables" / f"{exp}.{ext}").stat().st_size > 0
+    for fig in ("main_delta", "fewshot", "zeroshot_bars", "zeroshot_confusion", "temperature", "teachers_mcmi",
+                "cam_resnet8"):
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000

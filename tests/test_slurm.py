@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import assert_tiny_outputs_exist
 from test_workflow import ROOT, SNAKEMAKE, Workspace, planned_jobs, write_config
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -127,13 +128,7 @@ def test_tiny_workflow_runs_on_slurm(cluster, tmp_path):
     run_id = run_id[1]
 
     res = tmp_path / "results" / "tiny"
-    for exp in ("main", "fewshot", "zeroshot", "temperature"):
-        for ext in ("csv", "md", "tex"):
-            assert (res / "tables" / f"{exp}.{ext}").stat().st_size > 0
-    for fig in ("main_delta", "fewshot", "zeroshot_bars", "zeroshot_confusion", "temperature", "teachers_mcmi",
-                "cam_resnet8"):
-        for ext in ("png", "pdf"):
-            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    assert_tiny_outputs_exist(res)
 
     # every job that does not run on the head node (localrules: tables and figures) was one SLURM job
     submitted = {job: next(part[5:] for part in Path(path).parts if part.startswith("rule_"))  # <logdir>/rule_X/…
