@@ -1,4 +1,5 @@
 import hashlib
+import platform
 from functools import cache
 
 import pytest
@@ -38,6 +39,67 @@ REPDISTILLER = {
     "ResNet50": (23_705_252, "d4a9e0738c8f8385"),
 }
 
+# Initialisation fingerprints: sha256 over every state-dict key and the bytes of its tensor (parameters and buffers,
+# in state_dict order) of `create_model(name, 10, 3)` built right after `torch.manual_seed(0)`. They pin each
+# architecture's weight initialisation bit for bit (which modules are initialised, in which order, with which RNG
+# draws), recorded before the init loops were merged into `mcmikd.models.base.init_weights`. The draws depend on
+# the torch version and on ATen's CPU kernels: x86 AVX2 and AVX512 builds give the first table, the scalar kernels
+# (ATEN_CPU_CAPABILITY=default) the second; elsewhere the test is skipped rather than failing for a reason that is
+# not the model code. Regenerate with `{name: _init_fingerprint(name) for name in MODELS}` only for a torch upgrade.
+INIT_FINGERPRINT_TORCH = "2.14.1"
+INIT_FINGERPRINTS = {
+    "vectorised": {
+        "resnet8": "3797d5adc262be18a5a556c407d1bfc64be95c36fe7520753934c73f96315610",
+        "resnet14": "8ec6fe2450a089f721aa6577c4ebe2009181ba0a7f1498d07489524126854a6d",
+        "resnet20": "fd394c1faade9a9632a30229e98420fe55e28c3848f15ddecf391d26bc54965c",
+        "resnet32": "bc7af54207282a1366f6582923357ad37fbb6707f3c5f84ba144bc46e9d3d2b2",
+        "resnet44": "a39df82bca26197029a3556aeded16bc77876eacd947543cfcca65f11269eceb",
+        "resnet56": "c46b6f5d51a54d63e737c6ce62e3f17df1aaad7276864a2cdf73868f46d55f93",
+        "resnet110": "5bd9b492d9aee21a98eff240c4ec11e9cafa7c05b35f48bd4721762dacbb65a9",
+        "resnet8x4": "250ad06dafde51745fca430d1fedec76c8d50ff26957bf5c622aa2f2cd5c1225",
+        "resnet32x4": "eb435c0e9738a6ea58233f7b17d8e3508e40e669433e59d6014c3aba8da99d01",
+        "wrn_16_1": "f889374dd6cc9aef68be7f3f654c87e562599bc1998b5a41366e74627a7ce244",
+        "wrn_16_2": "c01d9949deee8c3400aebcbf108c0fb1193c65cead940f7a25a15d3e6144e9e3",
+        "wrn_40_1": "d232108cbffd94a8634a74f526e16595aa741ffd17b03e7615c545e80d2a1400",
+        "wrn_40_2": "3ed6475497ef732b5e198db4829053907e0c3f02316bd213efbd5e1b7d63d2ff",
+        "vgg8": "de777b562bc82a0dc62cdf3356b90999ecaf15d0061d76b03567e91a1e29d7fc",
+        "vgg11": "3d04341f639c9687fd1fc3de55af926e9ff8e7eb89a66312bb020e27cdc1b3bf",
+        "vgg13": "f4016da613d73c30076ee6bea563ab47d82fea8f876ee23e62b4388f68cea216",
+        "vgg16": "0efc728f8ed96b812f9b51f05758374dece58fc980af8202ae8614666ad59ab8",
+        "vgg19": "eb96974d356addaafef7c818e0dc7cb06f0ec37cec835ee0208b8b8b5bb338fe",
+        "MobileNetV2": "f1b00cff0657ed5ec0921a459ea9e62f2022c91de505ec19f4066660f3d1aa7b",
+        "ShuffleV1": "cbdd005d06bbabfaca7e7efa7f8b6b71b96654e8547e54f67275f4383591f8b4",
+        "ShuffleV2": "5858ecec0854641487812f9d8f8d6fa7742df16187df9b81c89b25b52447334b",
+        "ResNet50": "0c2ee97d14f5304c5549ee05008c3281c71baddbdc24901824b5db8274dc429d",
+    },
+    "scalar": {
+        "resnet8": "ca3f8f37cc1b43a2fb8cbee10cef7b5d3393e71dcf73f4bb6fda8f1ac79d9d1a",
+        "resnet14": "ce502fd9ff5f44e643782f18c081537c5cd49ae9ab3d517d2d91fc23f2fcf2e9",
+        "resnet20": "79eb30843574462f2d0123bf766449facdeb5edb346323502360f3cf43123397",
+        "resnet32": "129bde4516c72a0ceb2e16a6e0a6e44fa5bb2929a84b44cceff29237fabb7b22",
+        "resnet44": "4d9dbdea017527981a3a1955d1f298c182dfc36adea0e2bd34a3916a476a7684",
+        "resnet56": "d8ee6ce8cf4819d8a718269e7f2edbb85fb78349d4cb9422cb1e6abbcb81fa04",
+        "resnet110": "eed0cc0bad1b913176cea0b4aa8cc13b7d94097fd539266fec7f959af39cc68f",
+        "resnet8x4": "4c7979732c61c23e1e93d9093b3074576858228023c17c8d8093cbe04a5e128d",
+        "resnet32x4": "33670347176baeb6c513896e83c0722a7466962858e2213d43e393e4a084fcc5",
+        "wrn_16_1": "51f9876d26a16ea4b8fa90de2a8154de987e30020c8aa22e801993c86328355a",
+        "wrn_16_2": "ae1399768b8460145394c84541b7c6e8d9afe87adc944629c5aea4281522d91d",
+        "wrn_40_1": "724d991afccdfe7f466398183c411351bd34f2657a3ed2cf751813a6dac8b872",
+        "wrn_40_2": "4b1a1490370a47e1ff041f8484bc077f5140b086b297d50a4b7792abcf77fba2",
+        "vgg8": "16ee56f87a1e1d258fde982041ba76cd24dcd7cee2e1fa170a81e245814b62de",
+        "vgg11": "6750aa9215e3b1f83ff0cbe25063ed8187a4329cfa50c8d8fe4e820532d43efa",
+        "vgg13": "c1f8f6882a450a1d67d7d11375f028b6ca01608ac3f31cafe04d39dd9f509cdc",
+        "vgg16": "3a94276f923742b3d3415c5c5b614c62e778509aadec312b75720e914eb3ca84",
+        "vgg19": "758420c65b125a2da859009cd81261ac063f6e4f872ed91b1221f4b4b40eb903",
+        "MobileNetV2": "87557f257d62abeb09096a846e05e8d911c1e8fc038734d59f8cb57c66097931",
+        "ShuffleV1": "a6b3ebe7035baf3a561ec73f362ade4773c7c39c59cffbc1f2f35644a4ca0878",
+        "ShuffleV2": "0ae2635684d9daf6767d5cf656e3315b05dc28f916aeabde66d455f4b914aab0",
+        "ResNet50": "3845128da35b7f0dfd3e5882151718137b6debdf1ab463301470f36a23d214de",
+    },
+}
+_CPU_KERNELS = {"AVX2": "vectorised", "AVX512": "vectorised", "DEFAULT": "scalar"}
+
+
 # Number of `feats` maps per family (RepDistiller's is_feat list without its pooled vector).
 FEATURE_COUNT = {"resnet": 4, "wrn": 4, "vgg": 5, "MobileNetV2": 5, "ShuffleV1": 4, "ShuffleV2": 4, "ResNet50": 5}
 
@@ -72,6 +134,25 @@ def test_parameters_and_state_dict_layout_match_repdistiller(name):
     assert sum(p.numel() for p in model.parameters()) == params
     signature = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(model.state_dict().items()))
     assert hashlib.sha256(signature.encode()).hexdigest()[:16] == layout
+
+
+def _init_fingerprint(name: str) -> str:
+    torch.manual_seed(0)
+    digest = hashlib.sha256()
+    for key, tensor in create_model(name, 10, 3).state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_initialisation_is_bit_identical_to_the_recorded_one():
+    kernels = _CPU_KERNELS.get(torch.backends.cpu.get_cpu_capability())
+    if torch.__version__.split("+")[0] != INIT_FINGERPRINT_TORCH or platform.machine() not in ("x86_64", "AMD64") \
+            or kernels is None:
+        pytest.skip(f"fingerprints were recorded with torch {INIT_FINGERPRINT_TORCH} on x86 CPUs")
+    assert set(INIT_FINGERPRINTS[kernels]) == set(MODELS)
+    got = {name: _init_fingerprint(name) for name in MODELS}
+    assert {n: h for n, h in got.items() if h != INIT_FINGERPRINTS[kernels][n]} == {}
 
 
 def _run(model, x):
