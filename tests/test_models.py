@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from mcmikd.errors import ConfigError
 from mcmikd.models import MODELS, create_model, feature_shapes
+from mcmikd.models.base import init_weights
 from mcmikd.models.shufflenetv1 import channel_shuffle
 
 # Oracle from RepDistiller (github.com/HobbitLong/RepDistiller, commit b84f547c5db6a35318d4671d7d5c4de74c822403):
@@ -153,6 +154,11 @@ def test_initialisation_is_bit_identical_to_the_recorded_one():
     assert set(INIT_FINGERPRINTS[kernels]) == set(MODELS)
     got = {name: _init_fingerprint(name) for name in MODELS}
     assert {n: h for n, h in got.items() if h != INIT_FINGERPRINTS[kernels][n]} == {}
+
+
+def test_init_weights_rejects_an_unknown_linear_rule():
+    with pytest.raises(ValueError, match="linear must be"):
+        init_weights(torch.nn.Linear(2, 2), linear="xavier")
 
 
 def _run(model, x):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,3 +59,66 @@ def run_stage(stage: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torc
     for block in head:
         x = block(x)
     return last.forward_with_preact(x)
+
+
+def init_weights(model: nn.Module, *, linear: Literal["keep", "zero_bias", "normal"]) -> None:
+    """RepDistiller's weight initialisation, in place, visiting `model.modules()` in order.
+
+    Every `nn.Conv2d` gets `kaiming_normal_(mode="fan_out", nonlinearity="relu")` and a zero bias where it has one
+    (only VGG's convs have biases); every `nn.BatchNorm2d` gets weight 1 and bias 0. `linear` picks what the
+    RepDistiller file of the architecture does to `nn.Linear` layers:
+
+      * "keep": nothing, PyTorch's default init stays (RepDistiller's resnet.py and resnetv2.py);
+      * "zero_bias": PyTorch's default weight, zero bias (RepDistiller's wrn.py);
+      * "normal": weight ~ N(0, 0.01), zero bias (RepDistiller's vgg.py and mobilenetv2.py; the latter writes the
+        conv init by hand as N(0, sqrt(2 / (k*k*out_channels))), which is the same distribution).
+
+    RepDistiller's ShuffleNets have no initialisation loop, so ours do not call this. Random draws happen in module
+    order (conv weights, and linear weights for "normal"), so a model's initialisation depends only on its module
+    tree and the RNG state.
+    """
+    if linear not in ("keep", "zero_bias", "normal"):
+        raise ValueError(f"linear must be 'keep', 'zero_bias' or 'normal', got {linear!r}")
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear != "keep":
+            if linear == "normal":
+                nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """[N, g*c, H, W] -> [N, c*g, H, W]: interleave the channels of the `groups` groups (ShuffleNet V1 and V2)."""
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
+class ThreeStageNet(ClassifierNet):
+    """The run ShuffleNet V1 and V2 share: stem `relu(bn1(conv1(x)))`, stages `layer1`..`layer3` (their last
+    blocks provide `forward_with_preact`), then `_head(x) -> (pooled, logits)`, which subclasses define."""
+
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
+    def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - subclasses override
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self._head(self.layer3(self.layer2(self.layer1(x))))[1]
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        f0 = F.relu(self.bn1(self.conv1(x)))
+        f1, p1 = run_stage(self.layer1, f0)
+        f2, p2 = run_stage(self.layer2, f1)
+        f3, p3 = run_stage(self.layer3, f2)
+        pooled, logits = self._head(f3)
+        return Features([f0, f1, f2, f3], [f0, p1, p2, p3], pooled, logits)

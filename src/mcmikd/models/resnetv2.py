@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, run_stage
+from mcmikd.models.base import ClassifierNet, Features, init_weights, run_stage
 
 
 class Bottleneck(nn.Module):
@@ -60,12 +60,7 @@ class ResNet(ClassifierNet):
         self.embedding_dim = in_planes
         self.cam_layer = "layer4"
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear="keep")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

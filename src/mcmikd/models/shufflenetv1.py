@@ -10,12 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, run_stage
+from mcmikd.models.base import ThreeStageNet, channel_shuffle
 
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """[N, g*c, H, W] -> [N, c*g, H, W]: interleave the channels of the `groups` groups."""
-    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+__all__ = ["ShuffleNetV1", "ShuffleUnit", "channel_shuffle", "shufflev1"]
 
 
 class ShuffleUnit(nn.Module):
@@ -47,7 +44,7 @@ class ShuffleUnit(nn.Module):
         return self.forward_with_preact(x)[0]
 
 
-class ShuffleNetV1(ClassifierNet):
+class ShuffleNetV1(ThreeStageNet):
     def __init__(self, out_planes: tuple[int, int, int], num_blocks: tuple[int, int, int], groups: int,
                  num_classes: int = 100, in_channels: int = 3):
         super().__init__()
@@ -71,18 +68,6 @@ class ShuffleNetV1(ClassifierNet):
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return pooled, self.linear(pooled)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        return self._head(self.layer3(self.layer2(self.layer1(x))))[1]
-
-    def forward_features(self, x: torch.Tensor) -> Features:
-        f0 = F.relu(self.bn1(self.conv1(x)))
-        f1, p1 = run_stage(self.layer1, f0)
-        f2, p2 = run_stage(self.layer2, f1)
-        f3, p3 = run_stage(self.layer3, f2)
-        pooled, logits = self._head(f3)
-        return Features([f0, f1, f2, f3], [f0, p1, p2, p3], pooled, logits)
 
 
 def shufflev1(num_classes: int = 100, in_channels: int = 3) -> ShuffleNetV1:

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, run_stage
-from mcmikd.models.shufflenetv1 import channel_shuffle
+from mcmikd.models.base import ThreeStageNet, channel_shuffle
 
 
 class SplitUnit(nn.Module):
@@ -65,7 +64,7 @@ class DownUnit(nn.Module):
         return channel_shuffle(torch.cat([left, right], 1), 2)
 
 
-class ShuffleNetV2(ClassifierNet):
+class ShuffleNetV2(ThreeStageNet):
     def __init__(self, out_channels: tuple[int, int, int, int], num_blocks: tuple[int, int, int],
                  num_classes: int = 100, in_channels: int = 3):
         super().__init__()
@@ -90,18 +89,6 @@ class ShuffleNetV2(ClassifierNet):
         x = self.relu2(self.bn2(self.conv2(x)))
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return pooled, self.linear(pooled)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        return self._head(self.layer3(self.layer2(self.layer1(x))))[1]
-
-    def forward_features(self, x: torch.Tensor) -> Features:
-        f0 = F.relu(self.bn1(self.conv1(x)))
-        f1, p1 = run_stage(self.layer1, f0)
-        f2, p2 = run_stage(self.layer2, f1)
-        f3, p3 = run_stage(self.layer3, f2)
-        pooled, logits = self._head(f3)
-        return Features([f0, f1, f2, f3], [f0, p1, p2, p3], pooled, logits)
 
 
 def shufflev2(num_classes: int = 100, in_channels: int = 3) -> ShuffleNetV2:

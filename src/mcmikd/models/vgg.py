@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features
+from mcmikd.models.base import ClassifierNet, Features, init_weights
 
 _CONFIGS = {
     8: [[64], [128], [256], [512], [512]],
@@ -55,16 +55,7 @@ class VGG(ClassifierNet):
         self.embedding_dim = cfg[-1][-1]
         self.cam_layer = "block4"
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear="normal")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # RepDistiller pools before block4 only for 64 px inputs (Tiny-ImageNet); CIFAR's 4x4 maps are kept.

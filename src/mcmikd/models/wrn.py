@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features
+from mcmikd.models.base import ClassifierNet, Features, init_weights
 
 
 class WideBlock(nn.Module):
@@ -77,14 +77,7 @@ class WideResNet(ClassifierNet):
         self.embedding_dim = widths[3]
         self.cam_layer = "relu"  # the activated last stage; block3's output is still pre-BN
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear="zero_bias")
 
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
