@@ -8,7 +8,7 @@ rule collect_runs:
     input:
         runs=experiment_runs,
         teachers=experiment_teachers,
-        code=pkg("aggregate.py"),
+        code=pkg("aggregate.py", "teachers/__init__.py"),
     output:
         "<results>/runs/{experiment}.csv",
     log:
@@ -23,7 +23,7 @@ rule make_table:
     """The paper's table for one experiment, as CSV, Markdown and LaTeX (booktabs)."""
     input:
         runs="<results>/runs/{experiment}.csv",
-        code=pkg("aggregate.py"),
+        code=lambda wc: [*pkg("aggregate.py"), *module_source_files(GRID.experiments[wc.experiment].__module__)],
     output:
         csv=report(
             "<results>/tables/{experiment}.csv",
@@ -36,6 +36,7 @@ rule make_table:
     params:
         metric=config["tables"]["metric"],
         layout=lambda wc: table_layout(wc.experiment),
+        note=lambda wc: GRID.experiments[wc.experiment].note,
     log:
         "<logs>/make_table/{experiment}.log",
     conda:

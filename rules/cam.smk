@@ -1,9 +1,8 @@
 rule eigen_cam:
-    """Eigen-CAM maps of the MLL and the MCMI teacher of one architecture on the same fixed test images."""
+    """Eigen-CAM maps of every compared teacher of one architecture on the same fixed test images."""
     input:
         data="<results>/data.pt",
-        mll="<results>/teachers/{arch}/mll/model.pt",
-        mcmi=lambda wc: f"<results>/teachers/{wc.arch}/{GRID.cam_params(wc.arch)['kinds'][1]}/model.pt",
+        models=cam_models,
         code=pkg("cam.py", "jobs.py"),
     output:
         "<results>/cam/{arch}.pt",

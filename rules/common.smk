@@ -1,5 +1,6 @@
 # Config validation, the experiment grid and the input/params functions every rule file uses.
 # Nothing here imports torch: a SLURM job step parses this file again for each job, so parsing stays cheap.
+import re
 import sys
 from pathlib import Path
 
@@ -22,16 +23,21 @@ validate(config, "../workflow/schemas/config.schema.yaml")
 PKG = Path(mcmikd.__file__).parent
 
 
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 wildcard_constraints:
-    arch="|".join(GRID.teachers) or "none",
-    kind=r"mll|mcmi-[0-9.e+-]+",
+    arch=_alternatives(GRID.teachers),
+    variant=_alternatives(GRID.variant_names(False) + GRID.variant_names(True)),
     t_arch=r"[A-Za-z0-9_]+",
-    t_kind=r"none|mll|mcmi-[0-9.e+-]+",
+    t_variant="none|" + _alternatives(GRID.variant_names(False) + GRID.variant_names(True)),
     student=r"[A-Za-z0-9_]+",
     method=r"[a-z0-9_]+",
     setting=r"full|frac[0-9.e-]+|omit[0-9.]+|T[0-9.e-]+",
     seed=r"[0-9]+",
-    experiment="main|fewshot|zeroshot|temperature",
+    experiment=_alternatives(GRID.runs),
+    figure=_alternatives(GRID.figures()),
 
 
 # ----------------------------------------------------------------------------------------------- code inputs
@@ -45,12 +51,17 @@ def pkg(*names):
 ENGINE_CODE = pkg("engine.py", "augment.py", "data.py", "cmi.py", "jobs.py")
 
 
+def objective_source_files(objective):
+    return sorted(str(p) for p in (PKG / "teachers").glob("*.py"))
+
+
+def module_source_files(name):
+    return [str(PKG.parent / (name.replace(".", "/") + ".py")), *pkg("experiments/base.py")]
+
+
 def teacher_code(wildcards):
-    return [*ENGINE_CODE, *model_source_files(wildcards.arch), *method_source_files("ce")]
-
-
-def mcmi_code(wildcards):
-    return [*ENGINE_CODE, *model_source_files(wildcards.arch), *pkg("teacher.py")]
+    objective = GRID.variants[(wildcards.arch, wildcards.variant)][0]
+    return [*ENGINE_CODE, *model_source_files(wildcards.arch), *objective_source_files(objective)]
 
 
 def student_code(wildcards):
@@ -74,26 +85,34 @@ THREADS = config["runtime"]["threads"]
 
 
 # ----------------------------------------------------------------------------------------------- paths
-def teacher_files(t_arch, t_kind):
-    base = f"<results>/teachers/{t_arch}/{t_kind}"
-    return {"teacher_model": f"{base}/model.pt", "teacher_metrics": f"{base}/metrics.json"}
+def teacher_files(arch, variant):
+    base = f"<results>/teachers/{arch}/{variant}"
+    return {"model": f"{base}/model.pt", "metrics": f"{base}/metrics.json"}
+
+
+def start_inputs(wildcards):
+    """A fine-tuned teacher's start model and metrics (the teacher of the objective it starts from)."""
+    start = GRID.start_variant(wildcards.arch, wildcards.variant)
+    files = teacher_files(wildcards.arch, start)
+    return {"start_model": files["model"], "start_metrics": files["metrics"]}
 
 
 def student_teacher_inputs(wildcards):
     if wildcards.t_arch == NO_TEACHER:
         return {}
-    return teacher_files(wildcards.t_arch, wildcards.t_kind)
+    files = teacher_files(wildcards.t_arch, wildcards.t_variant)
+    return {"teacher_model": files["model"], "teacher_metrics": files["metrics"]}
 
 
 def student_file(run):
-    return (f"<results>/students/{run.t_arch}/{run.t_kind}/{run.student}/{run.method}/{run.setting}/"
+    return (f"<results>/students/{run.t_arch}/{run.t_variant}/{run.student}/{run.method}/{run.setting}/"
             f"seed{run.seed}.json")
 
 
 def student_params(wildcards):
     from mcmikd.config import StudentRun
 
-    run = StudentRun(wildcards.t_arch, wildcards.t_kind, wildcards.student, wildcards.method,
+    run = StudentRun(wildcards.t_arch, wildcards.t_variant, wildcards.student, wildcards.method,
                      wildcards.setting, int(wildcards.seed))
     return GRID.student_params(run)
 
@@ -113,58 +132,40 @@ def experiment_teachers(wildcards):
     files = []
     for run in GRID.runs.get(wildcards.experiment, []):
         if run.t_arch != NO_TEACHER:
-            base = f"<results>/teachers/{run.t_arch}/{run.t_kind}"
+            base = f"<results>/teachers/{run.t_arch}/{run.t_variant}"
             files += [f"{base}/metrics.json", f"{base}/cmi.json"]
     return sorted(set(files))
 
 
-def all_teacher_metrics():
-    return [f"<results>/teachers/{arch}/{kind}/metrics.json" for arch, kind in GRID.teacher_dirs()]
+def cam_models(wildcards):
+    variants = GRID.cam_params(wildcards.arch)["variants"]
+    return [teacher_files(wildcards.arch, v)["model"] for v in variants.values()]
+
+
+def figure_spec(wildcards):
+    return GRID.figures()[wildcards.figure]
+
+
+def figure_inputs(wildcards):
+    return [f"<results>/{path}" for path in figure_spec(wildcards).inputs]
+
+
+def figure_code(wildcards):
+    name = figure_spec(wildcards).draw.split(":")[0]
+    return [*pkg("plots.py", "aggregate.py"), *module_source_files(name)]
 
 
 # ----------------------------------------------------------------------------------------------- targets
-FIGURES = {
-    "main": ["main_delta", "teachers_mcmi"],
-    "fewshot": ["fewshot"],
-    "zeroshot": ["zeroshot_bars", "zeroshot_confusion"],
-    "temperature": ["temperature"],
-}
-
-
 def get_final_output():
     """Every table and figure the enabled experiments produce."""
-    targets = []
-    for exp in ("main", "fewshot", "zeroshot", "temperature"):
-        if GRID.enabled(exp):
-            targets += expand("<results>/tables/{exp}.{ext}", exp=exp, ext=("csv", "md", "tex"))
-            targets += expand("<results>/figures/{fig}.{ext}", fig=FIGURES[exp], ext=("png", "pdf"))
-    if GRID.enabled("cam"):
-        targets += expand("<results>/figures/cam_{arch}.{ext}", arch=config["experiments"]["cam"]["teachers"],
-                          ext=("png", "pdf"))
+    targets = expand("<results>/tables/{exp}.{ext}", exp=list(GRID.runs), ext=("csv", "md", "tex"))
+    targets += expand("<results>/figures/{fig}.{ext}", fig=list(GRID.figures()), ext=("png", "pdf"))
     return targets
-
-
-CLASS_NAMES = {
-    "digits": [str(i) for i in range(10)],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
 
 
 def table_layout(experiment):
     """Row and column order of an experiment's table (from the config, so tables follow it)."""
-    body = config["experiments"][experiment]
-    pairs = [[p["teacher"], p["student"]] for p in (body.get("pairs") or [body["pair"]])]
-    layout = {"pairs": pairs, "methods": list(body.get("methods", ["kd"]))}
-    if experiment == "main":
-        layout["methods"] = ["ce"] + [m for m in layout["methods"] if m != "ce"]
-    elif experiment == "fewshot":
-        layout["fractions"] = [float(f) for f in body["fractions"]]
-    elif experiment == "zeroshot":
-        layout["omitted"] = [sorted(set(o)) for o in body["omitted"]]
-        layout["class_names"] = CLASS_NAMES.get(config["dataset"]["name"], [])
-    elif experiment == "temperature":
-        layout["temperatures"] = [float(t) for t in body["temperatures"]]
-    return layout
+    return GRID.experiments[experiment].layout()
 
 
 onstart:

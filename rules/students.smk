@@ -6,14 +6,14 @@ rule train_student:
         data="<results>/data.pt",
         code=student_code,
     output:
-        "<results>/students/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.json",
+        "<results>/students/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.json",
     params:
         cfg=student_params,
         resume=lambda wc, output: resume_path(output[0]),
     log:
-        "<logs>/train_student/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.log",
+        "<logs>/train_student/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.log",
     benchmark:
-        "<benchmarks>/train_student/{t_arch}/{t_kind}/{student}/{method}/{setting}/seed{seed}.tsv"
+        "<benchmarks>/train_student/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.tsv"
     threads: res("train_student", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("train_student", "mem_mb", 4000),

@@ -1,18 +1,24 @@
+# Teachers: one rule per start point (from scratch, or fine-tuning another objective's teacher), one script and
+# one training skeleton for every teacher objective (src/mcmikd/teachers/).
+
+
 rule train_teacher:
-    """MLL teacher: cross-entropy training of one architecture."""
+    """A teacher trained from scratch with its objective (e.g. MLL: cross-entropy)."""
     input:
         data="<results>/data.pt",
         code=teacher_code,
     output:
-        model="<results>/teachers/{arch}/mll/model.pt",
-        metrics="<results>/teachers/{arch}/mll/metrics.json",
+        model="<results>/teachers/{arch}/{variant}/model.pt",
+        metrics="<results>/teachers/{arch}/{variant}/metrics.json",
+    wildcard_constraints:
+        variant=_alternatives(GRID.variant_names(False)),
     params:
-        cfg=lambda wc: GRID.teacher_params(wc.arch),
+        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant),
         resume=lambda wc, output: resume_path(output.model),
     log:
-        "<logs>/train_teacher/{arch}.log",
+        "<logs>/train_teacher/{arch}.{variant}.log",
     benchmark:
-        "<benchmarks>/train_teacher/{arch}.tsv"
+        "<benchmarks>/train_teacher/{arch}.{variant}.tsv"
     threads: res("train_teacher", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("train_teacher", "mem_mb", 4000),
@@ -24,50 +30,50 @@ rule train_teacher:
         "../workflow/scripts/train_teacher.py"
 
 
-rule finetune_mcmi:
-    """MCMI teacher: fine-tune a copy of the MLL teacher with CE − λ·KL(P_x ‖ Q_y), centroids frozen."""
+rule finetune_teacher:
+    """A teacher whose objective fine-tunes another objective's teacher (e.g. MCMI: CE − λ·KL(P_x ‖ Q_y) with
+    frozen centroids; its control: the same recipe with λ = 0)."""
     input:
+        unpack(start_inputs),
         data="<results>/data.pt",
-        mll_model="<results>/teachers/{arch}/mll/model.pt",
-        mll_metrics="<results>/teachers/{arch}/mll/metrics.json",
-        code=mcmi_code,
+        code=teacher_code,
     output:
-        model="<results>/teachers/{arch}/{kind}/model.pt",
-        metrics="<results>/teachers/{arch}/{kind}/metrics.json",
+        model="<results>/teachers/{arch}/{variant}/model.pt",
+        metrics="<results>/teachers/{arch}/{variant}/metrics.json",
     wildcard_constraints:
-        kind=r"mcmi-[0-9.e+-]+",
+        variant=_alternatives(GRID.variant_names(True)),
     params:
-        cfg=lambda wc: GRID.mcmi_params(wc.arch, wc.kind),
+        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant),
         resume=lambda wc, output: resume_path(output.model),
     log:
-        "<logs>/finetune_mcmi/{arch}.{kind}.log",
+        "<logs>/finetune_teacher/{arch}.{variant}.log",
     benchmark:
-        "<benchmarks>/finetune_mcmi/{arch}.{kind}.tsv"
-    threads: res("finetune_mcmi", "cpus_per_task", THREADS)
+        "<benchmarks>/finetune_teacher/{arch}.{variant}.tsv"
+    threads: res("finetune_teacher", "cpus_per_task", THREADS)
     resources:
-        mem_mb=res("finetune_mcmi", "mem_mb", 4000),
-        runtime=res("finetune_mcmi", "runtime", 30),
-        gpu=res("finetune_mcmi", "gpu", 0),
+        mem_mb=res("finetune_teacher", "mem_mb", 4000),
+        runtime=res("finetune_teacher", "runtime", 30),
+        gpu=res("finetune_teacher", "gpu", 0),
     conda:
         CONDA_ENV
     script:
-        "../workflow/scripts/finetune_mcmi.py"
+        "../workflow/scripts/train_teacher.py"
 
 
 rule measure_cmi:
     """Teacher CMI on the training set (eval mode, no augmentation) at every KD temperature, and accuracy."""
     input:
         data="<results>/data.pt",
-        model="<results>/teachers/{arch}/{kind}/model.pt",
+        model="<results>/teachers/{arch}/{variant}/model.pt",
         code=pkg("cmi.py", "jobs.py"),
     output:
-        "<results>/teachers/{arch}/{kind}/cmi.json",
+        "<results>/teachers/{arch}/{variant}/cmi.json",
     params:
         cfg=GRID.cmi_params(),
     log:
-        "<logs>/measure_cmi/{arch}.{kind}.log",
+        "<logs>/measure_cmi/{arch}.{variant}.log",
     benchmark:
-        "<benchmarks>/measure_cmi/{arch}.{kind}.tsv"
+        "<benchmarks>/measure_cmi/{arch}.{variant}.tsv"
     threads: res("measure_cmi", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("measure_cmi", "mem_mb", 4000),

@@ -2,9 +2,8 @@
 
 For a teacher with output distribution P_x = softmax(z(x)) and class centroids Q_y = E[P_X | Y = y],
     CMI = I(X; Ŷ | Y) ≈ (1/N) Σ_i KL(P_{x_i} ‖ Q_{y_i}).
-It is 0 when every image of a class gets the same output distribution. The MCMI teacher minimises
-    CE − λ · mean_i KL(P_{x_i} ‖ Q_{y_i}),   λ > 0,
-i.e. it maximises log-likelihood and CMI together (adding +λ·KL would minimise CMI instead).
+It is 0 when every image of a class gets the same output distribution. Units: nats. The MCMI teacher's
+training loss, which maximises it, is `mcmikd.teachers.mcmi.mcmi_loss`.
 """
 
 from __future__ import annotations
@@ -35,12 +34,3 @@ def conditional_mutual_information(probs: torch.Tensor, labels: torch.Tensor, nu
     probs = probs.float()
     centroids = class_centroids(probs, labels, num_classes)
     return kl_to_centroids(probs, labels, centroids).mean()
-
-
-def mcmi_loss(logits: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, lam: float) -> torch.Tensor:
-    """CE − λ · mean KL(P_x ‖ Q_y) with frozen `centroids` (C, C); differentiable in `logits`."""
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0 (got {lam}); MCMI maximises CMI, so the KL term is subtracted")
-    ce = F.cross_entropy(logits, labels)
-    probs = F.softmax(logits.float(), dim=1)
-    return ce - lam * kl_to_centroids(probs, labels, centroids.detach()).mean()

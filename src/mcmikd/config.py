@@ -1,15 +1,17 @@
 """Config validation and the experiment grid, without importing torch (the Snakefile uses this at parse time).
 
-`load_grid(config, schema)` validates the config against the JSON schema (filling defaults), checks what the
-schema cannot (model and method names, milestones, class ids, ...), and returns a `Grid`: every teacher,
-student, CAM and aggregation job the config asks for, with each job's own slice of the config.
+`load_grid(config, schema)` validates the config against the JSON schema (filling defaults) and each experiment
+block against its kind's schema fragment (`mcmikd.experiments`), checks what the schemas cannot (model, method and
+objective names, milestones, class ids, ...), and returns a `Grid`: every teacher, student, CAM and aggregation
+job the config asks for, with each job's own slice of the config.
 
 Output layout (all under results/<name>/):
   data.pt
-  teachers/<arch>/<kind>/{model.pt, metrics.json, cmi.json}       kind = mll | mcmi-<λ>
-  students/<t_arch>/<t_kind>/<student>/<method>/<setting>/seed<s>.json
-        t_arch = t_kind = none for teacher-free runs (method ce)
-        setting = full | frac<f> (few-shot) | omit<c1>.<c2>... (zero-shot) | T<t> (KD temperature sweep)
+  teachers/<arch>/<variant>/{model.pt, metrics.json, cmi.json}   variant = objective[-path hyper-parameters],
+                                                                  e.g. mll, mcmi-0.25, ce_finetune
+  students/<t_arch>/<t_variant>/<student>/<method>/<setting>/seed<s>.json
+        t_arch = t_variant = none for teacher-free runs (method ce)
+        setting = full | frac<f> | omit<c1>.<c2>... | T<t>; each prefix is owned by one experiment kind
   cam/<arch>.pt, runs/<experiment>.csv, tables/<experiment>.{csv,md,tex}, figures/<figure>.{png,pdf}
 """
 
@@ -25,7 +27,6 @@ from mcmikd.errors import ConfigError
 from mcmikd.models import MODELS, SMALL_LR_MODELS
 
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
-EXPERIMENTS = ("main", "fewshot", "zeroshot", "temperature", "cam")
 NO_TEACHER = "none"
 
 
@@ -37,11 +38,16 @@ def _key_path(error) -> str:
 
 def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Check `config` against the JSON schema, filling in defaults; one-line ConfigError on the first problem."""
-    import jsonschema
     import yaml
+
+    return validate_block(config, yaml.safe_load(Path(schema_path).read_text()))
+
+
+def validate_block(instance: dict, schema: dict, prefix: str = "") -> dict:
+    """Check `instance` against `schema` (filling defaults); errors name the key as `prefix` + its path."""
+    import jsonschema
     from jsonschema import validators
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
     base = validators.validator_for(schema)
 
     def set_defaults(validator, properties, instance, subschema):
@@ -52,9 +58,11 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
         yield from base.VALIDATORS["properties"](validator, properties, instance, subschema)
 
     validator = validators.extend(base, {"properties": set_defaults})(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is not None:
         key = _key_path(error)
+        if prefix:
+            key = prefix if key == "(top level)" else f"{prefix}.{key}"
         if error.validator == "additionalProperties":
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
             allowed = ", ".join(error.schema.get("properties", {}))
@@ -64,7 +72,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
         if error.validator == "enum":
             raise ConfigError(f"config key '{key}': {error.instance!r} is not allowed; use one of {error.validator_value}")
         raise ConfigError(f"config key '{key}': {error.message}")
-    return config
+    return instance
 
 
 def _check_model(name: str, key: str) -> None:
@@ -85,45 +93,59 @@ def _check_recipe(recipe: dict, key: str) -> None:
 
 
 def check_config(config: dict) -> None:
-    """Rules the schema cannot express. Raises a one-line ConfigError."""
+    """Rules the schema cannot express; experiment blocks against their kind's schema. Raises a one-line
+    ConfigError."""
+    from mcmikd.experiments import get_experiment
+    from mcmikd.teachers import get_objective
+
     for name in config["methods"]:
         _check_method(name, f"methods.{name}")
-    _check_recipe(config["teachers"]["training"], "teachers.training")
-    _check_recipe(config["teachers"]["mcmi"], "teachers.mcmi")
+    teachers = config["teachers"]
+    _check_recipe(teachers["training"], "teachers.training")
+    _check_recipe(teachers["finetuning"], "teachers.finetuning")
     _check_recipe(config["students"]["training"], "students.training")
-    for arch in config["teachers"]["mcmi"].get("lambda_per_teacher", {}):
-        _check_model(arch, f"teachers.mcmi.lambda_per_teacher.{arch}")
-    num_classes = NUM_CLASSES.get(config["dataset"]["name"])
-    exps = config["experiments"]
-    for exp, body in exps.items():
-        if exp == "cam":
-            for i, arch in enumerate(body["teachers"]):
-                _check_model(arch, f"experiments.cam.teachers[{i}]")
-            continue
-        pairs = body.get("pairs") or [body["pair"]]
+    for i, name in enumerate(teachers["objectives"]):
+        _objective(name, f"teachers.objectives[{i}]")
+    for name, hp in teachers["hp"].items():
+        cls = _objective(name, f"teachers.hp.{name}")
+        cls.check_hp(hp, f"teachers.hp.{name}")
+        for arch in (hp.get("lambda_per_teacher") or {}):
+            _check_model(arch, f"teachers.hp.{name}.lambda_per_teacher.{arch}")
+    for exp, body in config["experiments"].items():
+        where = f"experiments.{exp}"
+        kind = get_experiment(exp)
+        if not isinstance(body, dict):
+            raise ConfigError(f"config key '{where}': expected a mapping of its settings, got {body!r}")
+        validate_block(body, kind.schema(), where)
+        for i, name in enumerate(body.get("objectives") or []):
+            _objective(name, f"{where}.objectives[{i}]")
+        for name, hp in (body.get("hp") or {}).items():
+            cls = _objective(name, f"{where}.hp.{name}")
+            cls.check_hp(hp, f"{where}.hp.{name}")
+            extra = sorted(set(hp) - set(cls.path_keys))
+            if extra:
+                raise ConfigError(f"config key '{where}.hp.{name}': {extra} can only be set in teachers.hp.{name}; "
+                                  f"an experiment may override only {list(cls.path_keys) or 'nothing'}")
+        for i, arch in enumerate(body.get("teachers") or []):
+            _check_model(arch, f"{where}.teachers[{i}]")
+        pairs = body.get("pairs") or ([body["pair"]] if "pair" in body else [])
         for i, pair in enumerate(pairs):
-            where = f"experiments.{exp}.pairs[{i}]" if "pairs" in body else f"experiments.{exp}.pair"
-            _check_model(pair["teacher"], f"{where}.teacher")
-            _check_model(pair["student"], f"{where}.student")
+            at = f"{where}.pairs[{i}]" if "pairs" in body else f"{where}.pair"
+            _check_model(pair["teacher"], f"{at}.teacher")
+            _check_model(pair["student"], f"{at}.student")
         for i, method in enumerate(body.get("methods", [])):
-            _check_method(method, f"experiments.{exp}.methods[{i}]")
+            _check_method(method, f"{where}.methods[{i}]")
         for i, rule in enumerate(body.get("exclude", [])):
-            _check_method(rule["method"], f"experiments.{exp}.exclude[{i}].method")
-    if "zeroshot" in exps and num_classes:
-        for i, omitted in enumerate(exps["zeroshot"]["omitted"]):
-            bad = [c for c in omitted if c >= num_classes]
-            if bad:
-                raise ConfigError(f"config key 'experiments.zeroshot.omitted[{i}]': class ids {bad} do not exist "
-                                  f"in {config['dataset']['name']} (0..{num_classes - 1})")
-            if len(omitted) >= num_classes:
-                raise ConfigError(f"config key 'experiments.zeroshot.omitted[{i}]': cannot omit every class")
-    if "cam" in exps and num_classes:
-        bad = [c for c in (exps["cam"].get("classes") or []) if c >= num_classes]
-        if bad:
-            raise ConfigError(f"config key 'experiments.cam.classes': class ids {bad} do not exist "
-                              f"(0..{num_classes - 1})")
-    if "temperature" in exps and "kd" not in METHODS:  # pragma: no cover - kd is built in
-        raise ConfigError("the temperature experiment needs the kd method")
+            _check_method(rule["method"], f"{where}.exclude[{i}].method")
+
+
+def _objective(name: str, key: str):
+    from mcmikd.teachers import OBJECTIVES, get_objective
+
+    if name not in OBJECTIVES:
+        raise ConfigError(f"config key '{key}': unknown teacher objective '{name}'; choose one of: "
+                          f"{', '.join(OBJECTIVES)}")
+    return get_objective(name)
 
 
 # --------------------------------------------------------------------------------------------- the grid
@@ -132,14 +154,10 @@ def fmt_num(value: float) -> str:
     return f"{float(value):g}"
 
 
-def mcmi_kind(lam: float) -> str:
-    return f"mcmi-{fmt_num(lam)}"
-
-
 @dataclass(frozen=True)
 class StudentRun:
     t_arch: str
-    t_kind: str
+    t_variant: str
     student: str
     method: str
     setting: str
@@ -147,78 +165,120 @@ class StudentRun:
 
     @property
     def teacher_id(self) -> str:
-        return NO_TEACHER if self.t_arch == NO_TEACHER else f"{self.t_arch}/{self.t_kind}"
+        return NO_TEACHER if self.t_arch == NO_TEACHER else f"{self.t_arch}/{self.t_variant}"
 
 
 @dataclass
 class Grid:
     config: dict
-    teachers: dict[str, set[str]] = field(default_factory=dict)  # arch -> {mll, mcmi-λ, ...}
+    teachers: dict[str, set[str]] = field(default_factory=dict)  # arch -> {variant, ...}
+    variants: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)  # (arch, variant) -> objective, hp
     runs: dict[str, list[StudentRun]] = field(default_factory=dict)  # experiment -> its student runs
+    experiments: dict[str, object] = field(default_factory=dict)  # enabled experiment name -> Experiment
 
     # ---------------- construction
     @classmethod
     def from_config(cls, config: dict) -> "Grid":
+        from mcmikd.experiments import get_experiment
+
         grid = cls(config=config)
-        exps = config["experiments"]
-        default_seeds = config["students"]["seeds"]
-        for exp in ("main", "fewshot", "zeroshot", "temperature"):
-            body = exps.get(exp)
-            if not body or not body.get("enabled", True):
+        for name, body in config["experiments"].items():
+            if body.get("enabled", True):
+                grid.experiments[name] = get_experiment(name)(body, grid)
+        for name, exp in grid.experiments.items():
+            exp.check(f"experiments.{name}")
+        for name, exp in grid.experiments.items():
+            if exp.has_students:
+                grid.runs[name] = grid._student_runs(exp)
+            for arch in exp.teacher_archs():
+                for objective in exp.objectives():
+                    grid.teacher_variant(arch, objective, exp)
+        owners = {}
+        for name, exp in grid.experiments.items():
+            if not exp.has_students or exp.setting_prefix is None:
                 continue
-            seeds = body.get("seeds", default_seeds)
-            pairs = body.get("pairs") or [body["pair"]]
-            methods = list(body.get("methods", ["kd"]))
-            settings = grid._settings(exp, body)
-            runs: list[StudentRun] = []
-            for pair in pairs:
-                kinds = ["mll", mcmi_kind(grid.lambda_for(pair["teacher"], body))]
-                for method in methods + (["ce"] if exp in ("main", "zeroshot") and "ce" not in methods else []):
-                    if _excluded(body.get("exclude", []), method, pair):
-                        continue
-                    for setting in settings:
-                        for seed in seeds:
-                            if method == "ce":
-                                runs.append(StudentRun(NO_TEACHER, NO_TEACHER, pair["student"], "ce", setting, seed))
-                                continue
-                            for kind in kinds:
-                                grid.teachers.setdefault(pair["teacher"], set()).add(kind)
-                                runs.append(StudentRun(pair["teacher"], kind, pair["student"], method, setting, seed))
-            grid.runs[exp] = list(dict.fromkeys(runs))  # drop duplicates (ce runs shared by pairs), keep order
-        cam = exps.get("cam")
-        if cam and cam.get("enabled", True):
-            for arch in cam["teachers"]:
-                grid.teachers.setdefault(arch, set()).update({"mll", mcmi_kind(grid.lambda_for(arch, cam))})
+            if exp.setting_prefix in owners:
+                raise ConfigError(f"experiment kinds '{owners[exp.setting_prefix]}' and '{name}' both own student "
+                                  f"settings '{exp.setting_prefix}...'; give one of them another setting_prefix")
+            owners[exp.setting_prefix] = name
         return grid
 
-    def _settings(self, exp: str, body: dict) -> list[str]:
-        if exp == "fewshot":
-            return [f"frac{fmt_num(f)}" for f in body["fractions"]]
-        if exp == "zeroshot":
-            return ["omit" + ".".join(str(c) for c in sorted(set(o))) for o in body["omitted"]]
-        if exp == "temperature":
-            return [self._temperature_setting(t) for t in body["temperatures"]]
-        return ["full"]
+    def _student_runs(self, exp) -> list[StudentRun]:
+        runs: list[StudentRun] = []
+        methods = exp.methods()
+        if exp.ce_baseline and "ce" not in methods:
+            methods = methods + ["ce"]
+        for pair in exp.pairs():
+            variants = [self.teacher_variant(pair["teacher"], o, exp) for o in exp.objectives()]
+            for method in methods:
+                if _excluded(exp.body.get("exclude", []), method, pair):
+                    continue
+                for setting in exp.settings():
+                    for seed in exp.seeds():
+                        if method == "ce":
+                            runs.append(StudentRun(NO_TEACHER, NO_TEACHER, pair["student"], "ce", setting, seed))
+                            continue
+                        runs += [StudentRun(pair["teacher"], v, pair["student"], method, setting, seed)
+                                 for v in variants]
+        return list(dict.fromkeys(runs))  # drop duplicates (ce runs shared by pairs), keep order
 
-    def _temperature_setting(self, t: float) -> str:
-        # the sweep's run at the configured KD temperature is the main experiment's KD run: share it
-        return "full" if float(t) == float(self.method_hp("kd").get("temperature", 4.0)) else f"T{fmt_num(t)}"
+    def teacher_variant(self, arch: str, objective: str, exp=None) -> str:
+        """Register the teacher (and, for a fine-tuning objective, the teacher it starts from) that `exp` compares
+        for `arch` under `objective`; returns its variant (result-folder name)."""
+        cls = self.objective_class(objective)
+        hp = cls.resolve_hp(dict(self.config["teachers"]["hp"].get(objective) or {}), arch)
+        if exp is not None:
+            hp.update((exp.body.get("hp") or {}).get(objective) or {})
+        variant = cls.variant(hp)
+        known = self.variants.setdefault((arch, variant), (objective, hp))
+        if known != (objective, hp):  # pragma: no cover - overrides are limited to path keys
+            raise ConfigError(f"teacher {arch}/{variant} is asked for with two settings: {known[1]} and {hp}")
+        self.teachers.setdefault(arch, set()).add(variant)
+        if cls.start_from is not None:
+            self.teacher_variant(arch, cls.start_from)
+        return variant
 
-    def lambda_for(self, arch: str, body: dict | None = None) -> float:
-        if body and "lambda" in body:
-            return float(body["lambda"])
-        mcmi = self.config["teachers"]["mcmi"]
-        return float(mcmi.get("lambda_per_teacher", {}).get(arch, mcmi["lambda"]))
+    @staticmethod
+    def objective_class(name: str):
+        from mcmikd.teachers import get_objective
+
+        return get_objective(name)
 
     # ---------------- queries used by the rules
     def all_runs(self) -> list[StudentRun]:
         return list(dict.fromkeys(r for runs in self.runs.values() for r in runs))
 
     def teacher_dirs(self) -> list[tuple[str, str]]:
-        return sorted((arch, kind) for arch, kinds in self.teachers.items() for kind in kinds)
+        return sorted((arch, variant) for arch, variants in self.teachers.items() for variant in variants)
+
+    def start_variant(self, arch: str, variant: str) -> str | None:
+        """The variant a fine-tuned teacher starts from (None for one trained from scratch)."""
+        cls = self.objective_class(self.variants[(arch, variant)][0])
+        return None if cls.start_from is None else self.teacher_variant(arch, cls.start_from)
+
+    def variant_names(self, fine_tuned: bool) -> list[str]:
+        """Every variant trained from scratch (False) or by fine-tuning (True), for the rules' wildcards."""
+        return sorted({v for (_, v), (o, _) in self.variants.items()
+                       if (self.objective_class(o).start_from is not None) == fine_tuned})
+
+    def trained_objectives(self) -> list[str]:
+        from mcmikd.teachers import OBJECTIVES
+
+        used = {o for o, _ in self.variants.values()}
+        return [o for o in OBJECTIVES if o in used]
 
     def method_hp(self, method: str) -> dict:
         return dict(self.config["methods"].get(method) or {})
+
+    def num_classes(self) -> int | None:
+        return NUM_CLASSES.get(self.config["dataset"]["name"])
+
+    def class_names(self) -> list[str] | None:
+        if self.config["dataset"]["name"] in ("digits",):
+            return [str(i) for i in range(10)]
+        if self.config["dataset"]["name"] == "cifar10":
+            return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        return None
 
     # ---------------- each job's params (only what that job depends on)
     def runtime(self) -> dict:
@@ -241,65 +301,82 @@ class Grid:
     def _recipe(self, recipe: dict, arch: str) -> dict:
         recipe = dict(recipe)
         small = recipe.pop("lr_small_models", None)
-        recipe.pop("checkpoint", None)
+        for key in ("checkpoint", "collapse_ratio"):
+            recipe.pop(key, None)
         if small is not None and arch in SMALL_LR_MODELS:
             recipe["lr"] = small
         return recipe
 
-    def teacher_params(self, arch: str) -> dict:
+    def teacher_params(self, arch: str, variant: str) -> dict:
+        objective, hp = self.variants[(arch, variant)]
+        fine_tuned = self.objective_class(objective).start_from is not None
         t = self.config["teachers"]
-        return {"arch": arch, "seed": t["seed"], "recipe": self._recipe(t["training"], arch),
-                "checkpoint": t["training"].get("checkpoint", "last"), "augment": dict(self.config["augment"]),
-                "runtime": self.runtime()}
-
-    def mcmi_params(self, arch: str, kind: str) -> dict:
-        m = self.config["teachers"]["mcmi"]
-        lam = float(kind.split("-", 1)[1])
-        recipe = self._recipe({k: m[k] for k in ("epochs", "batch_size", "lr", "lr_small_models", "momentum",
-                                                 "weight_decay", "schedule", "milestones", "gamma") if k in m}, arch)
-        params = {"arch": arch, "lambda": lam, "seed": self.config["teachers"]["seed"], "recipe": recipe,
-                  "centroids": m["centroids"], "checkpoint": m["checkpoint"], "collapse_ratio": m["collapse_ratio"],
+        block = t["finetuning" if fine_tuned else "training"]
+        params = {"arch": arch, "objective": objective, "variant": variant, "hp": hp, "seed": t["seed"],
+                  "recipe": self._recipe(block, arch), "checkpoint": block.get("checkpoint", "last"),
                   "augment": dict(self.config["augment"]), "runtime": self.runtime()}
-        if m["centroids"] == "ema":
-            params["ema_decay"] = m["ema_decay"]
+        if fine_tuned:
+            params["collapse_ratio"] = block["collapse_ratio"]
         return params
 
     def cmi_temperatures(self) -> list[float]:
         temps = set(float(t) for t in self.config["teachers"]["cmi_temperatures"])
-        sweep = self.config["experiments"].get("temperature")
-        if sweep and sweep.get("enabled", True):
-            temps.update(float(t) for t in sweep["temperatures"])
+        for exp in self.experiments.values():
+            temps.update(getattr(exp, "cmi_temperatures", lambda: [])())
         return sorted(temps)
 
     def cmi_params(self) -> dict:
         return {"temperatures": self.cmi_temperatures(), "runtime": self.runtime()}
 
+    def setting_owner(self, setting: str):
+        """The experiment that owns a student setting's prefix ('frac', 'omit', 'T'); None for 'full'."""
+        if setting == "full":
+            return None
+        prefix = re.match(r"^[A-Za-z]+", setting)[0]
+        return next((e for e in self.experiments.values() if e.has_students and e.setting_prefix == prefix), None)
+
     def student_params(self, run: StudentRun) -> dict:
         hp = self.method_hp(run.method)
         setting = parse_setting(run.setting)
-        if "temperature" in setting:
-            hp["temperature"] = setting.pop("temperature")
-        if "fraction" in setting:
-            fewshot = self.config["experiments"]["fewshot"]
-            setting.update(subset=fewshot.get("subset", "first_n"), epoch_length=fewshot.get("epoch_length", "full"))
+        owner = self.setting_owner(run.setting)
+        if owner is not None:
+            setting, overrides = owner.setting_params(setting)
+            hp.update(overrides)
         teacher = None
         if run.t_arch != NO_TEACHER:
-            lam = float(run.t_kind.split("-", 1)[1]) if run.t_kind.startswith("mcmi") else None
-            teacher = {"arch": run.t_arch, "kind": run.t_kind.split("-")[0], "lambda": lam}
+            teacher = {"arch": run.t_arch, "objective": self.variants[(run.t_arch, run.t_variant)][0],
+                       "variant": run.t_variant}
         return {"teacher": teacher, "student": run.student, "method": run.method, "hp": hp,
                 "recipe": self._recipe(self.config["students"]["training"], run.student), "setting": setting,
                 "seed": run.seed, "augment": dict(self.config["augment"]), "runtime": self.runtime()}
 
+    def cam_experiments(self) -> list:
+        return [e for e in self.experiments.values() if hasattr(e, "job_params")]
+
     def cam_params(self, arch: str) -> dict:
-        cam = self.config["experiments"]["cam"]
-        return {"arch": arch, "kinds": ["mll", mcmi_kind(self.lambda_for(arch, cam))],
-                "indices": list(cam.get("indices") or []), "per_class": cam["per_class"],
-                "classes": cam.get("classes"), "layer": cam["layer"], "center": cam["center"],
-                "runtime": self.runtime()}
+        exp = next(e for e in self.cam_experiments() if arch in e.teacher_archs())
+        variants = {o: self.teacher_variant(arch, o, exp) for o in exp.objectives()}
+        return {**exp.job_params(arch, variants), "runtime": self.runtime()}
+
+    def figures(self) -> dict:
+        """Every figure of the enabled experiments, and the fine-tuning curves of the fine-tuned teachers."""
+        from mcmikd.experiments.base import Figure
+        from mcmikd.teachers import FINETUNING_CAPTION
+
+        figures = {f.name: f for exp in self.experiments.values() for f in exp.figures()}
+        objectives = self.trained_objectives()
+        starts = {o: self.objective_class(o).start_from for o in objectives}
+        starts = {o: s for o, s in starts.items() if s is not None}
+        if starts:
+            layout = {"start_from": starts, "labels": {o: self.objective_class(o).label for o in objectives},
+                      "colors": {o: self.objective_class(o).color for o in objectives}}
+            inputs = tuple(f"teachers/{a}/{v}/metrics.json" for a, v in self.teacher_dirs())
+            figures["teachers_finetuning"] = Figure("teachers_finetuning", "mcmikd.plots:teachers_finetuning_figure",
+                                                    inputs, FINETUNING_CAPTION, "Teachers", "fine-tuning", layout)
+        return figures
 
     def enabled(self, exp: str) -> bool:
-        body = self.config["experiments"].get(exp)
-        return bool(body) and body.get("enabled", True)
+        return exp in self.experiments
 
 
 def _excluded(rules: list[dict], method: str, pair: dict) -> bool:

@@ -4,15 +4,14 @@ and writes its outputs atomically. The Snakemake scripts in workflow/scripts/ on
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import torch
 
 from mcmikd.data import DatasetTensors, fewshot_subset, load_dataset
-from mcmikd.engine import (ResumeFile, Runtime, TrainStream, evaluate, fingerprint, fit, log, make_generator,
-                           predict, Recipe, summarize)
+from mcmikd.engine import (ResumeFile, Runtime, TrainStream, evaluate, fingerprint, fit, log, predict, Recipe,
+                           summarize)
 from mcmikd.errors import ConfigError
 from mcmikd.io import provenance, read_json, torch_save, write_json
 from mcmikd.models import create_model, feature_shapes
@@ -55,85 +54,71 @@ def prepare_data(params: dict, output: str) -> None:
     data.to_file(output)
 
 
+# --------------------------------------------------------------------------------------------- training skeleton
+def _fit(module, model, data: DatasetTensors, stream: TrainStream, params: dict, runtime: Runtime,
+         resume_path: str | None, *, keep_best: bool = False, epoch_hook=None):
+    """Train `module` (whose network is `model`) with the job's recipe, evaluating `model` on the test set after
+    every epoch; the one loop behind teachers and students (`engine.fit`)."""
+    return fit(module, stream, Recipe.from_dict(params["recipe"]), evaluator=_evaluator(model, data, stream, runtime),
+               runtime=runtime, seed=params["seed"], resume=_resume(resume_path, params), keep_best_state=keep_best,
+               epoch_hook=epoch_hook)
+
+
+def _write_result(metrics_out: str, metrics: dict, params: dict, runtime: Runtime, t0: float,
+                  resume_path: str | None) -> dict:
+    """Add provenance, write the result file atomically and drop the job's resume checkpoint."""
+    metrics["provenance"] = provenance(params, params["seed"], str(runtime.device), time.perf_counter() - t0)
+    write_json(metrics_out, metrics)
+    ResumeFile(resume_path, "").clear()
+    return metrics
+
+
 # --------------------------------------------------------------------------------------------- teachers
-def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str, resume_path: str | None = None,
+def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str, start_model: str | None = None,
+                  start_metrics: str | None = None, resume_path: str | None = None,
                   threads: int | None = None) -> dict:
-    """MLL teacher: cross-entropy training with the configured recipe."""
-    from mcmikd.distill.methods.ce import CE
+    """Train one teacher with its objective (`params['objective']`, `mcmikd.teachers`): from scratch, or
+    fine-tuning the model of the objective it starts from (`start_model`, with that teacher's `start_metrics`).
+
+    A fine-tuned teacher whose chosen-epoch test accuracy falls below `collapse_ratio` × its start model's, or
+    whose objective stopped it (e.g. a non-finite loss), is marked collapsed; students skip it."""
+    from mcmikd.teachers import get_objective
 
     t0 = time.perf_counter()
     runtime = Runtime.from_config(params["runtime"], threads)
     data = DatasetTensors.from_file(data_path)
-    torch.manual_seed(params["seed"])
-    model = runtime.prepare(create_model(params["arch"], data.num_classes, data.in_channels))
-    objective = CE(model, None, {}, ctx=None)
-    stream = TrainStream(data, runtime, **_augment(data, params["augment"]))
-    recipe = Recipe.from_dict(params["recipe"])
-    keep_best = params.get("checkpoint", "last") == "best"
-    result = fit(objective, stream, recipe, evaluator=_evaluator(model, data, stream, runtime), runtime=runtime,
-                 seed=params["seed"], resume=_resume(resume_path, params), keep_best_state=keep_best)
-    if keep_best:
-        objective.load_checkpoint_state(result.best_state)
-    chosen = result.best if keep_best else result.last
-    save_model(model, model_out, num_classes=data.num_classes, in_channels=data.in_channels, kind="mll",
-               epoch=chosen["epoch"], test_acc=chosen["test_acc"])
-    metrics = {"kind": "teacher", "teacher": {"arch": params["arch"], "kind": "mll", "lambda": None},
-               "checkpoint": params.get("checkpoint", "last"), "model_acc": chosen["test_acc"],
-               "collapsed": False, **summarize(result),
-               "provenance": provenance(params, params["seed"], str(runtime.device), time.perf_counter() - t0)}
-    write_json(metrics_out, metrics)
-    ResumeFile(resume_path, "").clear()
-    return metrics
-
-
-def finetune_mcmi(data_path: str, mll_model: str, mll_metrics: str, params: dict, model_out: str,
-                  metrics_out: str, resume_path: str | None = None, threads: int | None = None) -> dict:
-    """MCMI teacher: fine-tune a copy of the MLL teacher with CE − λ·KL(P_x ‖ Q_y), centroids frozen."""
-    from mcmikd.teacher import McmiObjective, initial_centroids
-
-    t0 = time.perf_counter()
-    runtime = Runtime.from_config(params["runtime"], threads)
-    data = DatasetTensors.from_file(data_path)
-    model, _ = load_model(mll_model, runtime)
-    mll_acc = read_json(mll_metrics)["model_acc"]
+    cls = get_objective(params["objective"])
+    objective = cls(params["hp"])
+    model, start_acc = None, None
+    if cls.start_from is not None:
+        model, _ = load_model(start_model, runtime)
+        start_acc = read_json(start_metrics)["model_acc"]
     stream = TrainStream(data, runtime, **_augment(data, params["augment"]))
     torch.manual_seed(params["seed"])
-    generator = make_generator(params["seed"] + 7919, runtime.device)  # separate from the training stream
-    centroids = initial_centroids(model, stream, runtime, data.num_classes, params["centroids"], generator)
-    ema = params.get("ema_decay") if params["centroids"] == "ema" else None
-    objective = McmiObjective(model, centroids, params["lambda"], ema_decay=ema)
-    recipe = Recipe.from_dict(params["recipe"])
-    keep_best = params.get("checkpoint", "last") == "best"
-
-    def stop_if_diverged(record: dict) -> str | None:
-        if not math.isfinite(record["train"]["total"]):
-            return "the training loss is not finite (the −λ·KL term is unbounded; lower λ)"
-        return None
-
-    result = fit(objective, stream, recipe, evaluator=_evaluator(model, data, stream, runtime), runtime=runtime,
-                 seed=params["seed"], resume=_resume(resume_path, params), keep_best_state=keep_best,
-                 epoch_hook=stop_if_diverged)
+    if model is None:
+        model = runtime.prepare(create_model(params["arch"], data.num_classes, data.in_channels))
+    state = objective.prepare(model, stream, runtime, data.num_classes, params["seed"])
+    module = objective.build(model, state)
+    keep_best = params["checkpoint"] == "best"
+    result = _fit(module, model, data, stream, params, runtime, resume_path, keep_best=keep_best,
+                  epoch_hook=objective.epoch_check)
     if keep_best:
-        objective.load_checkpoint_state(result.best_state)
+        module.load_checkpoint_state(result.best_state)
     chosen = result.best if keep_best else result.last
-    ratio = params["collapse_ratio"]
     reason = result.stopped_early
-    if reason is None and not chosen["test_acc"] >= ratio * mll_acc:
-        reason = (f"test accuracy {chosen['test_acc']:.2f}% is below {ratio:g} × the MLL teacher's "
-                  f"{mll_acc:.2f}%; lower λ ({params['lambda']:g})")
+    if start_acc is not None and reason is None and not chosen["test_acc"] >= params["collapse_ratio"] * start_acc:
+        reason = (f"test accuracy {chosen['test_acc']:.2f}% is below {params['collapse_ratio']:g} × the "
+                  f"{cls.start_from} teacher's {start_acc:.2f}%; {cls.collapse_advice(params['hp'])}")
     if reason:
-        log(f"WARNING: MCMI teacher {params['arch']} λ={params['lambda']:g} collapsed: {reason}. "
+        log(f"WARNING: teacher {params['arch']} {params['variant']} collapsed: {reason}. "
             f"Students will not be distilled from it.")
-    save_model(model, model_out, num_classes=data.num_classes, in_channels=data.in_channels, kind="mcmi",
-               lam=params["lambda"], epoch=chosen["epoch"], test_acc=chosen["test_acc"])
-    metrics = {"kind": "teacher", "teacher": {"arch": params["arch"], "kind": "mcmi", "lambda": params["lambda"]},
-               "checkpoint": params.get("checkpoint", "last"), "model_acc": chosen["test_acc"],
-               "mll_acc": mll_acc, "collapsed": reason is not None, "collapse_reason": reason,
-               "initial_centroids": centroids.cpu().tolist(), **summarize(result),
-               "provenance": provenance(params, params["seed"], str(runtime.device), time.perf_counter() - t0)}
-    write_json(metrics_out, metrics)
-    ResumeFile(resume_path, "").clear()
-    return metrics
+    teacher = {"arch": params["arch"], "objective": cls.name, "variant": params["variant"], "hp": params["hp"]}
+    save_model(model, model_out, num_classes=data.num_classes, in_channels=data.in_channels, **teacher,
+               epoch=chosen["epoch"], test_acc=chosen["test_acc"])
+    metrics = {"role": "teacher", "teacher": teacher, "checkpoint": params["checkpoint"],
+               "model_acc": chosen["test_acc"], "start_acc": start_acc, "collapsed": reason is not None,
+               "collapse_reason": reason, **objective.extra_metrics(state), **summarize(result)}
+    return _write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 
 def measure_cmi(data_path: str, model_path: str, params: dict, output: str, threads: int | None = None) -> dict:
@@ -157,7 +142,7 @@ def measure_cmi(data_path: str, model_path: str, params: dict, output: str, thre
                                                                  data.num_classes))
                     for t in params["temperatures"]},
         }
-    result = {"arch": ckpt["arch"], "kind": ckpt["kind"], "lambda": ckpt.get("lam"),
+    result = {"arch": ckpt["arch"], "objective": ckpt["objective"], "variant": ckpt["variant"],
               "temperatures": params["temperatures"], **out,
               "provenance": provenance(params, None, str(runtime.device), time.perf_counter() - t0)}
     write_json(output, result)
@@ -184,11 +169,11 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
 
     t0 = time.perf_counter()
     seed = params["seed"]
-    base = {"kind": "student", "teacher": params["teacher"], "student": params["student"],
+    base = {"role": "student", "teacher": params["teacher"], "student": params["student"],
             "method": params["method"], "setting": params["setting"], "seed": seed}
     if teacher_metrics and read_json(teacher_metrics).get("collapsed"):
         reason = read_json(teacher_metrics).get("collapse_reason")
-        log(f"skipping: the teacher collapsed during MCMI fine-tuning ({reason})")
+        log(f"skipping: the teacher collapsed during fine-tuning ({reason})")
         metrics = {**base, "status": "skipped", "reason": f"collapsed teacher: {reason}",
                    "provenance": provenance(params, seed, "none", time.perf_counter() - t0)}
         write_json(metrics_out, metrics)
@@ -217,15 +202,13 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
     torch.manual_seed(seed)
     student = create_model(params["student"], data.num_classes, data.in_channels)
     distiller = runtime.prepare(cls(student, teacher, params["hp"], ctx))
-    result = fit(distiller, stream, recipe, evaluator=_evaluator(student, data, stream, runtime), runtime=runtime,
-                 seed=seed, resume=_resume(resume_path, params))
-    metrics = {**base, "status": "ok", "num_train_visible": stream.num_visible,
+    result = _fit(distiller, student, data, stream, params, runtime, resume_path)
+    diverged = (result.stopped_early or "").startswith("diverged")
+    metrics = {**base, "status": "diverged" if diverged else "ok",
+               "reason": result.stopped_early if diverged else None, "num_train_visible": stream.num_visible,
                "student_params": sum(p.numel() for p in student.parameters()),
-               "extra_params": distiller.extra_parameter_count(), **summarize(result),
-               "provenance": provenance(params, seed, str(runtime.device), time.perf_counter() - t0)}
-    write_json(metrics_out, metrics)
-    ResumeFile(resume_path, "").clear()
-    return metrics
+               "extra_params": distiller.extra_parameter_count(), **summarize(result)}
+    return _write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 
 # --------------------------------------------------------------------------------------------- Eigen-CAM
@@ -246,7 +229,9 @@ def select_cam_images(labels: torch.Tensor, indices: list[int] | None, per_class
 
 def run_cam(data_path: str, teacher_models: dict[str, str], params: dict, output: str,
             threads: int | None = None) -> dict:
-    """Eigen-CAM maps of each teacher (label -> model file) on the same fixed test images."""
+    """Eigen-CAM maps of each teacher (objective name -> model file, in display order) on the same fixed test
+    images; writes {indices, images (N, C, H, W) uint8, labels, class_names, center, teachers: {objective: {maps
+    (N, H, W) in [0, 1], pred, layer, arch, objective, variant, hp}}}."""
     from mcmikd.augment import Normalizer
     from mcmikd.cam import model_eigen_cam
 
@@ -257,12 +242,13 @@ def run_cam(data_path: str, teacher_models: dict[str, str], params: dict, output
     normalize = Normalizer(data.mean, data.std, runtime.device)
     result = {"indices": idx, "images": images, "labels": data.test_labels[idx], "class_names": data.class_names,
               "center": params["center"], "teachers": {}}
-    for label, path in teacher_models.items():
+    for name, path in teacher_models.items():
         model, ckpt = load_model(path, runtime)
         layer = model.cam_layer if params["layer"] == "auto" else params["layer"]
         maps, logits = model_eigen_cam(model, normalize(images.to(runtime.device)), layer, center=params["center"])
-        result["teachers"][label] = {"maps": maps.cpu(), "pred": logits.argmax(1).cpu(), "layer": layer,
-                                     "arch": ckpt["arch"], "kind": ckpt["kind"], "lambda": ckpt.get("lam")}
-        log(f"{label}: Eigen-CAM at {layer} for {len(idx)} images")
+        result["teachers"][name] = {"maps": maps.cpu(), "pred": logits.argmax(1).cpu(), "layer": layer,
+                                    "arch": ckpt["arch"], "objective": ckpt["objective"], "variant": ckpt["variant"],
+                                    "hp": ckpt["hp"]}
+        log(f"{ckpt['variant']}: Eigen-CAM at {layer} for {len(idx)} images")
     torch_save(result, output)
     return result

@@ -1,0 +1,30 @@
+"""Experiment kinds as plug-ins (torchdistill's "experiments as data", mdistiller's registry shape).
+
+`EXPERIMENTS` maps each config key under `experiments:` to "module:Class". An experiment module imports pandas,
+matplotlib and torch only inside the functions that build its table and figures, so the Snakefile reads its
+config block (a JSON-schema fragment), its student settings and its figures at parse time. A new kind is one
+file in this folder plus one line here (see README, "Adding an experiment kind").
+"""
+
+from __future__ import annotations
+
+import importlib
+
+EXPERIMENTS: dict[str, str] = {
+    "main": "mcmikd.experiments.main:Main",
+    "fewshot": "mcmikd.experiments.fewshot:FewShot",
+    "zeroshot": "mcmikd.experiments.zeroshot:ZeroShot",
+    "temperature": "mcmikd.experiments.temperature:Temperature",
+    "cam": "mcmikd.experiments.cam:Cam",
+}
+
+
+def get_experiment(name: str):
+    """The `Experiment` class registered under `name`; ConfigError (one line) for an unknown name."""
+    if name not in EXPERIMENTS:
+        from mcmikd.errors import ConfigError
+
+        raise ConfigError(f"config key 'experiments.{name}': unknown experiment kind; choose one of: "
+                          f"{', '.join(EXPERIMENTS)}")
+    module, cls = EXPERIMENTS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

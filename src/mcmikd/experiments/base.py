@@ -1,0 +1,133 @@
+"""What an experiment kind declares: its config block, its student runs, its table and its figures.
+
+An `Experiment` is built from its config block and the grid (`mcmikd.config.Grid`) at Snakefile parse time,
+without torch or pandas. Every student run it asks for is compared across the teacher objectives of the block
+(`objectives`, default `teachers.objectives`; the first is the reference of every Δ). Tables and figures are
+built in their jobs from the experiment's runs table (`runs/<experiment>.csv`) and the `layout` it declares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mcmikd.config import Grid
+
+PAIR = {"type": "object", "additionalProperties": False, "required": ["teacher", "student"],
+        "properties": {"teacher": {"type": "string"}, "student": {"type": "string"}}}
+SEEDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "uniqueItems": True}
+NAMES = {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
+NUMBERS = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1, "uniqueItems": True}
+EXCLUDE = {
+    "description": "method–pair combinations not to run (e.g. FSP across architectures, whose feature maps it "
+                   "cannot pair); an entry without teacher/student applies to every pair",
+    "type": "array", "default": [],
+    "items": {"type": "object", "additionalProperties": False, "required": ["method"],
+              "properties": {"method": {"type": "string"}, "teacher": {"type": "string"},
+                             "student": {"type": "string"}}},
+}
+COMMON = {
+    "enabled": {"type": "boolean", "default": True},
+    "objectives": {**NAMES, "minItems": 1,
+                   "description": "teacher objectives compared (default teachers.objectives); the first is the "
+                                  "reference of every Δ"},
+    "hp": {"type": "object", "additionalProperties": {"type": "object"},
+           "description": "per-objective hyper-parameter overrides for this experiment, e.g. {mcmi: {lambda: 0.15}}"},
+    "seeds": SEEDS,
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure: `draw` ("module:function") is called as draw(inputs, layout, metric, png, pdf) in its job."""
+
+    name: str  # file stem under figures/
+    draw: str
+    inputs: tuple[str, ...]  # its input files, relative to results/<name>/
+    caption: str  # RST for the report (Jinja: {{ snakemake.params.metric }} works)
+    subcategory: str
+    label: str
+    layout: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Experiment:
+    """Base class (see the module docstring). Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    properties: ClassVar[dict[str, Any]] = {}  # JSON-schema properties of the block, besides COMMON
+    required: ClassVar[tuple[str, ...]] = ()
+    has_students: ClassVar[bool] = True
+    setting_prefix: ClassVar[str | None] = None  # the student setting it owns ('frac', 'omit', 'T'); None: 'full'
+    ce_baseline: ClassVar[bool] = False  # also train the teacher-free CE student
+    caption: ClassVar[str] = ""  # one-sentence table caption (Markdown, LaTeX)
+    note: ClassVar[str] = ""  # the table's longer description in the report (RST)
+
+    def __init__(self, body: dict, grid: "Grid"):
+        self.body = body
+        self.grid = grid
+
+    # ------------------------------------------------------------------ config (parse time)
+    @classmethod
+    def schema(cls) -> dict:
+        return {"type": "object", "additionalProperties": False, "required": list(cls.required),
+                "properties": {**COMMON, **cls.properties}}
+
+    def check(self, where: str) -> None:
+        """Checks the schema cannot express; one-line ConfigError (`where` is 'experiments.<name>')."""
+
+    def pairs(self) -> list[dict]:
+        return list(self.body.get("pairs") or [self.body["pair"]])
+
+    def pair_key(self) -> str:
+        return "pairs" if "pairs" in self.body else "pair"
+
+    def methods(self) -> list[str]:
+        return list(self.body.get("methods", ["kd"]))
+
+    def objectives(self) -> list[str]:
+        return list(self.body.get("objectives") or self.grid.config["teachers"]["objectives"])
+
+    def seeds(self) -> list[int]:
+        return list(self.body.get("seeds", self.grid.config["students"]["seeds"]))
+
+    def settings(self) -> list[str]:
+        """The student settings (result folder names) of its runs."""
+        return ["full"]
+
+    def setting_params(self, parsed: dict) -> tuple[dict, dict]:
+        """(data setting, method hyper-parameter overrides) of a student whose setting this kind owns."""
+        return parsed, {}
+
+    def teacher_archs(self) -> list[str]:
+        """Teachers an experiment without students needs (one per compared objective)."""
+        return []
+
+    def layout(self) -> dict:
+        """Plain data the table and figure jobs get as params (so a change reruns only them)."""
+        objectives = self.objectives()
+        labels, colors = {}, {}
+        for name in objectives:
+            cls = self.grid.objective_class(name)
+            labels[name], colors[name] = cls.label, cls.color
+        methods = self.methods()
+        if self.ce_baseline:
+            methods = ["ce"] + [m for m in methods if m != "ce"]
+        return {"pairs": [[p["teacher"], p["student"]] for p in self.pairs()], "methods": methods,
+                "objectives": objectives, "labels": labels, "colors": colors, **self.extra_layout()}
+
+    def extra_layout(self) -> dict:
+        return {}
+
+    def figures(self) -> list[Figure]:
+        return []
+
+    def runs_file(self) -> str:
+        return f"runs/{self.name}.csv"
+
+    # ------------------------------------------------------------------ job time
+    @classmethod
+    def table(cls, runs, layout: dict, metric: str):
+        """(long numbers frame, display frame) from the runs table; None for a kind without a table."""
+        return None

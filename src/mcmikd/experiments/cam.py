@@ -1,0 +1,106 @@
+"""The paper's Fig. 3 (§4.4): Eigen-CAM maps (Muhammad & Yeasin, IJCNN 2020; `mcmikd.cam`) of each compared
+teacher of one architecture on the same fixed test images."""
+
+from __future__ import annotations
+
+from mcmikd.errors import ConfigError
+from mcmikd.experiments.base import Experiment, Figure
+
+CAPTION = (
+    "The paper's Fig. 3 for the {{ snakemake.params.layout.arch }} teachers: Eigen-CAM maps (the first principal "
+    "component of the chosen layer's activations, min–max scaled) of each compared teacher (one row each) on the "
+    "same fixed test images. Each image is shown as the input (left) beside its map overlaid in a jet colour map "
+    "(right; red = strongest); the title is the true class and the text under each map the teacher's prediction "
+    "(red ✗ when wrong). The paper reports that MCMI teachers attend to more of the object than MLL teachers, whose "
+    "maps concentrate on a few discriminative parts.")
+
+
+class Cam(Experiment):
+    name = "cam"
+    title = "Eigen-CAM"
+    properties = {
+        "teachers": {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True},
+        "per_class": {"type": "integer", "minimum": 1, "default": 2},
+        "classes": {"oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "integer", "minimum": 0},
+                                                  "minItems": 1}], "default": None},
+        "indices": {"type": "array", "items": {"type": "integer", "minimum": 0}, "default": []},
+        "layer": {"type": "string", "default": "auto"},
+        "center": {"type": "boolean", "default": True},
+    }
+    required = ("teachers",)
+    has_students = False
+
+    def check(self, where: str) -> None:
+        num_classes = self.grid.num_classes()
+        bad = [c for c in (self.body.get("classes") or []) if num_classes and c >= num_classes]
+        if bad:
+            raise ConfigError(f"config key '{where}.classes': class ids {bad} do not exist (0..{num_classes - 1})")
+
+    def pairs(self) -> list[dict]:
+        return []
+
+    def teacher_archs(self) -> list[str]:
+        return list(self.body["teachers"])
+
+    def job_params(self, arch: str, variants: dict[str, str]) -> dict:
+        """The Eigen-CAM job's own slice of the config (`variants`: objective -> result folder)."""
+        body = self.body
+        return {"arch": arch, "variants": variants, "indices": list(body.get("indices") or []),
+                "per_class": body["per_class"], "classes": body.get("classes"), "layer": body["layer"],
+                "center": body["center"]}
+
+    def figures(self) -> list[Figure]:
+        layout = self.layout()
+        return [Figure(f"cam_{arch}", "mcmikd.experiments.cam:figure", (f"cam/{arch}.pt",), CAPTION, self.title,
+                       f"Eigen-CAM {arch}", {**layout, "arch": arch}) for arch in self.body["teachers"]]
+
+
+def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str, per_row: int = 5) -> None:
+    """Fig. 3: each fixed test image beside its Eigen-CAM overlay, one row per compared teacher (in the layout's
+    objective order); `per_row` images per row, more images continue in further blocks of rows."""
+    import math
+
+    import matplotlib as mpl
+    import numpy as np
+    import torch
+    from matplotlib.figure import Figure as MplFigure
+
+    from mcmikd import plots
+
+    with plots.theme():
+        cam = torch.load(inputs[0], map_location="cpu", weights_only=True)
+        images, labels = np.asarray(cam["images"]), np.asarray(cam["labels"]).tolist()
+        names = list(cam.get("class_names") or [])
+        teachers = [(o, cam["teachers"].get(o)) for o in layout["objectives"]]
+        per_row = max(1, min(per_row, len(images)))
+        blocks = max(1, math.ceil(len(images) / per_row))
+        rows = len(teachers)
+        fig = MplFigure(figsize=(2.0 * per_row + 1.2, 1.5 * rows * blocks + 0.5))
+        outer = fig.add_gridspec(blocks, 1, hspace=0.28, left=0.08, right=0.9, top=0.9, bottom=0.04)
+        grids = [outer[b].subgridspec(rows, per_row, hspace=0.32, wspace=0.14) for b in range(blocks)]
+        for i, image in enumerate(images):
+            block, col = divmod(i, per_row)
+            for r, (objective, t) in enumerate(teachers):
+                ax_img, ax_cam = (fig.add_subplot(g) for g in grids[block][r, col].subgridspec(1, 2, wspace=0.04))
+                plots.show_image(ax_img, image)
+                plots.show_image(ax_cam, image)
+                if r == 0:  # the image's true class, centred over its pair of panels
+                    ax_img.text(1.02, 1.06, f"true: {plots.class_label(labels[i], names)}", transform=ax_img.transAxes,
+                                ha="center", va="bottom", fontsize=9, fontweight="bold")
+                if col == 0:
+                    variant = f"\n{t['variant']}" if t else ""
+                    ax_img.set_ylabel(f"{plots.label(objective, layout)}{variant}", color=plots.color(objective, layout),
+                                      fontweight="bold")
+                if not t:
+                    plots.note(ax_cam, "no map")
+                    continue
+                ax_cam.imshow(np.asarray(t["maps"][i]), cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="nearest")
+                pred = int(t["pred"][i])
+                ax_cam.set_xlabel(f"pred: {plots.class_label(pred, names)}" + ("" if pred == labels[i] else " ✗"),
+                                  fontsize=8, color="0.25" if pred == labels[i] else plots.OMITTED_COLOR, labelpad=2)
+        arch, layer = next(((t["arch"], t["layer"]) for _, t in teachers if t), ("?", "?"))
+        fig.suptitle(f"Eigen-CAM of the {arch} teachers at {layer} (each pair: input, map over the input)",
+                     fontweight="bold")
+        fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), "jet"),
+                     cax=fig.add_axes((0.92, 0.3, 0.012, 0.4)), label="Eigen-CAM (min–max scaled)")
+        plots.save(fig, png, pdf)

@@ -1,0 +1,134 @@
+"""The paper's main table (§4.1, Tables 1–2): every teacher–student pair × framework, one column per teacher
+objective, the student without KD beside them; and its heat map of the gain over the reference teacher."""
+
+from __future__ import annotations
+
+from mcmikd.experiments.base import EXCLUDE, NAMES, PAIR, Experiment, Figure
+
+CAPTION = (
+    "The main table at a glance: for every framework (rows) and teacher → student pair (columns), the student's "
+    "top-1 accuracy with each compared teacher minus its accuracy with the reference (first) teacher, mean over "
+    "seeds ({{ snakemake.params.metric }}-epoch accuracy); one panel per compared teacher, each cell also giving the "
+    "two accuracies. Blue: that teacher helped; red: it hurt. A blank cell was not run (an excluded method–pair "
+    "combination) or has no finished runs.")
+
+
+class Main(Experiment):
+    name = "main"
+    title = "Main table"
+    properties = {"pairs": {"type": "array", "items": PAIR, "minItems": 1}, "methods": NAMES, "exclude": EXCLUDE}
+    required = ("pairs", "methods")
+    ce_baseline = True
+    caption = "Top-1 test accuracy (%) of students distilled from each compared teacher, mean ± std over seeds"
+    note = (
+        "Main table (the paper's Table 1 layout). For each teacher → student pair: each compared teacher's test "
+        "accuracy and CMI (train set, T = 1), the student trained without a teacher, then for every framework the "
+        "student distilled from the reference (first) teacher and, below it, from each other compared teacher with "
+        "its gain Δ in brackets. Student numbers are mean ± std over seeds of the accuracy chosen by "
+        "``tables.metric`` (best epoch, as the official logs, or last epoch). A \"collapsed teacher\" cell means the "
+        "fine-tuning destroyed the teacher (accuracy below ``teachers.finetuning.collapse_ratio`` × its start "
+        "model's), so no student was distilled from it.")
+
+    def figures(self) -> list[Figure]:
+        return [Figure("main_delta", "mcmikd.experiments.main:delta_figure", (self.runs_file(),), CAPTION,
+                       self.title, "gain per framework and pair", self.layout())]
+
+    @classmethod
+    def table(cls, runs, layout, metric):
+        import math
+
+        import pandas as pd
+
+        from mcmikd.aggregate import cell, fmt, fmt_delta, method_label, pair_label, show
+
+        students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
+        objectives, labels = layout["objectives"], layout["labels"]
+        reference = objectives[0]
+        long_rows, display = [], {}
+        methods = [m for m in layout["methods"] if m != "ce"]
+        for t_arch, s_arch in layout["pairs"]:
+            col = pair_label(t_arch, s_arch)
+            cells: dict[str, str] = {}
+            for objective in objectives:
+                t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_objective"] == objective)]
+                acc = float(t["model_acc"].iloc[0]) if len(t) else math.nan
+                cmi = float(t["cmi_T1"].iloc[0]) if len(t) and "cmi_T1" in t else math.nan
+                collapsed = bool(len(t)) and t["status"].iloc[0] == "collapsed"
+                cells[f"Teacher acc. ({labels[objective]})"] = fmt(acc) + (" (collapsed)" if collapsed else "")
+                cells[f"Teacher CMI ({labels[objective]})"] = fmt(cmi, digits=4)
+                long_rows.append({"pair": col, "row": "teacher", "teacher_objective": objective,
+                                  "label": t["teacher_label"].iloc[0] if len(t) else labels[objective], "mean": acc,
+                                  "std": None, "n": 1, "cmi": cmi, "collapsed": collapsed})
+            ce = cell(students[(students["method"] == "ce") & (students["student"] == s_arch)], metric)
+            cells[method_label("ce")] = show(ce)
+            long_rows.append({"pair": col, "row": "ce", "teacher_objective": "none", **ce})
+            for method in methods:
+                sel = students[(students["method"] == method) & (students["teacher_arch"] == t_arch)
+                               & (students["student"] == s_arch)]
+                ref = cell(sel[sel["teacher_objective"] == reference], metric)
+                cells[method_label(method)] = show(ref)
+                long_rows.append({"pair": col, "row": method, "teacher_objective": reference, **ref})
+                for objective in objectives[1:]:
+                    other = cell(sel[sel["teacher_objective"] == objective], metric)
+                    delta = other["mean"] - ref["mean"]
+                    cells[f"{method_label(method)} + {labels[objective]} teacher"] = (
+                        show(other) + ("" if math.isnan(delta) else f" ({fmt_delta(delta)})"))
+                    long_rows.append({"pair": col, "row": method, "teacher_objective": objective, **other,
+                                      "delta": delta})
+            display[col] = cells
+        frame = pd.DataFrame(display)
+        frame.insert(0, f"Top-1 % ({metric} epoch)", frame.index)
+        return pd.DataFrame(long_rows), frame.reset_index(drop=True)
+
+
+def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
+    """Heat maps, framework × pair, of the student's accuracy gain with each compared teacher over the reference
+    teacher (Δ, points); each cell also gives reference → compared accuracy. Blank: not run or no finished run."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.figure import Figure as MplFigure
+
+    from mcmikd import plots
+    from mcmikd.aggregate import method_label
+
+    with plots.theme():
+        runs = plots.read_runs(inputs[0])
+        numbers, _ = Main.table(runs, layout, metric)
+        methods = [m for m in layout["methods"] if m != "ce"]
+        pairs = [f"{t} → {s}" for t, s in layout["pairs"]]
+        reference, others = layout["objectives"][0], layout["objectives"][1:] or layout["objectives"][:1]
+        labels = layout["labels"]
+        deltas, texts = {}, {}
+        for objective in others:
+            delta = pd.DataFrame(np.nan, index=[method_label(m) for m in methods], columns=pairs)
+            text = pd.DataFrame("", index=delta.index, columns=pairs)
+            rows = numbers[numbers["row"].isin(methods)] if len(numbers) else numbers
+            for (pair, method), frame in (rows.groupby(["pair", "row"]) if len(rows) else []):
+                by = frame.set_index("teacher_objective")
+                if {reference, objective} <= set(by.index) and reference != objective:
+                    ref, other = by.loc[reference, "mean"], by.loc[objective, "mean"]
+                    if not (math.isnan(ref) or math.isnan(other)):
+                        delta.loc[method_label(method), pair] = other - ref
+                        text.loc[method_label(method), pair] = f"{other - ref:+.2f}\n{ref:.1f}→{other:.1f}"
+            deltas[objective], texts[objective] = delta, text
+        values = np.concatenate([d.to_numpy().ravel() for d in deltas.values()])
+        # symmetric colour scale around 0 (white), never narrower than ±0.1 points so a zero gain stays white
+        limit = max(float(np.nanmax(np.abs(values))) if not np.isnan(values).all() else 0.0, 0.1)
+        fig = MplFigure(figsize=(max(6.0, 1.9 + 1.55 * len(pairs)) * len(others), 1.6 + 0.48 * len(methods)),
+                        layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(others), squeeze=False)[0])
+        for ax, objective in zip(axes, others):
+            sns.heatmap(deltas[objective], ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit,
+                        annot=texts[objective], fmt="", annot_kws={"fontsize": 7}, linewidths=0.5,
+                        linecolor="white", cbar_kws={"label": f"Δ top-1, points ({metric} epoch)"})
+            ax.set_xlabel("teacher → student")
+            ax.set_ylabel("")
+            ax.set_title(f"Student accuracy: {labels[objective]} teacher − {labels[reference]} teacher\n"
+                         f"(mean over seeds; cells: Δ and {labels[reference]} → {labels[objective]} accuracy)")
+            ax.tick_params(axis="x", labelrotation=20)
+            if not deltas[objective].notna().any().any():
+                plots.note(ax, f"no finished {labels[reference]}/{labels[objective]} student pairs")
+        plots.save(fig, png, pdf)

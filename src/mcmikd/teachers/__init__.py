@@ -1,0 +1,40 @@
+"""Teacher objectives as plug-ins, like the KD methods in `mcmikd.distill`.
+
+`OBJECTIVES` maps each config name to "module:Class"; an objective module imports torch only inside the
+functions that train, so the Snakefile can read names, start points and hyper-parameter defaults at parse time.
+A new teacher objective is one file in this folder plus one line here (see README, "Adding a teacher objective").
+
+Three names describe a teacher, and they are kept apart everywhere:
+  * the **objective** — the config name here (e.g. the MLL or the MCMI objective);
+  * the **variant** — the objective with the hyper-parameters that name its result folder (MCMI with its λ:
+    `teachers/<arch>/<variant>/`);
+  * the **role** of a result file — "teacher" or "student".
+"""
+
+from __future__ import annotations
+
+import importlib
+
+OBJECTIVES: dict[str, str] = {
+    "mll": "mcmikd.teachers.mll:MLL",
+    "mcmi": "mcmikd.teachers.mcmi:MCMI",
+    "ce_finetune": "mcmikd.teachers.ce_finetune:CEFinetune",
+}
+
+FINETUNING_CAPTION = (
+    "Fine-tuning of every fine-tuned teacher (one row each; e.g. MCMI and its λ = 0 control), starting from the "
+    "teacher it fine-tunes: training cross-entropy, the training CMI term of the loss where the objective has one "
+    "(−neg_cmi/λ, the mean KL divergence between each sample's prediction and its frozen class centroid, nats), "
+    "test accuracy and test CMI (nats) after each fine-tuning epoch. Dashed lines are the final values of the start "
+    "teacher (its training CE, its model accuracy and its test CMI). A teacher whose accuracy fell below the collapse "
+    "threshold is titled COLLAPSED in red, and no students were distilled from it.")
+
+
+def get_objective(name: str):
+    """The `TeacherObjective` class registered under `name`; ConfigError (one line) for an unknown name."""
+    if name not in OBJECTIVES:
+        from mcmikd.errors import ConfigError
+
+        raise ConfigError(f"unknown teacher objective '{name}'; choose one of: {', '.join(OBJECTIVES)}")
+    module, cls = OBJECTIVES[name].split(":")
+    return getattr(importlib.import_module(module), cls)

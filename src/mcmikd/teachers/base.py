@@ -1,0 +1,97 @@
+"""What a teacher objective declares, and the module the training engine runs for it.
+
+An objective is a class (no torch at import time) with:
+  * `name`, `label` (tables, figures) and `color` (figures);
+  * `start_from`: None (trained from scratch with `teachers.training`) or the name of the objective whose model
+    it fine-tunes (with `teachers.finetuning`; its collapse check compares it to that model);
+  * `defaults`: its hyper-parameters (config: `teachers.hp.<name>`, per experiment `experiments.<x>.hp.<name>`);
+    `path_keys`: those that name its result folder (`variant`), the only ones an experiment may override;
+  * `loss(logits, labels, **state) -> {term: tensor}`: one pure function, the one the tests check and the one
+    training runs (the engine sums the terms; their names are logged every epoch);
+  * `prepare(...)`: the state the loss needs (e.g. MCMI's frozen centroids), computed once before training;
+  * `epoch_check(record)`: an optional stop reason after an epoch (e.g. a diverged loss).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mcmikd.errors import ConfigError
+
+
+def fmt_num(value: float) -> str:
+    """Canonical short text for a number in a path (0.25 -> '0.25', 4.0 -> '4')."""
+    return f"{float(value):g}"
+
+
+class TeacherObjective:
+    """Base class of the teacher objectives (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    color: ClassVar[str] = "#555555"
+    start_from: ClassVar[str | None] = None
+    defaults: ClassVar[dict[str, Any]] = {}
+    path_keys: ClassVar[tuple[str, ...]] = ()
+
+    # ------------------------------------------------------------------ config (parse time, no torch)
+    @classmethod
+    def check_hp(cls, hp: dict, where: str) -> None:
+        """Raise a one-line ConfigError for keys the objective does not know (override to check values)."""
+        unknown = sorted(set(hp) - set(cls.defaults))
+        if unknown:
+            raise ConfigError(f"config key '{where}': unknown key(s) {unknown} for teacher objective "
+                              f"'{cls.name}'; known: {sorted(cls.defaults)}")
+
+    @classmethod
+    def resolve_hp(cls, hp: dict, arch: str) -> dict:
+        """The hyper-parameters one teacher of architecture `arch` is trained with (defaults filled in)."""
+        return {**cls.defaults, **hp}
+
+    @classmethod
+    def variant(cls, hp: dict) -> str:
+        """Result-folder name: the objective's name, then '-<value>' for each of `path_keys`."""
+        return "-".join([cls.name, *(fmt_num(hp[k]) for k in cls.path_keys)])
+
+    @classmethod
+    def describe(cls, hp: dict) -> str:
+        """Label with the values of `path_keys`, e.g. 'MCMI (λ=0.25)'."""
+        return cls.label
+
+    @classmethod
+    def collapse_advice(cls, hp: dict) -> str:
+        """What to change when the fine-tuned teacher collapsed."""
+        return "use a gentler fine-tuning recipe (teachers.finetuning)"
+
+    # ------------------------------------------------------------------ training (torch, in the job)
+    def __init__(self, hp: dict):
+        self.hp = dict(hp)
+
+    @staticmethod
+    def loss(logits, labels, **state) -> dict:
+        raise NotImplementedError
+
+    def loss_hp(self) -> dict:
+        """Keyword arguments `loss` takes from the hyper-parameters (e.g. {'lam': λ})."""
+        return {}
+
+    def prepare(self, model, stream, runtime, num_classes: int, seed: int) -> dict:
+        """Tensors the loss needs besides logits and labels (kept as buffers: checkpointed, resumed)."""
+        return {}
+
+    def after_step(self, module, logits, labels) -> None:
+        """Called after every loss evaluation (e.g. an EMA update of a buffer); default: nothing."""
+
+    def epoch_check(self, record: dict) -> str | None:
+        """A reason to stop after an epoch (None: go on)."""
+        return None
+
+    def extra_metrics(self, state: dict) -> dict:
+        """What the teacher's metrics.json records besides the common fields."""
+        return {}
+
+    def build(self, model, state: dict):
+        """The module the engine trains: `model` under this objective's loss."""
+        from mcmikd.teachers.module import ObjectiveModule
+
+        return ObjectiveModule(model, self, state)

@@ -1,6 +1,0 @@
-import _src  # noqa: F401  (the workflow's own package first on sys.path)
-from mcmikd.plots import zeroshot_confusion_figure
-from mcmikd.smk import run_job
-
-run_job(snakemake, zeroshot_confusion_figure, runs_csv=snakemake.input.runs, layout=snakemake.params.layout,
-        metric=snakemake.params.metric, png=snakemake.output.png, pdf=snakemake.output.pdf)
