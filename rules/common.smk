@@ -144,10 +144,10 @@ def get_final_output():
     return targets
 
 
-CLASS_NAMES = {
-    "digits": [str(i) for i in range(10)],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
+from mcmikd.datasets import class_names
+
+# the configured dataset's class names, from its plug-in (mcmikd.datasets); [] while unknown (no image folder yet)
+CLASS_NAMES = {config["dataset"]["name"]: class_names(config["dataset"]) or []}
 
 
 def table_layout(experiment):

@@ -16,15 +16,16 @@ Output layout (all under results/<name>/):
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcmikd.datasets import DATASETS, get_dataset
 from mcmikd.distill import METHODS
 from mcmikd.errors import ConfigError
 from mcmikd.models import MODELS, SMALL_LR_MODELS
 
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 EXPERIMENTS = ("main", "fewshot", "zeroshot", "temperature", "cam")
 NO_TEACHER = "none"
 
@@ -84,6 +85,43 @@ def _check_recipe(recipe: dict, key: str) -> None:
                           f"lower them or raise {key}.epochs")
 
 
+def _check_dataset(ds: dict):
+    """The dataset's spec, after checking its name (against the registry) and that its root stays inside the
+    project."""
+    if ds["name"] not in DATASETS:
+        raise ConfigError(f"config key 'dataset.name': {ds['name']!r} is not allowed; use one of: "
+                          f"{', '.join(DATASETS)}")
+    spec = get_dataset(ds["name"])
+    root = ds.get("root")
+    if "root" in spec.config_keys and root is not None and not os.path.isabs(root):
+        if os.path.normpath(root).split(os.sep)[0] == "..":
+            raise ConfigError(f"config key 'dataset.root': '{root}' leads outside the project folder; use a path "
+                              f"inside it (e.g. data) or an absolute path")
+    return spec
+
+
+def check_class_ids(config: dict, num_classes: int | None) -> None:
+    """Zero-shot omitted classes and Eigen-CAM classes must be ids of the dataset (0..num_classes-1); skipped
+    while `num_classes` is unknown (None: an image folder not there yet, checked again by the preflight).
+    Raises a one-line ConfigError."""
+    exps = config["experiments"]
+    if not num_classes:
+        return
+    if "zeroshot" in exps:
+        for i, omitted in enumerate(exps["zeroshot"]["omitted"]):
+            bad = [c for c in omitted if c >= num_classes]
+            if bad:
+                raise ConfigError(f"config key 'experiments.zeroshot.omitted[{i}]': class ids {bad} do not exist "
+                                  f"in {config['dataset']['name']} (0..{num_classes - 1})")
+            if len(omitted) >= num_classes:
+                raise ConfigError(f"config key 'experiments.zeroshot.omitted[{i}]': cannot omit every class")
+    if "cam" in exps:
+        bad = [c for c in (exps["cam"].get("classes") or []) if c >= num_classes]
+        if bad:
+            raise ConfigError(f"config key 'experiments.cam.classes': class ids {bad} do not exist "
+                              f"(0..{num_classes - 1})")
+
+
 def check_config(config: dict) -> None:
     """Rules the schema cannot express. Raises a one-line ConfigError."""
     for name in config["methods"]:
@@ -93,7 +131,7 @@ def check_config(config: dict) -> None:
     _check_recipe(config["students"]["training"], "students.training")
     for arch in config["teachers"]["mcmi"].get("lambda_per_teacher", {}):
         _check_model(arch, f"teachers.mcmi.lambda_per_teacher.{arch}")
-    num_classes = NUM_CLASSES.get(config["dataset"]["name"])
+    spec = _check_dataset(config["dataset"])
     exps = config["experiments"]
     for exp, body in exps.items():
         if exp == "cam":
@@ -109,19 +147,7 @@ def check_config(config: dict) -> None:
             _check_method(method, f"experiments.{exp}.methods[{i}]")
         for i, rule in enumerate(body.get("exclude", [])):
             _check_method(rule["method"], f"experiments.{exp}.exclude[{i}].method")
-    if "zeroshot" in exps and num_classes:
-        for i, omitted in enumerate(exps["zeroshot"]["omitted"]):
-            bad = [c for c in omitted if c >= num_classes]
-            if bad:
-                raise ConfigError(f"config key 'experiments.zeroshot.omitted[{i}]': class ids {bad} do not exist "
-                                  f"in {config['dataset']['name']} (0..{num_classes - 1})")
-            if len(omitted) >= num_classes:
-                raise ConfigError(f"config key 'experiments.zeroshot.omitted[{i}]': cannot omit every class")
-    if "cam" in exps and num_classes:
-        bad = [c for c in (exps["cam"].get("classes") or []) if c >= num_classes]
-        if bad:
-            raise ConfigError(f"config key 'experiments.cam.classes': class ids {bad} do not exist "
-                              f"(0..{num_classes - 1})")
+    check_class_ids(config, spec.num_classes_of(config["dataset"]))
     if "temperature" in exps and "kd" not in METHODS:  # pragma: no cover - kd is built in
         raise ConfigError("the temperature experiment needs the kd method")
 
@@ -226,17 +252,8 @@ class Grid:
         return {k: v for k, v in self.config["runtime"].items() if k != "threads"}
 
     def data_params(self) -> dict:
-        ds = dict(self.config["dataset"])
-        if ds["name"] in ("cifar10", "cifar100"):
-            for key in ("image_size", "test_fraction", "split_seed"):
-                ds.pop(key, None)  # CIFAR ignores them: keep them out so changing them reruns nothing
-        elif ds["name"] == "digits":
-            for key in ("root", "download", "verify_checksums"):
-                ds.pop(key, None)
-        else:
-            for key in ("test_fraction", "split_seed", "download", "verify_checksums"):
-                ds.pop(key, None)
-        return ds
+        # only the keys the dataset uses (its spec's config_keys): changing another one reruns nothing
+        return get_dataset(self.config["dataset"]["name"]).params(self.config["dataset"])
 
     def _recipe(self, recipe: dict, arch: str) -> dict:
         recipe = dict(recipe)
