@@ -17,12 +17,18 @@ from typing import ClassVar
 from mcmikd.datasets.base import DatasetSpec
 from mcmikd.errors import DataError
 
-# the only globals a CIFAR pickle needs: numpy's ndarray reconstruction (module path of numpy 1 and numpy 2)
+# The only globals a CIFAR pickle needs: numpy's ndarray reconstruction (under numpy 1's and numpy 2's module
+# paths). Two more that build nothing but arrays and bytes let a hand-made folder written by Python 3 load too:
+# `_codecs.encode` (how protocol 2 stores the bytes of an array's buffer; a text/bytes codec runs no code) and
+# numpy's `_frombuffer` (how numpy stores an array with protocol 5).
 ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
+    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
+    ("numpy", "ndarray"): ("numpy",),
+    ("numpy", "dtype"): ("numpy",),
+    ("_codecs", "encode"): ("_codecs",),
+    ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
+    ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
 }
 
 
@@ -36,15 +42,15 @@ class SafeUnpickler(pickle.Unpickler):
         if (module, name) not in ALLOWED_GLOBALS:
             raise DataError(f"mcmikd refuses to load CIFAR file {self.path}: it asks for {module}.{name}, which "
                             f"no CIFAR file needs; replace the folder with the standard download")
-        import numpy as np
+        import importlib
 
-        if name == "_reconstruct":
+        for candidate in ALLOWED_GLOBALS[module, name]:  # numpy 2's own path first (numpy.core is deprecated)
             try:
-                from numpy._core.multiarray import _reconstruct  # numpy >= 2 (numpy.core is a deprecated alias)
-            except ImportError:  # pragma: no cover - numpy 1
-                from numpy.core.multiarray import _reconstruct
-            return _reconstruct
-        return getattr(np, name)
+                return getattr(importlib.import_module(candidate), name)
+            except (ImportError, AttributeError):  # pragma: no cover - the other numpy major version
+                continue
+        raise DataError(f"CIFAR file {self.path} needs {module}.{name}, which this numpy lacks; "  # pragma: no cover
+                        f"install numpy as environment.yml says")
 
 
 def safe_unpickle(path: Path) -> dict:
