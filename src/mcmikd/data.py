@@ -29,6 +29,9 @@ CIFAR_FILES = {spec.name: dict(spec.checksums) for spec in (CIFAR10, CIFAR100)}
 
 @dataclass
 class DatasetTensors:
+    """A loaded dataset: uint8 images (N, C, H, W) and int64 labels (N,) per split, per-channel mean/std in
+    [0, 1], class names in label order, whether flips keep the class, and provenance (`info`)."""
+
     name: str
     train_images: torch.Tensor  # uint8 (N, C, H, W), file order
     train_labels: torch.Tensor  # int64 (N,)
