@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mcmikd.config import NUM_CLASSES, load_grid
+from mcmikd.config import load_grid
+from mcmikd.datasets import get_dataset
 from mcmikd.engine import Runtime
 from mcmikd.models import create_model
 
@@ -67,9 +68,9 @@ def main() -> None:
     grid = load_grid(config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
     runtime = Runtime.from_config(grid.config["runtime"], args.threads)
     ds = grid.config["dataset"]
-    classes = NUM_CLASSES.get(ds["name"], 10)
-    size, channels = (32, 3) if ds["name"] != "digits" else (ds["image_size"], 1)
-    n_train = {"cifar10": 50000, "cifar100": 50000, "digits": 1347}.get(ds["name"], 50000)
+    spec = get_dataset(ds["name"])
+    classes, channels, size = spec.shape(ds)
+    n_train = spec.num_train(ds) or 50000
     t_cfg, m_cfg, s_cfg = grid.config["teachers"]["training"], grid.config["teachers"]["mcmi"], \
         grid.config["students"]["training"]
     steps_per_epoch = lambda batch: -(-n_train // batch)  # noqa: E731

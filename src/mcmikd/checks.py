@@ -7,29 +7,24 @@ method does not know, stops the run with one clear line before any training. The
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mcmikd.config import NO_TEACHER, NUM_CLASSES, Grid
+from mcmikd.config import NO_TEACHER, Grid
+from mcmikd.datasets import get_dataset
 from mcmikd.errors import ConfigError, DataError
 
 
-def dataset_shape(config: dict) -> tuple[int, int, int]:
-    """(num_classes, in_channels, image_size) of the configured dataset, without loading it."""
-    ds = config["dataset"]
-    if ds["name"] == "digits":
-        return 10, 1, ds["image_size"]
-    if ds["name"] in ("cifar10", "cifar100"):
-        from mcmikd.data import cifar_folder
+def dataset_shape(grid: Grid) -> tuple[int, int, int]:
+    """(num_classes, in_channels, image_size) of the configured dataset, without loading it.
 
-        folder = cifar_folder(ds["name"], ds["root"])
-        if not folder.is_dir() and not ds.get("download"):
-            raise DataError(f"dataset folder {folder} not found; put the {ds['name']} python version there "
-                            f"or set dataset.download: true")
-        return NUM_CLASSES[ds["name"]], 3, 32
-    train = Path(ds["root"]) / "train"
-    if not train.is_dir():
-        raise DataError(f"image folder {train} not found; expected {ds['root']}/train/<class>/ and {ds['root']}/val/")
-    return sum(1 for p in train.iterdir() if p.is_dir()), 3, ds["image_size"]
+    Checks the data are where the config says (the dataset spec's `check`: a CIFAR folder, or an image folder's
+    class folders) and the config's class ids against the dataset's classes, which for an image folder are
+    known only now. Raises a one-line DataError or ConfigError.
+    """
+    ds = grid.config["dataset"]
+    spec = get_dataset(ds["name"])
+    spec.check(ds)
+    shape = spec.shape(ds)
+    grid.check_class_ids(shape[0])
+    return shape
 
 
 def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: int) -> int:
@@ -72,6 +67,6 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
 
 
 def preflight(grid: Grid) -> str:
-    num_classes, in_channels, image_size = dataset_shape(grid.config)
+    num_classes, in_channels, image_size = dataset_shape(grid)
     n = check_methods(grid, num_classes, in_channels, image_size)
     return f"preflight: {n} teacher–student–method combinations build on {in_channels}×{image_size}² inputs"

@@ -18,15 +18,16 @@ Output layout (all under results/<name>/):
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcmikd.datasets import DATASETS, get_dataset
 from mcmikd.distill import METHODS
 from mcmikd.errors import ConfigError
 from mcmikd.models import MODELS, SMALL_LR_MODELS
 
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 NO_TEACHER = "none"
 
 
@@ -92,6 +93,21 @@ def _check_recipe(recipe: dict, key: str) -> None:
                           f"lower them or raise {key}.epochs")
 
 
+def _check_dataset(ds: dict):
+    """The dataset's spec, after checking its name (against the registry) and that its root stays inside the
+    project."""
+    if ds["name"] not in DATASETS:
+        raise ConfigError(f"config key 'dataset.name': {ds['name']!r} is not allowed; use one of: "
+                          f"{', '.join(DATASETS)}")
+    spec = get_dataset(ds["name"])
+    root = ds.get("root")
+    if "root" in spec.config_keys and root is not None and not os.path.isabs(root):
+        if os.path.normpath(root).split(os.sep)[0] == "..":
+            raise ConfigError(f"config key 'dataset.root': '{root}' leads outside the project folder; use a path "
+                              f"inside it (e.g. data) or an absolute path")
+    return spec
+
+
 def check_config(config: dict) -> None:
     """Rules the schema cannot express; experiment blocks against their kind's schema. Raises a one-line
     ConfigError."""
@@ -104,6 +120,7 @@ def check_config(config: dict) -> None:
     _check_recipe(teachers["training"], "teachers.training")
     _check_recipe(teachers["finetuning"], "teachers.finetuning")
     _check_recipe(config["students"]["training"], "students.training")
+    _check_dataset(config["dataset"])
     for i, name in enumerate(teachers["objectives"]):
         _objective(name, f"teachers.objectives[{i}]")
     for name, hp in teachers["hp"].items():
@@ -187,6 +204,7 @@ class Grid:
                 grid.experiments[name] = get_experiment(name)(body, grid)
         for name, exp in grid.experiments.items():
             exp.check(f"experiments.{name}")
+        grid.check_class_ids(grid.num_classes())
         for name, exp in grid.experiments.items():
             if exp.has_students:
                 grid.runs[name] = grid._student_runs(exp)
@@ -271,14 +289,22 @@ class Grid:
         return dict(self.config["methods"].get(method) or {})
 
     def num_classes(self) -> int | None:
-        return NUM_CLASSES.get(self.config["dataset"]["name"])
+        """Classes of the configured dataset (`mcmikd.datasets`); None while unknown (image folder not there yet)."""
+        from mcmikd.datasets import num_classes
+
+        return num_classes(self.config["dataset"])
 
     def class_names(self) -> list[str] | None:
-        if self.config["dataset"]["name"] in ("digits",):
-            return [str(i) for i in range(10)]
-        if self.config["dataset"]["name"] == "cifar10":
-            return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-        return None
+        from mcmikd.datasets import class_names
+
+        return class_names(self.config["dataset"])
+
+    def check_class_ids(self, num_classes: int | None) -> None:
+        """Every experiment's class ids against the dataset's `num_classes` (None: skipped, checked again by the
+        preflight once an image folder exists). Raises a one-line ConfigError."""
+        if num_classes:
+            for name, exp in self.experiments.items():
+                exp.check_classes(f"experiments.{name}", num_classes)
 
     # ---------------- each job's params (only what that job depends on)
     def runtime(self) -> dict:
@@ -286,17 +312,8 @@ class Grid:
         return {k: v for k, v in self.config["runtime"].items() if k != "threads"}
 
     def data_params(self) -> dict:
-        ds = dict(self.config["dataset"])
-        if ds["name"] in ("cifar10", "cifar100"):
-            for key in ("image_size", "test_fraction", "split_seed"):
-                ds.pop(key, None)  # CIFAR ignores them: keep them out so changing them reruns nothing
-        elif ds["name"] == "digits":
-            for key in ("root", "download", "verify_checksums"):
-                ds.pop(key, None)
-        else:
-            for key in ("test_fraction", "split_seed", "download", "verify_checksums"):
-                ds.pop(key, None)
-        return ds
+        # only the keys the dataset uses (its spec's config_keys): changing another one reruns nothing
+        return get_dataset(self.config["dataset"]["name"]).params(self.config["dataset"])
 
     def _recipe(self, recipe: dict, arch: str) -> dict:
         recipe = dict(recipe)

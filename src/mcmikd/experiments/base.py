@@ -77,6 +77,10 @@ class Experiment:
     def check(self, where: str) -> None:
         """Checks the schema cannot express; one-line ConfigError (`where` is 'experiments.<name>')."""
 
+    def check_classes(self, where: str, num_classes: int) -> None:
+        """Class ids in the block against the dataset's `num_classes` (also run by the preflight for image folders,
+        whose classes are known only once the folder exists); one-line ConfigError."""
+
     def pairs(self) -> list[dict]:
         return list(self.body.get("pairs") or [self.body["pair"]])
 

@@ -30,9 +30,8 @@ class Cam(Experiment):
     required = ("teachers",)
     has_students = False
 
-    def check(self, where: str) -> None:
-        num_classes = self.grid.num_classes()
-        bad = [c for c in (self.body.get("classes") or []) if num_classes and c >= num_classes]
+    def check_classes(self, where: str, num_classes: int) -> None:
+        bad = [c for c in (self.body.get("classes") or []) if c >= num_classes]
         if bad:
             raise ConfigError(f"config key '{where}.classes': class ids {bad} do not exist (0..{num_classes - 1})")
 
