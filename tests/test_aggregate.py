@@ -8,7 +8,7 @@ from mcmikd.aggregate import gain_summary
 
 
 def _row(pair, method, kind, mean, std, n=3):
-    return {"pair": pair, "row": method, "teacher_kind": kind, "mean": mean, "std": std, "n": n}
+    return {"pair": pair, "row": method, "teacher_objective": kind, "mean": mean, "std": std, "n": n}
 
 
 def test_gain_summary_counts_gains_and_resolved_differences():
@@ -21,7 +21,7 @@ def test_gain_summary_counts_gains_and_resolved_differences():
              _row("b", "crd", "mll", math.nan, math.nan, 0), _row("b", "crd", "mcmi", math.nan, math.nan, 0)]
     summary = gain_summary(pd.DataFrame(rows)).set_index("Framework")
     assert list(summary.index) == ["KD", "CRD"]
-    assert summary.loc["KD"].to_dict() == {"pairs": 2, "mean Δ": "+1.45", "Δ > 0": 1, "Δ > +2 s.e.": 1,
+    assert summary.loc["KD"].to_dict() == {"Teacher": "mcmi − mll", "pairs": 2, "mean Δ": "+1.45", "Δ > 0": 1, "Δ > +2 s.e.": 1,
                                            "Δ < −2 s.e.": 0}
-    assert summary.loc["CRD"].to_dict() == {"pairs": 1, "mean Δ": "-2.00", "Δ > 0": 0, "Δ > +2 s.e.": 0,
+    assert summary.loc["CRD"].to_dict() == {"Teacher": "mcmi − mll", "pairs": 1, "mean Δ": "-2.00", "Δ > 0": 0, "Δ > +2 s.e.": 0,
                                             "Δ < −2 s.e.": 1}

@@ -23,14 +23,22 @@ def _error(load, mutate) -> str:
 def test_default_config_is_valid_and_plans_every_experiment(load):
     grid = load()
     assert set(grid.runs) == {"main", "fewshot", "zeroshot", "temperature"}
-    assert grid.teachers == {"resnet20": {"mll", "mcmi-0.25"}}
+    assert grid.teachers == {"resnet20": {"mll", "mcmi-0.25", "ce_finetune"}}
 
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda c: c["students"].update(epochs_typo=3), "config key 'students': unknown key(s) ['epochs_typo']"),
     (lambda c: c["students"]["training"].update(epochs="ten"), "config key 'students.training.epochs': 'ten' is not of type 'integer'"),
     (lambda c: c["dataset"].update(name="mnist"), "config key 'dataset.name': 'mnist' is not allowed; use one of"),
-    (lambda c: c["teachers"]["mcmi"].update({"lambda": -0.25}), "config key 'teachers.mcmi.lambda'"),
+    (lambda c: c["teachers"]["hp"]["mcmi"].update({"lambda": -0.25}), "config key 'teachers.hp.mcmi.lambda'"),
+    (lambda c: c["teachers"].update(objectives=["mll", "mcmj"]),
+     "config key 'teachers.objectives[1]': unknown teacher objective 'mcmj'; choose one of: mll, mcmi, ce_finetune"),
+    (lambda c: c["experiments"]["fewshot"].update(hp={"mcmi": {"centroids": "ema"}}),
+     "config key 'experiments.fewshot.hp.mcmi': ['centroids'] can only be set in teachers.hp.mcmi"),
+    (lambda c: c["experiments"].update(fig2={"pairs": []}),
+     "config key 'experiments.fig2': unknown experiment kind; choose one of: main, fewshot"),
+    (lambda c: c["experiments"]["zeroshot"].update(omited=[[3]]),
+     "config key 'experiments.zeroshot': unknown key(s) ['omited']"),
     (lambda c: c["experiments"]["main"]["pairs"].append({"teacher": "resnet1000", "student": "resnet8"}),
      "config key 'experiments.main.pairs[1].teacher': unknown model 'resnet1000'; choose one of: resnet8"),
     (lambda c: c["experiments"]["main"].update(methods=["kd", "kdd"]),
@@ -39,6 +47,7 @@ def test_default_config_is_valid_and_plans_every_experiment(load):
     (lambda c: c["students"]["training"].update(milestones=[150, 180]), "config key 'students.training.milestones': [150, 180] not below epochs (15)"),
     (lambda c: c["experiments"]["zeroshot"].update(omitted=[[3], [12]]), "class ids [12] do not exist in digits (0..9)"),
     (lambda c: c["experiments"]["fewshot"].update(fractions=[0.1, 1.5]), "config key 'experiments.fewshot.fractions.1'"),
+    (lambda c: c["experiments"]["cam"].update(classes=[10]), "config key 'experiments.cam.classes': class ids [10]"),
     (lambda c: c["runtime"].update(device="gpu0"), "config key 'runtime.device'"),
     (lambda c: c.pop("students"), "'students' is a required property"),
 ])
@@ -57,7 +66,7 @@ def test_settings_round_trip():
 
 def test_student_params_hold_only_the_jobs_own_slice(load):
     grid = load()
-    fewshot = next(r for r in grid.runs["fewshot"] if r.t_kind == "mll")
+    fewshot = next(r for r in grid.runs["fewshot"] if r.t_variant == "mll")
     p = grid.student_params(fewshot)
     assert set(p) == {"teacher", "student", "method", "hp", "recipe", "setting", "seed", "augment", "runtime"}
     assert p["setting"] == {"fraction": 0.05, "subset": "first_n", "epoch_length": "full"}
@@ -68,6 +77,23 @@ def test_student_params_hold_only_the_jobs_own_slice(load):
     assert any(r.setting == "full" for r in grid.runs["temperature"])
     # a small-lr architecture gets its own learning rate
     assert grid._recipe({"epochs": 2, "lr": 0.05, "lr_small_models": 0.01}, "ShuffleV1")["lr"] == 0.01
+
+
+def test_every_comparison_gets_its_fine_tuning_control_and_the_start_teacher(load):
+    grid = load()
+    for exp in ("main", "fewshot", "zeroshot", "temperature"):
+        assert {r.t_variant for r in grid.runs[exp] if r.method == "kd"} == {"mll", "mcmi-0.25", "ce_finetune"}
+    params = grid.teacher_params("resnet20", "ce_finetune")
+    assert params["objective"] == "ce_finetune" and params["hp"] == {} and params["collapse_ratio"] == 0.5
+    assert params["recipe"] == grid.teacher_params("resnet20", "mcmi-0.25")["recipe"]  # the same fine-tuning
+    assert grid.start_variant("resnet20", "ce_finetune") == "mll" and grid.start_variant("resnet20", "mll") is None
+    # a comparison without the control trains none
+    only = load(lambda c: c["teachers"].update(objectives=["mll", "mcmi"]))
+    assert only.teachers == {"resnet20": {"mll", "mcmi-0.25"}}
+    # an experiment's own λ: its own MCMI teacher, fine-tuned from the shared MLL teacher
+    own = load(lambda c: c["experiments"]["fewshot"].update(hp={"mcmi": {"lambda": 0.15}}))
+    assert own.teachers == {"resnet20": {"mll", "mcmi-0.25", "mcmi-0.15", "ce_finetune"}}
+    assert own.teacher_params("resnet20", "mcmi-0.15")["hp"] == {"lambda": 0.15, "centroids": "eval"}
 
 
 def test_zero_shot_and_main_get_a_ce_baseline(load):
@@ -94,7 +120,7 @@ def test_paper_configs_are_valid(load):
     assert {r.setting for r in grids["cifar10"].runs["zeroshot"]} == {
         "omit9", "omit7.9", "omit5.7.9", "omit1.3.5.7.9", "omit0.1.3.5.7.9", "omit0.3"}
     fewshot = grids["cifar100"].runs["fewshot"]
-    assert {r.t_kind for r in fewshot} == {"mll", "mcmi-0.15"} and len({r.seed for r in fewshot}) == 5
+    assert {r.t_variant for r in fewshot} == {"mll", "mcmi-0.15", "ce_finetune"} and len({r.seed for r in fewshot}) == 5
 
 
 def test_excluded_method_pair_combinations_are_not_planned(load):

@@ -12,13 +12,15 @@ from mcmikd.datasets import get_dataset
 from mcmikd.errors import ConfigError, DataError
 
 
-def dataset_shape(grid: Grid) -> tuple[int, int, int]:
+def dataset_shape(grid: Grid | dict) -> tuple[int, int, int]:
     """(num_classes, in_channels, image_size) of the configured dataset, without loading it.
 
     Checks the data are where the config says (the dataset spec's `check`: a CIFAR folder, or an image folder's
     class folders) and the config's class ids against the dataset's classes, which for an image folder are
     known only now. Raises a one-line DataError or ConfigError.
     """
+    if isinstance(grid, dict):  # a validated config
+        grid = Grid.from_config(grid)
     ds = grid.config["dataset"]
     spec = get_dataset(ds["name"])
     spec.check(ds)
