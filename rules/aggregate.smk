@@ -8,7 +8,7 @@ rule collect_runs:
     input:
         runs=experiment_runs,
         teachers=experiment_teachers,
-        code=pkg("aggregate.py"),
+        code=job_code("collect_runs"),
     output:
         "<results>/runs/{experiment}.csv",
     log:
@@ -23,7 +23,7 @@ rule make_table:
     """The paper's table for one experiment, as CSV, Markdown and LaTeX (booktabs)."""
     input:
         runs="<results>/runs/{experiment}.csv",
-        code=pkg("aggregate.py"),
+        code=job_code("make_table"),
     output:
         csv=report(
             "<results>/tables/{experiment}.csv",

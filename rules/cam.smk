@@ -4,7 +4,7 @@ rule eigen_cam:
         data="<results>/data.pt",
         mll="<results>/teachers/{arch}/mll/model.pt",
         mcmi=lambda wc: f"<results>/teachers/{wc.arch}/{GRID.cam_params(wc.arch)['kinds'][1]}/model.pt",
-        code=pkg("cam.py", "jobs.py"),
+        code=job_code("eigen_cam", models=["arch"]),
     output:
         "<results>/cam/{arch}.pt",
     params:

@@ -14,7 +14,7 @@ rule plot_fewshot:
     """Few-shot students: accuracy against the fraction of training data, MLL vs MCMI teacher."""
     input:
         runs="<results>/runs/fewshot.csv",
-        code=pkg("plots.py"),
+        code=job_code("plot_fewshot"),
     output:
         png=report(
             "<results>/figures/fewshot.png",
@@ -39,7 +39,7 @@ rule plot_zeroshot_bars:
     """Zero-shot students: accuracy on each omitted class, CE only / KD from MLL / KD from MCMI."""
     input:
         runs="<results>/runs/zeroshot.csv",
-        code=pkg("plots.py"),
+        code=job_code("plot_zeroshot_bars"),
     output:
         png=report(
             "<results>/figures/zeroshot_bars.png",
@@ -64,7 +64,7 @@ rule plot_zeroshot_confusion:
     """Zero-shot students: row-normalised confusion matrices, mean over seeds."""
     input:
         runs="<results>/runs/zeroshot.csv",
-        code=pkg("plots.py"),
+        code=job_code("plot_zeroshot_confusion"),
     output:
         png=report(
             "<results>/figures/zeroshot_confusion.png",
@@ -89,7 +89,7 @@ rule plot_temperature:
     """The paper's Fig. 1: KD student accuracy and teacher CMI against the KD temperature."""
     input:
         runs="<results>/runs/temperature.csv",
-        code=pkg("plots.py"),
+        code=job_code("plot_temperature"),
     output:
         png=report(
             "<results>/figures/temperature.png",
@@ -114,7 +114,7 @@ rule plot_teachers_mcmi:
     """MCMI fine-tuning curves of every MCMI teacher against its MLL teacher."""
     input:
         metrics=all_teacher_metrics(),
-        code=pkg("plots.py"),
+        code=job_code("plot_teachers_mcmi"),
     output:
         png=report(
             "<results>/figures/teachers_mcmi.png",
@@ -136,7 +136,7 @@ rule plot_cam:
     """The paper's Fig. 3: Eigen-CAM maps of the MLL and the MCMI teacher on the same test images."""
     input:
         cam="<results>/cam/{arch}.pt",
-        code=pkg("plots.py"),
+        code=job_code("plot_cam"),
     output:
         png=report(
             "<results>/figures/cam_{arch}.png",
@@ -158,7 +158,7 @@ rule plot_main:
     """The main table as a heat map of the MCMI teacher's gain over the MLL teacher, framework × pair."""
     input:
         runs="<results>/runs/main.csv",
-        code=pkg("plots.py", "aggregate.py"),
+        code=job_code("plot_main"),
     output:
         png=report(
             "<results>/figures/main_delta.png",

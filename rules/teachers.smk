@@ -2,7 +2,7 @@ rule train_teacher:
     """MLL teacher: cross-entropy training of one architecture."""
     input:
         data="<results>/data.pt",
-        code=teacher_code,
+        code=job_code("train_teacher", models=["arch"]),
     output:
         model="<results>/teachers/{arch}/mll/model.pt",
         metrics="<results>/teachers/{arch}/mll/metrics.json",
@@ -30,7 +30,7 @@ rule finetune_mcmi:
         data="<results>/data.pt",
         mll_model="<results>/teachers/{arch}/mll/model.pt",
         mll_metrics="<results>/teachers/{arch}/mll/metrics.json",
-        code=mcmi_code,
+        code=job_code("finetune_mcmi", models=["arch"]),
     output:
         model="<results>/teachers/{arch}/{kind}/model.pt",
         metrics="<results>/teachers/{arch}/{kind}/metrics.json",
@@ -59,7 +59,7 @@ rule measure_cmi:
     input:
         data="<results>/data.pt",
         model="<results>/teachers/{arch}/{kind}/model.pt",
-        code=pkg("cmi.py", "jobs.py"),
+        code=job_code("measure_cmi", models=["arch"]),
     output:
         "<results>/teachers/{arch}/{kind}/cmi.json",
     params:
