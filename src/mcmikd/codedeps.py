@@ -47,7 +47,10 @@ def code_inputs(*entries: str, base: str | os.PathLike) -> list[str]:
     are made relative from real paths, so a project that is moved, copied or reached through a symlink keeps
     the same inputs.
     """
-    return list(_relative(tuple(entries), os.path.realpath(base), os.path.realpath(os.getcwd())))
+    return list(_relative(tuple(entries), _realpath(os.fspath(base)), _realpath(os.getcwd())))
+
+
+_realpath = functools.lru_cache(maxsize=None)(os.path.realpath)  # symlinks do not move during one parse
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,7 +131,11 @@ def _imports(path: str, module: str | None) -> tuple[str, ...]:
     if module is not None:
         package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
     names: list[str] = []
-    for node in ast.walk(ast.parse(Path(path).read_bytes(), filename=path)):
+    statements: list[ast.AST] = [ast.parse(Path(path).read_bytes(), filename=path)]
+    while statements:  # imports are statements: descend into statement bodies only, not into expressions
+        node = statements.pop()
+        statements += [c for c in ast.iter_child_nodes(node) if isinstance(c, (ast.stmt, ast.excepthandler,
+                                                                              ast.match_case))]
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
