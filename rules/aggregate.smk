@@ -8,7 +8,10 @@ rule collect_runs:
     input:
         runs=experiment_runs,
         teachers=experiment_teachers,
-        code=pkg("aggregate.py", "teachers/__init__.py"),
+        code=job_code(
+            "collect_runs",
+            lambda wc: [OBJECTIVES[o] for o in GRID.trained_objectives()],
+        ),
     output:
         "<results>/runs/{experiment}.csv",
     log:
@@ -23,7 +26,7 @@ rule make_table:
     """The paper's table for one experiment, as CSV, Markdown and LaTeX (booktabs)."""
     input:
         runs="<results>/runs/{experiment}.csv",
-        code=lambda wc: [*pkg("aggregate.py"), *module_source_files(GRID.experiments[wc.experiment].__module__)],
+        code=job_code("make_table", lambda wc: [EXPERIMENTS[wc.experiment]]),
     output:
         csv=report(
             "<results>/tables/{experiment}.csv",

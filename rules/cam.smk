@@ -3,7 +3,7 @@ rule eigen_cam:
     input:
         data="<results>/data.pt",
         models=cam_models,
-        code=pkg("cam.py", "jobs.py"),
+        code=job_code("eigen_cam", lambda wc: [MODELS[wc.arch]]),
     output:
         "<results>/cam/{arch}.pt",
     params:

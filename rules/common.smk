@@ -1,16 +1,21 @@
 # Config validation, the experiment grid and the input/params functions every rule file uses.
 # Nothing here imports torch: a SLURM job step parses this file again for each job, so parsing stays cheap.
+import importlib.util
 import re
 import sys
 from pathlib import Path
 
-# the package next to this Snakefile, installed or not (the scripts do the same through workflow/scripts/_src.py)
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-import mcmikd
+# The package next to this Snakefile, whatever `mcmikd` is installed, at parse time and in `onstart` (the same
+# process); every job's script does the same by importing workflow/scripts/_src.py.
+_SRC_SPEC = importlib.util.spec_from_file_location("_src", Path(workflow.basedir) / "workflow/scripts/_src.py")
+_SRC_SPEC.loader.exec_module(importlib.util.module_from_spec(_SRC_SPEC))
+from mcmikd.codedeps import code_inputs, registry_module
 from mcmikd.config import NO_TEACHER, load_grid
-from mcmikd.distill import method_source_files
+from mcmikd.distill import METHODS
 from mcmikd.errors import McmiError
-from mcmikd.models import model_source_files
+from mcmikd.experiments import EXPERIMENTS
+from mcmikd.models import MODELS
+from mcmikd.teachers import OBJECTIVES
 from snakemake.utils import validate
 
 try:
@@ -19,8 +24,6 @@ except McmiError as err:
     sys.exit(f"Error: {err}")
 # the same schema through Snakemake's own validator (fills the same defaults; it cannot fail after load_grid)
 validate(config, "../workflow/schemas/config.schema.yaml")
-
-PKG = Path(mcmikd.__file__).parent
 
 
 def _alternatives(names):
@@ -42,33 +45,34 @@ wildcard_constraints:
 
 # ----------------------------------------------------------------------------------------------- code inputs
 # Snakemake's code trigger sees only a script's own mtime, not the package it imports. The package files a
-# job's result depends on are therefore declared as inputs (small files: compared by checksum), so editing one
-# method reruns that method's jobs only.
-def pkg(*names):
-    return [str(PKG / name) for name in names]
+# job's result depends on are therefore declared as inputs (small files: compared by checksum), so editing a
+# module reruns exactly the jobs that import it: the static import closure (mcmikd.codedeps) of the rule's
+# script and of the registry modules its wildcards select, as paths relative to the working directory (a
+# moved or copied project reruns nothing).
+SRC = Path(workflow.basedir) / "src"
 
 
-ENGINE_CODE = pkg("engine.py", "augment.py", "data.py", "cmi.py", "jobs.py")
+def job_code(script, select=None):
+    """Code inputs of the rule running workflow/scripts/<script>.py: a list, or, when `select(wildcards)` names
+    the registry entries ("module:attr" strings: a model, a method, a teacher objective, a figure's drawing
+    function) the job's wildcards choose, an input function adding those modules' closures."""
+    entries = (str(Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py"),)
+    if select is None:
+        return code_inputs(*entries, base=SRC)
+
+    def inputs(wildcards):
+        return code_inputs(*entries, *map(registry_module, select(wildcards)), base=SRC)
+
+    return inputs
 
 
-def objective_source_files(objective):
-    return sorted(str(p) for p in (PKG / "teachers").glob("*.py"))
+def student_modules(wildcards):
+    models = [wildcards.student] + ([wildcards.t_arch] if wildcards.t_arch != NO_TEACHER else [])
+    return [MODELS[m] for m in models] + [METHODS[wildcards.method]]
 
 
-def module_source_files(name):
-    return [str(PKG.parent / (name.replace(".", "/") + ".py")), *pkg("experiments/base.py")]
-
-
-def teacher_code(wildcards):
-    objective = GRID.variants[(wildcards.arch, wildcards.variant)][0]
-    return [*ENGINE_CODE, *model_source_files(wildcards.arch), *objective_source_files(objective)]
-
-
-def student_code(wildcards):
-    files = [*ENGINE_CODE, *model_source_files(wildcards.student), *method_source_files(wildcards.method)]
-    if wildcards.t_arch != NO_TEACHER:
-        files += model_source_files(wildcards.t_arch)
-    return list(dict.fromkeys(files))
+def teacher_modules(wildcards):
+    return [MODELS[wildcards.arch], OBJECTIVES[GRID.variants[(wildcards.arch, wildcards.variant)][0]]]
 
 
 # ----------------------------------------------------------------------------------------------- resources
@@ -148,11 +152,6 @@ def figure_spec(wildcards):
 
 def figure_inputs(wildcards):
     return [f"<results>/{path}" for path in figure_spec(wildcards).inputs]
-
-
-def figure_code(wildcards):
-    name = figure_spec(wildcards).draw.split(":")[0]
-    return [*pkg("plots.py", "aggregate.py"), *module_source_files(name)]
 
 
 # ----------------------------------------------------------------------------------------------- targets

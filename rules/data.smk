@@ -6,7 +6,7 @@ rule prepare_data:
     """The dataset as uint8 tensors with a recorded split: one file every training job loads in one read.
     A local rule: on a cluster it runs on the head node, which may download CIFAR where compute nodes cannot."""
     input:
-        code=pkg("data.py"),
+        code=job_code("prepare_data"),
     output:
         "<results>/data.pt",
     params:

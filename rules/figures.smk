@@ -9,7 +9,7 @@ rule plot_figure:
     """One declared figure (PNG and PDF) from its runs table, teacher metrics or Eigen-CAM maps."""
     input:
         data=figure_inputs,
-        code=figure_code,
+        code=job_code("plot_figure", lambda wc: [figure_spec(wc).draw]),
     output:
         png=report(
             "<results>/figures/{figure}.png",

@@ -4,7 +4,7 @@ rule train_student:
     input:
         unpack(student_teacher_inputs),
         data="<results>/data.pt",
-        code=student_code,
+        code=job_code("train_student", student_modules),
     output:
         "<results>/students/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.json",
     params:

@@ -6,7 +6,7 @@ rule train_teacher:
     """A teacher trained from scratch with its objective (e.g. MLL: cross-entropy)."""
     input:
         data="<results>/data.pt",
-        code=teacher_code,
+        code=job_code("train_teacher", teacher_modules),
     output:
         model="<results>/teachers/{arch}/{variant}/model.pt",
         metrics="<results>/teachers/{arch}/{variant}/metrics.json",
@@ -36,7 +36,7 @@ rule finetune_teacher:
     input:
         unpack(start_inputs),
         data="<results>/data.pt",
-        code=teacher_code,
+        code=job_code("train_teacher", teacher_modules),
     output:
         model="<results>/teachers/{arch}/{variant}/model.pt",
         metrics="<results>/teachers/{arch}/{variant}/metrics.json",
@@ -65,7 +65,7 @@ rule measure_cmi:
     input:
         data="<results>/data.pt",
         model="<results>/teachers/{arch}/{variant}/model.pt",
-        code=pkg("cmi.py", "jobs.py"),
+        code=job_code("measure_cmi", lambda wc: [MODELS[wc.arch]]),
     output:
         "<results>/teachers/{arch}/{variant}/cmi.json",
     params:

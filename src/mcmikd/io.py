@@ -81,7 +81,8 @@ def git_commit(cwd: str | os.PathLike | None = None) -> dict:
 
 
 def provenance(job_config: dict, seed: int | None, device: str, wall_time_s: float | None = None) -> dict:
-    """Everything needed to tell how a result was made: the job's own config, seed, versions, commit, host."""
+    """Everything needed to tell how a result was made: the job's own config, seed, versions, host, and the
+    code that ran: the file the `mcmikd` package was imported from and the commit of that checkout."""
     import numpy
     import torch
 
@@ -102,7 +103,8 @@ def provenance(job_config: dict, seed: int | None, device: str, wall_time_s: flo
         "config": job_config,
         "seed": seed,
         "versions": versions,
-        "git": git_commit(),
+        "package_file": mcmikd.__file__,
+        "git": git_commit(Path(mcmikd.__file__).resolve().parent),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),

@@ -6,7 +6,6 @@ Snakefile validates the config at parse time). A new method is one file in `meth
 
 from __future__ import annotations
 
-import functools
 import importlib
 from pathlib import Path
 
@@ -45,44 +44,13 @@ def get_method(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-@functools.lru_cache(maxsize=None)
 def method_source_files(name: str) -> tuple[str, ...]:
     """Files whose code decides what method `name` computes (Snakemake inputs, so an edit reruns its jobs).
 
-    The method's own module plus the shared base class; a method whose module imports another method's
-    module lists it in its `USES = [...]` module attribute (module names in `mcmikd.distill.methods`), read
-    here without importing torch. A plug-in may live in any importable module.
+    The static import closure of the method's module (`mcmikd.codedeps`: its imports, also lazy ones, and
+    theirs; read without importing torch), relative to the working directory. A plug-in may live in any
+    importable module.
     """
-    files = [Path(__file__).parent / "base.py"]
-    pending = [METHODS[name].split(":")[0]]
-    seen: set[str] = set()
-    while pending:
-        module = pending.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        path = _module_file(module)
-        files.append(path)
-        pending.extend(f"mcmikd.distill.methods.{used}" for used in _declared_uses(path))
-    return tuple(str(p) for p in files)
+    from mcmikd.codedeps import code_inputs, registry_module
 
-
-def _module_file(module: str) -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(module)  # locates the file without executing the module
-    if spec is None or spec.origin is None:
-        from mcmikd.errors import ConfigError
-
-        raise ConfigError(f"the module '{module}' of a registered method cannot be found; check mcmikd.distill.METHODS")
-    return Path(spec.origin)
-
-
-def _declared_uses(path: Path) -> list[str]:
-    import ast
-
-    tree = ast.parse(path.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "USES" for t in node.targets):
-            return list(ast.literal_eval(node.value))
-    return []
+    return tuple(code_inputs(registry_module(METHODS[name]), base=Path(__file__).parents[2]))

@@ -46,12 +46,13 @@ def model_names() -> list[str]:
 
 
 def model_source_files(name: str) -> tuple[str, ...]:
-    """Python files whose code defines architecture `name` (used as Snakemake inputs so edits rerun jobs)."""
+    """Package files whose code defines architecture `name`: its module's static import closure (used as
+    Snakemake inputs so edits rerun jobs), relative to the working directory."""
     from pathlib import Path
 
-    module = MODELS[name].split(":")[0]
-    here = Path(__file__).parent
-    return str(here / "base.py"), str(here / (module.rsplit(".", 1)[1] + ".py"))
+    from mcmikd.codedeps import code_inputs, registry_module
+
+    return tuple(code_inputs(registry_module(MODELS[name]), base=Path(__file__).parents[2]))
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3):

@@ -18,8 +18,6 @@ from mcmikd.distill.base import Distiller, InitStage
 from mcmikd.distill.methods._common import ConvReg, conv_reg_problem, full_precision, parameters_feeding
 from mcmikd.errors import ConfigError
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def ab_boundary_loss(source: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """Σ of (s+m)²·[s > −m ∧ t ≤ 0] + (s−m)²·[s ≤ m ∧ t > 0] over all entries (not averaged)."""

@@ -14,8 +14,6 @@ import torch.nn.functional as F
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import floats, full_precision, match_spatial
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def attention_map(f: torch.Tensor, p: float = 2) -> torch.Tensor:
     return F.normalize(f.pow(p).mean(1).flatten(1), dim=1)

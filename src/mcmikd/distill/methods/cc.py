@@ -11,8 +11,6 @@ from torch import nn
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def cc_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
     delta = (student_emb - teacher_emb).abs()

@@ -23,7 +23,6 @@ from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 from mcmikd.errors import ConfigError
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
 
 EPS = 1e-7
 

@@ -12,8 +12,6 @@ import torch
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     a = a - a.mean(dim=1, keepdim=True)

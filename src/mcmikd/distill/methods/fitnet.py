@@ -13,8 +13,6 @@ from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import ConvReg, conv_reg_problem, full_precision, merged
 from mcmikd.errors import ConfigError
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def fitnet_loss(student_regressed: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
     """Mean squared error between the regressed student map and the teacher's map (same shape)."""

@@ -16,8 +16,6 @@ from mcmikd.distill.base import Distiller, InitStage
 from mcmikd.distill.methods._common import floats, full_precision, match_spatial, parameters_feeding
 from mcmikd.errors import ConfigError
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def fsp_matrix(bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     """(b, C_top, C_bottom) matrix of spatial means of products (RepDistiller's orientation)."""

@@ -12,8 +12,6 @@ import torch.nn.functional as F
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import floats, full_precision, match_spatial
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def _poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b.transpose(1, 2)).pow(2).mean()

@@ -22,7 +22,6 @@ from torch import nn
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import floats, full_precision
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
 
 # --kd-loss-weight of the official CIFAR-100 script, keyed by (teacher, student); 5.0 otherwise.
 OFFICIAL_WEIGHT = {

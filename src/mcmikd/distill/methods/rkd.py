@@ -13,8 +13,6 @@ import torch.nn.functional as F
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def _pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     sq = e.pow(2).sum(dim=1)

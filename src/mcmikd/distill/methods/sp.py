@@ -12,8 +12,6 @@ import torch.nn.functional as F
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import floats, full_precision
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def similarity_matrix(f: torch.Tensor) -> torch.Tensor:
     f = f.flatten(1)

@@ -15,8 +15,6 @@ from torch import nn
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision, match_spatial
 
-USES = ["_common", "kd"]  # kd: base_terms adds α·KL with kd_loss
-
 
 def vid_loss(pred_mean: torch.Tensor, teacher_feat: torch.Tensor, log_scale: torch.Tensor,
              eps: float = 1e-5) -> torch.Tensor:
