@@ -58,7 +58,7 @@ def job_overheads(workdir: Path, name: str) -> list[float]:
 
 
 def import_time() -> float:
-    code = "import time; t = time.perf_counter(); import torch, mcmikd.jobs; print(time.perf_counter() - t)"
+    code = "import time; t = time.perf_counter(); import torch, mcmikd.jobs.student; print(time.perf_counter() - t)"
     runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout) for _ in range(3)]
     return statistics.median(runs)
 
@@ -90,7 +90,7 @@ def main() -> None:
                 f"| no-op rerun right after | {noop:.1f} s |",
                 f"| per-job start-up overhead (wall − job's own time), median over {len(overheads)} training jobs "
                 f"| {statistics.median(overheads):.1f} s |" if overheads else "| per-job overhead | n/a |",
-                f"| of which `import torch, mcmikd.jobs` | {import_time():.1f} s |",
+                f"| of which `import torch, mcmikd.jobs.student` | {import_time():.1f} s |",
             ]
     with tempfile.TemporaryDirectory() as tmp:
         plan, log = snakemake(Path(tmp), ROOT / "config" / "cifar100.yaml", "-n", "--quiet", "rules")

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from mcmikd.augment import random_crop_flip
-from mcmikd.data import CIFAR_FOLDERS, DatasetTensors, fewshot_subset, load_dataset, load_digits
+from mcmikd.data import DatasetTensors, fewshot_subset
+from mcmikd.datasets import get_dataset, load_dataset
+from mcmikd.datasets.digits import load_digits
 from mcmikd.engine import Runtime, TrainStream
 from mcmikd.errors import DataError
 
@@ -112,7 +114,7 @@ def test_random_crop_matches_zero_padded_crop_and_flip_is_horizontal():
 
 # ----------------------------------------------------------------------------------------------- CIFAR
 def _write_cifar10(root, per_batch=4):
-    folder = root / CIFAR_FOLDERS["cifar10"]
+    folder = root / get_dataset("cifar10").folder
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
@@ -127,7 +129,7 @@ def _write_cifar10(root, per_batch=4):
 
 
 def _write_cifar100(root, n=6):
-    folder = root / CIFAR_FOLDERS["cifar100"]
+    folder = root / get_dataset("cifar100").folder
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     for name in ("train", "test"):

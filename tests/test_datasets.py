@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from mcmikd.checks import dataset_shape
-from mcmikd.data import CIFAR_FOLDERS, load_dataset
-from mcmikd.datasets import DATASETS, class_names, dataset_params, dataset_source_files, get_dataset, num_classes
+from mcmikd.datasets import DATASETS, class_names, dataset_params, dataset_source_files, get_dataset, load_dataset, num_classes
 from mcmikd.datasets._cifar import safe_unpickle
 from mcmikd.datasets.imagefolder import load_image, load_image_folder
 from mcmikd.errors import ConfigError, DataError
@@ -252,7 +251,7 @@ class _Exploit:
 
 
 def test_a_crafted_cifar_pickle_is_refused_without_running_code(tmp_path):
-    folder = tmp_path / CIFAR_FOLDERS["cifar100"]
+    folder = tmp_path / get_dataset("cifar100").folder
     folder.mkdir()
     marker = tmp_path / "pwned"
     payload = {"data": _Exploit(marker), "fine_labels": [0]}

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from mcmikd import jobs
-from mcmikd.data import load_digits
+from mcmikd.jobs import common, student, teacher as teacher_jobs
+from mcmikd.datasets.digits import load_digits
 from mcmikd.engine import Recipe
 
 RUNTIME = {"device": "cpu", "channels_last": False, "precision": "fp32", "deterministic": True}
@@ -33,9 +33,9 @@ def data_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher(data_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    params = {"arch": "resnet8", "seed": 0, "recipe": RECIPE, "checkpoint": "last",
-              "augment": {"crop_padding": 1, "hflip": False}, "runtime": RUNTIME}
-    jobs.train_teacher(data_file, params, str(out / "model.pt"), str(out / "metrics.json"))
+    params = {"arch": "resnet8", "objective": "mll", "variant": "mll", "hp": {}, "seed": 0, "recipe": RECIPE,
+              "checkpoint": "last", "augment": {"crop_padding": 1, "hflip": False}, "runtime": RUNTIME}
+    teacher_jobs.train_teacher(data_file, params, str(out / "model.pt"), str(out / "metrics.json"))
     return out
 
 
@@ -55,8 +55,8 @@ def test_teacher_learns_and_records_everything(teacher):
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
 
 
-def _student_params(method="kd", setting=None, seed=0, teacher_kind="mll"):
-    return {"teacher": {"arch": "resnet8", "kind": teacher_kind, "lambda": None}, "student": "resnet8",
+def _student_params(method="kd", setting=None, seed=0, objective="mll"):
+    return {"teacher": {"arch": "resnet8", "objective": objective, "variant": objective}, "student": "resnet8",
             "method": method, "hp": {"gamma": 0.1, "alpha": 0.9, "temperature": 4} if method == "kd" else {},
             "recipe": RECIPE, "setting": setting or {}, "seed": seed,
             "augment": {"crop_padding": 1, "hflip": False}, "runtime": RUNTIME}
@@ -64,7 +64,7 @@ def _student_params(method="kd", setting=None, seed=0, teacher_kind="mll"):
 
 def _student(data_file, teacher, tmp_path, name, **kw):
     out = tmp_path / f"{name}.json"
-    return jobs.train_student(data_file, _student_params(**kw), str(out), str(teacher / "model.pt"),
+    return student.train_student(data_file, _student_params(**kw), str(out), str(teacher / "model.pt"),
                               str(teacher / "metrics.json"), resume_path=str(tmp_path / f".{name}.resume.pt"))
 
 
@@ -83,7 +83,7 @@ def test_same_seed_gives_the_same_metrics_and_another_seed_does_not(data_file, t
 
 def test_interrupted_run_resumes_to_exactly_the_same_metrics(data_file, teacher, tmp_path, monkeypatch):
     full = _student(data_file, teacher, tmp_path, "full", seed=3)
-    real_evaluate = jobs.evaluate
+    real_evaluate = common.evaluate
     calls = {"n": 0}
 
     def dying_evaluate(*args, **kwargs):
@@ -92,11 +92,11 @@ def test_interrupted_run_resumes_to_exactly_the_same_metrics(data_file, teacher,
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "evaluate", dying_evaluate)
+    monkeypatch.setattr(common, "evaluate", dying_evaluate)
     with pytest.raises(KeyboardInterrupt):
         _student(data_file, teacher, tmp_path, "resumed", seed=3)
     assert (tmp_path / ".resumed.resume.pt").exists() and not (tmp_path / "resumed.json").exists()
-    monkeypatch.setattr(jobs, "evaluate", real_evaluate)
+    monkeypatch.setattr(common, "evaluate", real_evaluate)
     resumed = _student(data_file, teacher, tmp_path, "resumed", seed=3)
     assert _comparable(resumed) == _comparable(full)
     assert not (tmp_path / ".resumed.resume.pt").exists()  # cleared once the result is written
@@ -107,24 +107,42 @@ def test_collapsed_teacher_is_not_distilled_from(data_file, teacher, tmp_path):
     bad = tmp_path / "collapsed.json"
     bad.write_text(json.dumps({**metrics, "collapsed": True, "collapse_reason": "accuracy fell to chance"}))
     out = tmp_path / "s.json"
-    result = jobs.train_student(data_file, _student_params(teacher_kind="mcmi"), str(out),
+    result = student.train_student(data_file, _student_params(objective="mcmi"), str(out),
                                 str(teacher / "model.pt"), str(bad))
     assert result["status"] == "skipped" and "collapsed teacher" in result["reason"]
 
 
-def test_mcmi_finetune_raises_cmi(data_file, teacher, tmp_path):
-    params = {"arch": "resnet8", "lambda": 0.5, "seed": 0, "recipe": {**RECIPE, "schedule": "cosine", "lr": 0.02},
-              "centroids": "eval", "checkpoint": "last", "collapse_ratio": 0.5,
+def _finetune(data_file, teacher, out, objective, hp):
+    params = {"arch": "resnet8", "objective": objective, "variant": objective, "hp": hp, "seed": 0,
+              "recipe": {**RECIPE, "schedule": "cosine", "lr": 0.02}, "checkpoint": "last", "collapse_ratio": 0.5,
               "augment": {"crop_padding": 1, "hflip": False}, "runtime": RUNTIME}
-    m = jobs.finetune_mcmi(data_file, str(teacher / "model.pt"), str(teacher / "metrics.json"), params,
-                           str(tmp_path / "model.pt"), str(tmp_path / "metrics.json"))
+    out.mkdir()
+    return teacher_jobs.train_teacher(data_file, params, str(out / "model.pt"), str(out / "metrics.json"),
+                                      start_model=str(teacher / "model.pt"), start_metrics=str(teacher / "metrics.json"))
+
+
+def test_mcmi_finetune_raises_cmi(data_file, teacher, tmp_path):
+    m = _finetune(data_file, teacher, tmp_path / "mcmi", "mcmi", {"lambda": 0.5, "centroids": "eval"})
     cmi = {}
-    for kind, path in (("mll", teacher / "model.pt"), ("mcmi", tmp_path / "model.pt")):
-        cmi[kind] = jobs.measure_cmi(data_file, str(path), {"temperatures": [1.0], "runtime": RUNTIME},
-                                     str(tmp_path / f"{kind}_cmi.json"))["train"]["cmi"]["1.0"]
+    for name, path in (("mll", teacher / "model.pt"), ("mcmi", tmp_path / "mcmi" / "model.pt")):
+        cmi[name] = teacher_jobs.measure_cmi(data_file, str(path), {"temperatures": [1.0], "runtime": RUNTIME},
+                                             str(tmp_path / f"{name}_cmi.json"))["train"]["cmi"]["1.0"]
     assert cmi["mcmi"] > cmi["mll"]
-    assert m["teacher"] == {"arch": "resnet8", "kind": "mcmi", "lambda": 0.5}
-    assert m["history"][0]["train"]["neg_cmi"] < 0
+    assert m["teacher"] == {"arch": "resnet8", "objective": "mcmi", "variant": "mcmi",
+                            "hp": {"lambda": 0.5, "centroids": "eval"}}
+    assert m["history"][0]["train"]["neg_cmi"] < 0 and m["start_acc"] is not None
+
+
+def test_the_control_teacher_is_the_mcmi_fine_tuning_with_lambda_zero(data_file, teacher, tmp_path):
+    """Same start model, recipe and seed: the ce_finetune control trains exactly as MCMI with λ = 0 would (whose
+    −0·KL term adds nothing), so any difference between MCMI and the control is the CMI term's own."""
+    control = _finetune(data_file, teacher, tmp_path / "control", "ce_finetune", {})
+    zero = _finetune(data_file, teacher, tmp_path / "zero", "mcmi", {"lambda": 0.0, "centroids": "eval"})
+    assert [h["train"]["ce"] for h in control["history"]] == [h["train"]["ce"] for h in zero["history"]]
+    assert [h["test_acc"] for h in control["history"]] == [h["test_acc"] for h in zero["history"]]
+    a = torch.load(tmp_path / "control" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "zero" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_few_shot_and_zero_shot_students_see_what_they_should(data_file, teacher, tmp_path):

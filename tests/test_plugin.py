@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mcmikd import distill
-from mcmikd.data import load_digits
+from mcmikd.datasets.digits import load_digits
 
 PLUGIN = textwrap.dedent('''
     """Ba & Caruana (2014): the student regresses the teacher's logits."""
@@ -44,19 +44,21 @@ def plugin(monkeypatch):
 
 
 def test_a_registered_plugin_trains_through_the_real_job(plugin, tmp_path):
-    from mcmikd import jobs
+    from mcmikd.jobs.student import train_student
+    from mcmikd.jobs.teacher import train_teacher
 
     torch.set_num_threads(1)
     data = tmp_path / "data.pt"
     load_digits(image_size=8).to_file(data)
     runtime = {"device": "cpu", "channels_last": False, "precision": "fp32", "deterministic": True}
     recipe = {"epochs": 1, "batch_size": 64, "lr": 0.05}
-    teacher = {"arch": "resnet8", "seed": 0, "recipe": recipe, "augment": {}, "runtime": runtime}
-    jobs.train_teacher(str(data), teacher, str(tmp_path / "t.pt"), str(tmp_path / "t.json"))
-    params = {"teacher": {"arch": "resnet8", "kind": "mll", "lambda": None}, "student": "resnet8",
+    teacher = {"arch": "resnet8", "objective": "mll", "variant": "mll", "hp": {}, "seed": 0, "recipe": recipe,
+               "checkpoint": "last", "augment": {}, "runtime": runtime}
+    train_teacher(str(data), teacher, str(tmp_path / "t.pt"), str(tmp_path / "t.json"))
+    params = {"teacher": {"arch": "resnet8", "objective": "mll", "variant": "mll"}, "student": "resnet8",
               "method": "logit_mse", "hp": {"beta": 0.5}, "recipe": recipe, "setting": {}, "seed": 0,
               "augment": {}, "runtime": runtime}
-    result = jobs.train_student(str(data), params, str(tmp_path / "s.json"), str(tmp_path / "t.pt"),
+    result = train_student(str(data), params, str(tmp_path / "s.json"), str(tmp_path / "t.pt"),
                                 str(tmp_path / "t.json"))
     assert result["status"] == "ok" and set(result["history"][-1]["train"]) == {"ce", "logit_mse", "total"}
     assert result["extra_params"] == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mcmikd.config import NO_TEACHER, Grid
 from mcmikd.datasets import get_dataset
-from mcmikd.errors import ConfigError, DataError
+from mcmikd.errors import ConfigError
 
 
 def dataset_shape(grid: Grid | dict) -> tuple[int, int, int]:

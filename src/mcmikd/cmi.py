@@ -9,7 +9,6 @@ training loss, which maximises it, is `mcmikd.teachers.mcmi.mcmi_loss`.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 _EPS = 1e-12
 

@@ -112,7 +112,6 @@ def check_config(config: dict) -> None:
     """Rules the schema cannot express; experiment blocks against their kind's schema. Raises a one-line
     ConfigError."""
     from mcmikd.experiments import get_experiment
-    from mcmikd.teachers import get_objective
 
     for name in config["methods"]:
         _check_method(name, f"methods.{name}")

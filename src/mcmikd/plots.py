@@ -9,7 +9,6 @@ stands for the student trained without a teacher.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import math

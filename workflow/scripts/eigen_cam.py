@@ -1,5 +1,5 @@
 import _src  # noqa: F401  (the workflow's own package first on sys.path)
-from mcmikd.jobs import run_cam
+from mcmikd.jobs.cam import run_cam
 from mcmikd.smk import run_job
 
 cfg = snakemake.params.cfg

@@ -1,5 +1,5 @@
 import _src  # noqa: F401  (the workflow's own package first on sys.path)
-from mcmikd.jobs import measure_cmi
+from mcmikd.jobs.teacher import measure_cmi
 from mcmikd.smk import run_job
 
 run_job(snakemake, measure_cmi, data_path=snakemake.input.data, model_path=snakemake.input.model,

@@ -1,5 +1,5 @@
 import _src  # noqa: F401  (the workflow's own package first on sys.path)
-from mcmikd.jobs import train_student
+from mcmikd.jobs.student import train_student
 from mcmikd.smk import run_job
 
 run_job(snakemake, train_student, data_path=snakemake.input.data, params=snakemake.params.cfg,

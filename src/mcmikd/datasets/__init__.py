@@ -61,3 +61,21 @@ def dataset_source_files(name: str) -> tuple[str, ...]:
     files = [Path(__file__).parent.parent / "data.py"]
     files += [Path(inspect.getfile(cls)) for cls in reversed(get_dataset(name).__mro__) if cls is not object]
     return tuple(dict.fromkeys(str(p) for p in files))
+
+
+def load_dataset(name: str, **params):
+    """Load dataset `name` (a key of `mcmikd.datasets.DATASETS`: digits | cifar10 | cifar100 | imagefolder) as
+    uint8 tensors. `params` are keys of the config's `dataset:` block (root, image_size, test_fraction,
+    split_seed, download, verify_checksums); those the dataset does not use are ignored. Raises DataError for
+    an unknown name or missing/corrupt data, TypeError for a keyword no dataset knows."""
+    from mcmikd.errors import ConfigError, DataError
+
+    try:
+        spec = get_dataset(name)
+    except ConfigError as err:
+        raise DataError(str(err)) from None
+    known = {key for entry in DATASETS for key in get_dataset(entry).config_keys}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise TypeError(f"load_dataset() got unknown dataset keyword(s) {unknown}; known: {sorted(known)}")
+    return spec.load(**{k: v for k, v in params.items() if k in spec.config_keys})

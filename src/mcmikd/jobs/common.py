@@ -1,0 +1,64 @@
+"""What every training job shares: model files, the runtime, the evaluator, and the one training skeleton
+(`fit` under the job's recipe, then the result file with its provenance)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mcmikd.data import DatasetTensors
+from mcmikd.engine import ResumeFile, Runtime, TrainStream, evaluate, fingerprint, fit, Recipe
+from mcmikd.errors import ConfigError
+from mcmikd.io import provenance, torch_save, write_json
+from mcmikd.models import create_model
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def save_model(model, path, **meta) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch_save({"arch": model.arch, "state_dict": state, **meta}, path)
+
+
+def load_model(path, runtime: Runtime):
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"model file {path} is unreadable ({exc}); delete it and rerun its job") from None
+    model = create_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"])
+    model.load_state_dict(ckpt["state_dict"])
+    return runtime.prepare(model).eval(), ckpt
+
+
+def augment_args(data: DatasetTensors, augment: dict) -> dict:
+    return {"padding": int(augment.get("crop_padding", 0)), "hflip": bool(augment.get("hflip", False)) and data.hflip}
+
+
+def evaluator(model, data: DatasetTensors, stream: TrainStream, runtime: Runtime):
+    test_images = data.test_images.to(runtime.device)
+    return lambda: evaluate(model, test_images, data.test_labels, stream.normalize, runtime, data.num_classes)
+
+
+def resume_file(path, params: dict) -> ResumeFile:
+    return ResumeFile(path, fingerprint(params))
+
+
+# --------------------------------------------------------------------------------------------- training skeleton
+def train(module, model, data: DatasetTensors, stream: TrainStream, params: dict, runtime: Runtime,
+         resume_path: str | None, *, keep_best: bool = False, epoch_hook=None):
+    """Train `module` (whose network is `model`) with the job's recipe, evaluating `model` on the test set after
+    every epoch; the one loop behind teachers and students (`engine.fit`)."""
+    return fit(module, stream, Recipe.from_dict(params["recipe"]), evaluator=evaluator(model, data, stream, runtime),
+               runtime=runtime, seed=params["seed"], resume=resume_file(resume_path, params), keep_best_state=keep_best,
+               epoch_hook=epoch_hook)
+
+
+def write_result(metrics_out: str, metrics: dict, params: dict, runtime: Runtime, t0: float,
+                  resume_path: str | None) -> dict:
+    """Add provenance, write the result file atomically and drop the job's resume checkpoint."""
+    metrics["provenance"] = provenance(params, params["seed"], str(runtime.device), time.perf_counter() - t0)
+    write_json(metrics_out, metrics)
+    ResumeFile(resume_path, "").clear()
+    return metrics
+
+

@@ -1,0 +1,15 @@
+"""The `prepare_data` job: the configured dataset (a plug-in of `mcmikd.datasets`) as one tensor file."""
+
+from __future__ import annotations
+
+from mcmikd.datasets import load_dataset
+from mcmikd.engine import log
+
+
+def prepare_data(params: dict, output: str) -> None:
+    data = load_dataset(**params)
+    log(f"{data.name}: {len(data.train_labels)} train / {len(data.test_labels)} test images, "
+        f"{data.num_classes} classes, {data.in_channels}×{data.image_size}×{data.image_size}")
+    data.to_file(output)
+
+

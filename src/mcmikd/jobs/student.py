@@ -1,0 +1,76 @@
+"""The student job: one student distilled with one method (`mcmikd.distill`) from one teacher, or trained alone."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mcmikd.data import DatasetTensors, fewshot_subset
+from mcmikd.engine import Recipe, Runtime, TrainStream, log, summarize
+from mcmikd.io import provenance, read_json, write_json
+from mcmikd.jobs.common import augment_args, load_model, train, write_result
+from mcmikd.models import create_model, feature_shapes
+
+
+def student_pool(data: DatasetTensors, setting: dict, seed: int) -> tuple[torch.Tensor | None, int | None]:
+    """Training indices a student may see and its epoch length, from the few-shot part of its setting."""
+    fraction = float(setting.get("fraction", 1.0))
+    if fraction >= 1.0:
+        return None, None
+    pool = fewshot_subset(data.train_labels, fraction, setting.get("subset", "first_n"), seed)
+    length = len(data.train_labels) if setting.get("epoch_length", "full") == "full" else len(pool)
+    return pool, length
+
+
+def train_student(data_path: str, params: dict, metrics_out: str, teacher_model: str | None = None,
+                  teacher_metrics: str | None = None, resume_path: str | None = None,
+                  threads: int | None = None) -> dict:
+    """Distil student `params['student']` with method `params['method']` (or train it alone for `ce`)."""
+    from mcmikd.distill import get_method
+    from mcmikd.distill.base import DistillContext
+
+    t0 = time.perf_counter()
+    seed = params["seed"]
+    base = {"role": "student", "teacher": params["teacher"], "student": params["student"],
+            "method": params["method"], "setting": params["setting"], "seed": seed}
+    if teacher_metrics and read_json(teacher_metrics).get("collapsed"):
+        reason = read_json(teacher_metrics).get("collapse_reason")
+        log(f"skipping: the teacher collapsed during fine-tuning ({reason})")
+        metrics = {**base, "status": "skipped", "reason": f"collapsed teacher: {reason}",
+                   "provenance": provenance(params, seed, "none", time.perf_counter() - t0)}
+        write_json(metrics_out, metrics)
+        return metrics
+
+    runtime = Runtime.from_config(params["runtime"], threads)
+    data = DatasetTensors.from_file(data_path)
+    setting = params["setting"]
+    pool, epoch_length = student_pool(data, setting, seed)
+    stream = TrainStream(data, runtime, pool=pool, epoch_length=epoch_length,
+                         omitted=tuple(setting.get("omitted", ())), **augment_args(data, params["augment"]))
+    cls = get_method(params["method"])
+    teacher = None
+    t_shapes: dict = {}
+    if cls.uses_teacher:
+        teacher, _ = load_model(teacher_model, runtime)
+        t_shapes = feature_shapes(teacher.arch, data.num_classes, data.in_channels, data.image_size)
+    s_shapes = feature_shapes(params["student"], data.num_classes, data.in_channels, data.image_size)
+    cls.check_compatible(s_shapes, t_shapes, params["hp"])
+    recipe = Recipe.from_dict(params["recipe"])
+    ctx = DistillContext(num_classes=data.num_classes, num_train=stream.num_visible,
+                         train_labels=stream.visible_labels.to(runtime.device), in_channels=data.in_channels,
+                         image_size=data.image_size, epochs=recipe.epochs, student_shapes=s_shapes,
+                         teacher_shapes=t_shapes, student_arch=params["student"],
+                         teacher_arch=teacher.arch if teacher is not None else "")
+    torch.manual_seed(seed)
+    student = create_model(params["student"], data.num_classes, data.in_channels)
+    distiller = runtime.prepare(cls(student, teacher, params["hp"], ctx))
+    result = train(distiller, student, data, stream, params, runtime, resume_path)
+    diverged = (result.stopped_early or "").startswith("diverged")
+    metrics = {**base, "status": "diverged" if diverged else "ok",
+               "reason": result.stopped_early if diverged else None, "num_train_visible": stream.num_visible,
+               "student_params": sum(p.numel() for p in student.parameters()),
+               "extra_params": distiller.extra_parameter_count(), **summarize(result)}
+    return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
+
+

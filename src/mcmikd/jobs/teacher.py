@@ -1,0 +1,90 @@
+"""The teacher jobs: training one teacher with its objective (`mcmikd.teachers`), and measuring its CMI."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mcmikd.data import DatasetTensors
+from mcmikd.engine import Runtime, TrainStream, log, predict, summarize
+from mcmikd.io import provenance, read_json, write_json
+from mcmikd.jobs.common import augment_args, load_model, save_model, train, write_result
+from mcmikd.models import create_model
+
+
+def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str, start_model: str | None = None,
+                  start_metrics: str | None = None, resume_path: str | None = None,
+                  threads: int | None = None) -> dict:
+    """Train one teacher with its objective (`params['objective']`, `mcmikd.teachers`): from scratch, or
+    fine-tuning the model of the objective it starts from (`start_model`, with that teacher's `start_metrics`).
+
+    A fine-tuned teacher whose chosen-epoch test accuracy falls below `collapse_ratio` × its start model's, or
+    whose objective stopped it (e.g. a non-finite loss), is marked collapsed; students skip it."""
+    from mcmikd.teachers import get_objective
+
+    t0 = time.perf_counter()
+    runtime = Runtime.from_config(params["runtime"], threads)
+    data = DatasetTensors.from_file(data_path)
+    cls = get_objective(params["objective"])
+    objective = cls(params["hp"])
+    model, start_acc = None, None
+    if cls.start_from is not None:
+        model, _ = load_model(start_model, runtime)
+        start_acc = read_json(start_metrics)["model_acc"]
+    stream = TrainStream(data, runtime, **augment_args(data, params["augment"]))
+    torch.manual_seed(params["seed"])
+    if model is None:
+        model = runtime.prepare(create_model(params["arch"], data.num_classes, data.in_channels))
+    state = objective.prepare(model, stream, runtime, data.num_classes, params["seed"])
+    module = objective.build(model, state)
+    keep_best = params["checkpoint"] == "best"
+    result = train(module, model, data, stream, params, runtime, resume_path, keep_best=keep_best,
+                  epoch_hook=objective.epoch_check)
+    if keep_best:
+        module.load_checkpoint_state(result.best_state)
+    chosen = result.best if keep_best else result.last
+    reason = result.stopped_early
+    if start_acc is not None and reason is None and not chosen["test_acc"] >= params["collapse_ratio"] * start_acc:
+        reason = (f"test accuracy {chosen['test_acc']:.2f}% is below {params['collapse_ratio']:g} × the "
+                  f"{cls.start_from} teacher's {start_acc:.2f}%; {cls.collapse_advice(params['hp'])}")
+    if reason:
+        log(f"WARNING: teacher {params['arch']} {params['variant']} collapsed: {reason}. "
+            f"Students will not be distilled from it.")
+    teacher = {"arch": params["arch"], "objective": cls.name, "variant": params["variant"], "hp": params["hp"]}
+    save_model(model, model_out, num_classes=data.num_classes, in_channels=data.in_channels, **teacher,
+               epoch=chosen["epoch"], test_acc=chosen["test_acc"])
+    metrics = {"role": "teacher", "teacher": teacher, "checkpoint": params["checkpoint"],
+               "model_acc": chosen["test_acc"], "start_acc": start_acc, "collapsed": reason is not None,
+               "collapse_reason": reason, **objective.extra_metrics(state), **summarize(result)}
+    return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
+
+
+def measure_cmi(data_path: str, model_path: str, params: dict, output: str, threads: int | None = None) -> dict:
+    """A teacher's CMI on the training set (eval mode, no augmentation) at each temperature, and its accuracy."""
+    from mcmikd.augment import Normalizer
+    from mcmikd.cmi import conditional_mutual_information
+
+    t0 = time.perf_counter()
+    runtime = Runtime.from_config(params["runtime"], threads)
+    data = DatasetTensors.from_file(data_path)
+    model, ckpt = load_model(model_path, runtime)
+    normalize = Normalizer(data.mean, data.std, runtime.device)
+    out = {}
+    for split, images, labels in (("train", data.train_images, data.train_labels),
+                                  ("test", data.test_images, data.test_labels)):
+        logits = predict(model, images, normalize, runtime)
+        labels = labels.to(logits.device)
+        out[split] = {
+            "acc": float((logits.argmax(1) == labels).double().mean() * 100),
+            "cmi": {str(t): float(conditional_mutual_information(torch.softmax(logits / t, dim=1), labels,
+                                                                 data.num_classes))
+                    for t in params["temperatures"]},
+        }
+    result = {"arch": ckpt["arch"], "objective": ckpt["objective"], "variant": ckpt["variant"],
+              "temperatures": params["temperatures"], **out,
+              "provenance": provenance(params, None, str(runtime.device), time.perf_counter() - t0)}
+    write_json(output, result)
+    return result
+
+
