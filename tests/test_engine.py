@@ -216,10 +216,12 @@ def test_one_image_chunks_are_carried_into_the_next_batch_or_appended_to_the_las
     labels = torch.tensor([1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 1])
     stream = TrainStream(_data(14, labels), CPU, omitted=(0,))
     # chunks of 3 after dropping class 0: [0 1 2], [5], [], [10 11], [13]
-    batches = [b.tolist() for b in stream.batch_indices(torch.arange(14), 3)]
-    assert batches == [[0, 1, 2], [5, 10, 11, 13]]
-    assert [b.tolist() for b in stream.batch_indices(torch.arange(6), 3)] == [[0, 1, 2, 5]]
-    assert [b.tolist() for b in stream.batch_indices(torch.tensor([3, 4, 0, 5, 6, 1]), 2)] == [[0, 5, 1]]
+    def batches(order, size):
+        return [[c.tolist() for c in chunks] for chunks in stream.batch_chunks(order, size)]
+
+    assert batches(torch.arange(14), 3) == [[[0, 1, 2]], [[5], [10, 11], [13]]]
+    assert batches(torch.arange(6), 3) == [[[0, 1, 2], [5]]]
+    assert batches(torch.tensor([3, 4, 0, 5, 6, 1]), 2) == [[[0, 5], [1]]]
 
 
 def test_zero_shot_epochs_serve_every_visible_image_once_and_never_one_alone():
@@ -227,11 +229,17 @@ def test_zero_shot_epochs_serve_every_visible_image_once_and_never_one_alone():
     stream = TrainStream(_data(203), CPU, padding=1, hflip=True, omitted=(0, 1, 2, 3, 4, 5))
     merged = 0
     for seed in range(3):
-        gen = make_generator(seed, CPU.device)
-        merged += sum(len(b[1]) == 1 for _ in range(4) for b in _reference_batches(stream, gen, 8))
+        old, old_state = _epochs(stream, _reference_batches, seed, 8)
+        new, new_state = _epochs(stream, TrainStream.batches, seed, 8)
+        merged += sum(len(b[1]) == 1 for epoch in old for b in epoch)
         for expected, served in _served(stream, seed, 8):
             assert min(map(len, served)) >= 2
             assert torch.equal(torch.cat(served), expected)  # each once, in the epoch's order
+        # the same augmented images as before, only batched differently; the same random numbers drawn
+        assert torch.equal(old_state, new_state)
+        for a, b in zip(old, new):
+            for k in range(3):
+                assert torch.equal(torch.cat([t[k] for t in a]), torch.cat([t[k] for t in b]))
     assert merged > 0  # the reference did produce one-image batches here
 
 

@@ -127,7 +127,8 @@ class TrainStream:
     it): the epoch order is cut into chunks of `batch_size`, omitted classes are removed from each (a chunk
     left empty is skipped), and a chunk left with one image is carried over into the next non-empty chunk
     (its image first), or, when no chunk follows, appended to the previous one. Every visible image of the
-    epoch order is served exactly once, in order; every other batch is exactly as without this rule.
+    epoch order is served exactly once, in order; every other batch is exactly as without this rule, and each
+    chunk keeps its own augmentation draws, so an epoch draws the same random numbers as without it.
     Raises ConfigError at set-up when an epoch could hold only one visible image in all (nothing to merge).
     """
 
@@ -179,9 +180,10 @@ class TrainStream:
         full, r = divmod(epoch_length, n_pool)
         return full * n_visible + max(0, r - (n_pool - n_visible)), full * n_visible + min(r, n_visible)
 
-    def batch_indices(self, order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-        """Training-set indices of each batch of the epoch `order` (1-D long): chunks of `batch_size` without
-        the omitted classes, empty chunks skipped, one-image chunks merged into a neighbour (class docstring).
+    def batch_chunks(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The chunks (training-set indices, 1-D long) making up each batch of the epoch `order`: chunks of
+        `batch_size` without the omitted classes, empty ones skipped; a one-image chunk joins a neighbour
+        (class docstring), so a batch is one chunk, or two (or three) whose concatenation has ≥ 2 images.
 
         One chunk is held back until the next is known; no random numbers are drawn here.
         """
@@ -192,26 +194,31 @@ class TrainStream:
                 idx = idx[~torch.isin(self.labels[idx], self.omitted_dev)]
                 if len(idx) == 0:
                     continue
-            if carry is not None:
-                idx, carry = torch.cat([carry, idx]), None
-            if len(idx) == 1:
+            chunks = (idx,) if carry is None else (carry, idx)
+            carry = None
+            if len(chunks) == 1 and len(idx) == 1:
                 carry = idx
                 continue
             if held is not None:
                 yield held
-            held = idx
+            held = chunks
         if carry is not None:
             if held is None:  # prevented at set-up (_visible_per_epoch)
                 raise ConfigError("this epoch holds only one training image; a training step needs two")
-            held = torch.cat([held, carry])
+            held = held + (carry,)
         if held is not None:
             yield held
 
     def batches(self, generator: torch.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        """(normalised augmented images, labels, positions) per batch of one epoch drawn with `generator`."""
+        """(normalised augmented images, labels, positions) per batch of one epoch drawn with `generator`;
+        images (B, C, H, W) float, labels and positions (B,) long, B ≥ 2."""
         order = self.order(generator)
-        for idx in self.batch_indices(order, batch_size):
-            images = random_crop_flip(self.images[idx], self.padding, self.hflip, generator)
+        for chunks in self.batch_chunks(order, batch_size):
+            images = [random_crop_flip(self.images[idx], self.padding, self.hflip, generator) for idx in chunks]
+            if len(chunks) == 1:
+                idx, images = chunks[0], images[0]
+            else:
+                idx, images = torch.cat(chunks), torch.cat(images)
             yield self.normalize(images), self.labels[idx], self.position[idx]
 
 
