@@ -360,12 +360,12 @@ def _tiny_data():
                           test_labels=labels[:16], mean=(0.5,), std=(0.25,), class_names=list("abcd"), hflip=False)
 
 
-def _fit(method, resume_path, hp, epoch_hook=None):
+def _fit(method, resume_path, hp, epoch_hook=None, epochs=2, **stream_kw):
     from mcmikd.engine import Recipe, ResumeFile, Runtime, TrainStream, evaluate, fit
 
     runtime = Runtime(device=torch.device("cpu"), channels_last=False, precision="fp32", deterministic=True)
     data = _tiny_data()
-    stream = TrainStream(data, runtime, padding=1)
+    stream = TrainStream(data, runtime, padding=1, **stream_kw)
     torch.manual_seed(0)
     s = create_model("resnet8", 4, 1)
     t = create_model("resnet14", 4, 1)
@@ -374,7 +374,7 @@ def _fit(method, resume_path, hp, epoch_hook=None):
                          student_shapes=feature_shapes("resnet8", 4, 1, SIZE),
                          teacher_shapes=feature_shapes("resnet14", 4, 1, SIZE))
     d = get_method(method)(s, t, hp, ctx)
-    recipe = Recipe(epochs=2, batch_size=16, lr=0.01)
+    recipe = Recipe(epochs=epochs, batch_size=16, lr=0.01)
     return d, fit(d, stream, recipe, runtime=runtime, seed=0, resume=ResumeFile(resume_path, "x"),
                   evaluator=lambda: evaluate(s, data.test_images, data.test_labels, stream.normalize, runtime, 4),
                   epoch_hook=epoch_hook)
@@ -397,7 +397,120 @@ def test_crd_run_resumed_after_a_kill_ends_like_an_uninterrupted_one(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         _fit("crd", tmp_path / "b.pt", {}, epoch_hook=killed)
+    from mcmikd.engine import ResumeFile
+
+    saved = ResumeFile(tmp_path / "b.pt", "x").load()  # read with weights_only=True, not refused
+    assert saved is not None and saved["next_epoch"] == 2 and saved["optimizer"]["state"]
     resumed_d, resumed = _fit("crd", tmp_path / "b.pt", {})
     assert [h["train"] for h in resumed.history] == [h["train"] for h in full.history]
     a, b = full_d.checkpoint_state(), resumed_d.checkpoint_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------------- reliability
+# History fingerprints of short runs recorded with the code before the one-image-batch merge, the
+# divergence stop and the one-sample guards of CC/RKD/ReviewKD (commit 7624062, torch 2.14 CPU, 1 thread):
+# ordinary batches (all ≥ 2 images) must give bit-identical losses and metrics. "few": a cycled subset with
+# an omitted class (batches of 10–13 images).
+FEW = {"pool": torch.arange(3, 33), "epoch_length": 44, "omitted": (2,)}
+RECORDED = {
+    ("kd", "plain"): "d9eb1d77abedc194", ("kd", "few"): "ff6923e9df255593",
+    ("cc", "plain"): "d535b50f5437c3ec", ("cc", "few"): "68b2aab4f34e7332",
+    ("rkd", "plain"): "f63adc192ebd9b6b", ("rkd", "few"): "ae2272af5b19cd36",
+    ("reviewkd", "plain"): "36b7f7ef57486b8a", ("reviewkd", "few"): "7f358cdac244aeda",
+    ("crd", "plain"): "1d2a276c51938ee6", ("crd", "few"): "72a963e6ffd5a2fa",
+}
+
+
+def _history_fingerprint(result) -> str:
+    import hashlib
+    import json
+
+    keys = ("train", "train_acc", "test_acc", "test_loss", "test_cmi")
+    values = [[h["phase"], h["epoch"]] + [h.get(k) for k in keys] for h in result.history]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("method, setting", sorted(RECORDED))
+def test_ordinary_runs_are_bit_identical_to_the_recorded_ones(method, setting):
+    _, result = _fit(method, None, {}, **(FEW if setting == "few" else {}))
+    assert result.stopped_early is None
+    assert _history_fingerprint(result) == RECORDED[method, setting], result.history
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_has_finite_losses_and_gradients_on_two_images(method):
+    hp = {"main_stage_loss": True, "init_epochs": 1} if method in ("ab", "fsp") else {}
+    d = _build(method, "resnet8", "resnet8", hp=hp)
+    d.train()
+    x, y, idx = (t[:2] for t in _batch())
+    checks = [("main", lambda: d.forward_train(x, y, epoch=3, indices=idx, generator=torch.Generator())[1],
+               d.learnable_parameters())]
+    init = d.init_stage()
+    if init is not None:
+        checks.append(("init", lambda: init.loss(x, y), init.parameters))
+    for stage, loss_fn, params in checks:
+        d.zero_grad(set_to_none=True)
+        terms = loss_fn()
+        assert terms and all(bool(torch.isfinite(v)) for v in terms.values()), (stage, terms)
+        sum(terms.values()).backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        assert grads and all(bool(torch.isfinite(g).all()) for g in grads), stage
+
+
+def test_reviewkd_refuses_a_one_image_training_batch_clearly():
+    d = _build("reviewkd", *SAME_PAIR).train()
+    x, y, _ = _batch()
+    with pytest.raises(ValueError, match="reviewkd needs at least two images per training batch, got 1"):
+        d.forward_train(x[:1], y[:1], epoch=1)
+
+
+def _diverging_kd(monkeypatch, term, bad_value, from_epoch):
+    from mcmikd.distill.methods.kd import KD
+
+    original = KD.forward_train
+
+    def forward_train(self, images, targets, *, epoch, **kw):
+        logits, terms = original(self, images, targets, epoch=epoch, **kw)
+        if epoch >= from_epoch:
+            terms[term] = terms[term] + bad_value  # the gradients stay finite: only this term is bad
+        return logits, terms
+
+    monkeypatch.setattr(KD, "forward_train", forward_train)
+
+
+@pytest.mark.parametrize("term, bad_value", [("kd", float("inf")), ("ce", float("nan"))])
+def test_a_diverged_loss_stops_the_run_with_a_one_line_reason(monkeypatch, tmp_path, term, bad_value):
+    import json
+
+    from mcmikd.engine import summarize
+    from mcmikd.io import read_json, write_json
+
+    _diverging_kd(monkeypatch, term, bad_value, from_epoch=2)
+    hook_calls = []
+    _, result = _fit("kd", None, {}, epoch_hook=lambda r: hook_calls.append(r["epoch"]), epochs=4)
+    reason = result.stopped_early
+    assert reason.startswith("diverged:") and "\n" not in reason
+    assert reason == f"diverged: non-finite training loss ({term} = {bad_value}) in epoch 2"
+    assert [h["epoch"] for h in result.history] == [1, 2] and hook_calls == [1]
+    assert result.last["epoch"] == 2 and result.best["epoch"] == 1  # a diverged epoch is never the best
+    path = tmp_path / "m.json"
+    write_json(path, summarize(result))  # strict JSON: the non-finite losses are written as null
+
+    def refuse(name):
+        raise AssertionError(f"bare {name} in the result file")
+
+    loaded = json.loads(path.read_text(), parse_constant=refuse)
+    assert loaded["history"][1]["train"][term] is None and read_json(path)["stopped_early"] == reason
+
+
+def test_a_diverged_init_stage_stops_before_the_main_phase(monkeypatch):
+    from mcmikd.distill.methods.ab import AB
+    from mcmikd.engine import summarize
+
+    monkeypatch.setattr(AB, "_init_loss", lambda self, images, targets: {
+        "ab_init": self._connected_loss(images)[2] + float("inf")})
+    _, result = _fit("ab", None, {"init_epochs": 2})
+    assert result.stopped_early == "diverged: non-finite training loss (ab_init = inf) in init epoch 1"
+    assert [(h["phase"], h["epoch"]) for h in result.history] == [("init", 1)]
+    assert summarize(result)["last_epoch"] == 1 and "test_acc" in result.last

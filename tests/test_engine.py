@@ -151,3 +151,164 @@ def test_few_shot_and_zero_shot_students_see_what_they_should(data_file, teacher
     assert few["num_train_visible"] == 134
     zero = _student(data_file, teacher, tmp_path, "zero", setting={"omitted": [3]})
     assert zero["num_train_visible"] == 1347 - int((load_digits(8).train_labels == 3).sum())
+
+
+# ----------------------------------------------------------------------------------------------- batches
+from mcmikd.augment import random_crop_flip  # noqa: E402
+from mcmikd.data import DatasetTensors  # noqa: E402
+from mcmikd.engine import ResumeFile, Runtime, TrainStream, make_generator  # noqa: E402
+from mcmikd.errors import ConfigError  # noqa: E402
+
+CPU = Runtime(device=torch.device("cpu"), channels_last=False, precision="fp32", deterministic=True)
+
+
+def _data(n, labels=None):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 10 if labels is None else labels
+    images = (torch.rand(n, 1, 8, 8, generator=g) * 255).to(torch.uint8)
+    return DatasetTensors(name="t", train_images=images, train_labels=labels, test_images=images[:4],
+                          test_labels=labels[:4], mean=(0.5,), std=(0.25,), class_names=list("abcdefghij"),
+                          hflip=True)
+
+
+def _reference_batches(stream, generator, batch_size):
+    """TrainStream.batches as it was before one-image batches were merged (commit 7624062)."""
+    order = stream.order(generator)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        labels = stream.labels[idx]
+        if stream.omitted:
+            keep = ~torch.isin(labels, stream.omitted_dev)
+            idx, labels = idx[keep], labels[keep]
+            if len(idx) == 0:
+                continue
+        images = random_crop_flip(stream.images[idx], stream.padding, stream.hflip, generator)
+        yield stream.normalize(images), labels, stream.position[idx]
+
+
+def _epochs(stream, batches, seed, batch_size, epochs=4):
+    gen = make_generator(seed, CPU.device)
+    out = [list(batches(stream, gen, batch_size)) for _ in range(epochs)]
+    return out, gen.get_state()
+
+
+def _served(stream, seed, batch_size, epochs=4):
+    """Per epoch: (visible positions of the epoch order, in order; the batches' positions)."""
+    gen = make_generator(seed, CPU.device)
+    out = []
+    for _ in range(epochs):
+        state = gen.get_state()
+        order = stream.order(gen)
+        gen.set_state(state)
+        expected = stream.position[order]
+        out.append((expected[expected >= 0], [p for _, _, p in stream.batches(gen, batch_size)]))
+    return out
+
+
+@pytest.mark.parametrize("n, kw, batch_size", [
+    (100, {}, 16),                                                        # last batch 4
+    (90, {"omitted": (3, 7)}, 16),                                        # filtered, no one-image chunk
+    (200, {"pool": torch.arange(0, 200, 7), "epoch_length": 200, "omitted": (1,)}, 20),  # cycled subset
+])
+def test_batches_without_one_image_chunks_are_exactly_the_old_ones(n, kw, batch_size):
+    stream = TrainStream(_data(n), CPU, padding=1, hflip=True, **kw)
+    for seed in (0, 1, 2):
+        old, old_state = _epochs(stream, _reference_batches, seed, batch_size)
+        new, new_state = _epochs(stream, TrainStream.batches, seed, batch_size)
+        assert min(len(b[1]) for epoch in old for b in epoch) >= 2  # the case this test is about
+        assert torch.equal(old_state, new_state)  # same random numbers drawn
+        assert len(old) == len(new) and all(len(a) == len(b) for a, b in zip(old, new))
+        for a, b in zip((t for e in old for batch in e for t in batch), (t for e in new for batch in e for t in batch)):
+            assert torch.equal(a, b)
+
+
+def test_a_65_image_subset_trains_in_one_65_image_batch_not_64_plus_1():
+    data = _data(300)
+    stream = TrainStream(data, CPU, pool=torch.arange(10, 75), epoch_length=65)  # few-shot, epoch_length: subset
+    for expected, served in _served(stream, 0, 64):
+        assert [len(p) for p in served] == [65]
+        assert torch.equal(torch.cat(served), expected)
+
+
+def test_one_image_chunks_are_carried_into_the_next_batch_or_appended_to_the_last():
+    labels = torch.tensor([1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 1])
+    stream = TrainStream(_data(14, labels), CPU, omitted=(0,))
+    # chunks of 3 after dropping class 0: [0 1 2], [5], [], [10 11], [13]
+    def batches(order, size):
+        return [[c.tolist() for c in chunks] for chunks in stream.batch_chunks(order, size)]
+
+    assert batches(torch.arange(14), 3) == [[[0, 1, 2]], [[5], [10, 11], [13]]]
+    assert batches(torch.arange(6), 3) == [[[0, 1, 2], [5]]]
+    assert batches(torch.tensor([3, 4, 0, 5, 6, 1]), 2) == [[[0, 5], [1]]]
+
+
+def test_zero_shot_epochs_serve_every_visible_image_once_and_never_one_alone():
+    # ten classes, six omitted: chunks of 8 keep ~3 images, so some epochs have a one-image chunk
+    stream = TrainStream(_data(203), CPU, padding=1, hflip=True, omitted=(0, 1, 2, 3, 4, 5))
+    merged = 0
+    for seed in range(3):
+        old, old_state = _epochs(stream, _reference_batches, seed, 8)
+        new, new_state = _epochs(stream, TrainStream.batches, seed, 8)
+        merged += sum(len(b[1]) == 1 for epoch in old for b in epoch)
+        for expected, served in _served(stream, seed, 8):
+            assert min(map(len, served)) >= 2
+            assert torch.equal(torch.cat(served), expected)  # each once, in the epoch's order
+        # the same augmented images as before, only batched differently; the same random numbers drawn
+        assert torch.equal(old_state, new_state)
+        for a, b in zip(old, new):
+            for k in range(3):
+                assert torch.equal(torch.cat([t[k] for t in a]), torch.cat([t[k] for t in b]))
+    assert merged > 0  # the reference did produce one-image batches here
+
+
+@pytest.mark.parametrize("labels, kw", [
+    (torch.arange(20) % 10, {"pool": torch.tensor([4])}),                          # a one-image subset
+    (torch.tensor([0] + [1] * 19), {"omitted": (1,)}),                             # one image left visible
+    (torch.arange(40) % 10, {"pool": torch.arange(10), "epoch_length": 10, "omitted": tuple(range(1, 10))}),
+    (torch.arange(40) % 10, {"pool": torch.arange(20), "epoch_length": 3, "omitted": tuple(range(1, 10))}),
+])  # last: 2 of the 20 are visible and an epoch draws 3 of the 20, so it may hold one of them alone
+def test_an_epoch_that_can_hold_only_one_image_is_a_config_error(labels, kw):
+    with pytest.raises(ConfigError, match="an epoch can hold only one training image") as info:
+        TrainStream(_data(len(labels), labels), CPU, **kw)
+    assert "\n" not in str(info.value)
+
+
+def test_one_visible_image_seen_twice_per_epoch_is_allowed():
+    stream = TrainStream(_data(40), CPU, pool=torch.arange(10), epoch_length=20, omitted=tuple(range(1, 10)))
+    for expected, served in _served(stream, 0, 64):
+        assert [len(p) for p in served] == [2] and torch.equal(torch.cat(served), expected)
+
+
+# ----------------------------------------------------------------------------------------------- untrusted files
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_resume_file_is_refused_without_running_it(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "job.resume.pt"
+    torch.save({"fingerprint": "x", "next_epoch": 2, "payload": _Payload(marker)}, path)
+    assert ResumeFile(path, "x").load() is None
+    assert not marker.exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"ignoring unreadable checkpoint {path}"), lines
+    assert "not a plain-data torch file" in lines[0]
+
+
+def test_a_resume_file_of_plain_data_loads_with_weights_only(tmp_path):
+    path = tmp_path / "r.pt"
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1, momentum=0.9)
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "rng": {"generator": torch.Generator().get_state()},
+             "history": [{"train": {"ce": float("nan")}, "epoch": 1}], "stopped": None, "next_epoch": 2}
+    ResumeFile(path, "f").save(state)
+    loaded = ResumeFile(path, "f").load()
+    assert loaded["next_epoch"] == 2 and loaded["optimizer"]["state"][0]["momentum_buffer"].shape == (3,)
+    assert ResumeFile(path, "other").load() is None

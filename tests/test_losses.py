@@ -259,3 +259,35 @@ def test_other_class_negatives_are_distinct_and_of_other_classes():
     again = L.sample_other_class(labels, anchors, 6, torch.Generator().manual_seed(0))
     assert torch.equal(neg, again)
     assert math.isfinite(float(neg.float().mean()))
+
+
+# ----------------------------------------------------------------------------------------------- tiny batches
+def _cc_before(s, t):  # cc_loss before the one-sample guard (commit 7624062)
+    delta = (s - t).abs()
+    return (delta[:-1] * delta[1:]).sum(dim=1).mean()
+
+
+def _rkd_before(s, t, w_dist=25.0, w_angle=50.0):  # rkd_loss before the one-sample guard (commit 7624062)
+    from mcmikd.distill.methods.rkd import _angles, _normalised_distances
+
+    s, t = s.flatten(1), t.flatten(1).detach()
+    loss_d = torch.nn.functional.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t))
+    return w_dist * loss_d + w_angle * torch.nn.functional.smooth_l1_loss(_angles(s), _angles(t))
+
+
+@pytest.mark.parametrize("b", [2, 3, 64])
+def test_cc_and_rkd_are_bit_identical_to_before_on_two_or_more_samples(b):
+    g = torch.Generator().manual_seed(b)
+    s, t = torch.randn(b, 16, generator=g), torch.randn(b, 16, generator=g)
+    assert torch.equal(L.cc_loss(s, t), _cc_before(s, t))
+    assert torch.equal(L.rkd_loss(s, t), _rkd_before(s, t))
+
+
+@pytest.mark.parametrize("loss, before", [(L.cc_loss, _cc_before), (L.rkd_loss, _rkd_before)])
+def test_cc_and_rkd_are_zero_not_nan_on_one_sample(loss, before):
+    s, t = torch.randn(1, 8, requires_grad=True), torch.randn(1, 8)
+    assert torch.isnan(before(s, t))  # what the guard prevents
+    value = loss(s, t)
+    assert float(value.detach()) == 0.0
+    value.backward()
+    assert torch.equal(s.grad, torch.zeros(1, 8))

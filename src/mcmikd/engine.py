@@ -122,6 +122,14 @@ class TrainStream:
     * `omitted`: classes dropped from every batch *before* any forward pass (zero-shot experiments); the
       student never sees them.
     `positions` returned with each batch index the visible images 0..num_visible-1 (CRD's memory bank).
+
+    No training step sees fewer than two images (BatchNorm cannot normalise one sample, CC and RKD are NaN on
+    it): the epoch order is cut into chunks of `batch_size`, omitted classes are removed from each (a chunk
+    left empty is skipped), and a chunk left with one image is carried over into the next non-empty chunk
+    (its image first), or, when no chunk follows, appended to the previous one. Every visible image of the
+    epoch order is served exactly once, in order; every other batch is exactly as without this rule, and each
+    chunk keeps its own augmentation draws, so an epoch draws the same random numbers as without it.
+    Raises ConfigError at set-up when an epoch could hold only one visible image in all (nothing to merge).
     """
 
     def __init__(self, data: DatasetTensors, runtime: Runtime, *, pool: torch.Tensor | None = None,
@@ -141,6 +149,11 @@ class TrainStream:
         visible = self.pool[keep]
         if len(visible) == 0:
             raise ConfigError("every training image is of an omitted class; omit fewer classes")
+        low, high = self._visible_per_epoch(len(self.pool), len(visible), self.epoch_length)
+        if low <= 1 <= high:
+            raise ConfigError(f"an epoch can hold only one training image ({len(visible)} visible of "
+                              f"{len(self.pool)} in the subset, {self.epoch_length} samples per epoch) and a "
+                              f"training step needs two; use a larger fraction or epoch length, or omit fewer classes")
         self.visible_labels = data.train_labels[visible]
         position = torch.full((n_total,), -1, dtype=torch.long)
         position[visible] = torch.arange(len(visible))
@@ -160,18 +173,53 @@ class TrainStream:
                  for _ in range(repeats)]
         return torch.cat(perms)[: self.epoch_length]
 
-    def batches(self, generator: torch.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = self.order(generator)
+    @staticmethod
+    def _visible_per_epoch(n_pool: int, n_visible: int, epoch_length: int) -> tuple[int, int]:
+        """Fewest and most visible samples an epoch order can hold: whole permutations of the pool, then the
+        first r of one more (a hypergeometric draw, every count in between possible)."""
+        full, r = divmod(epoch_length, n_pool)
+        return full * n_visible + max(0, r - (n_pool - n_visible)), full * n_visible + min(r, n_visible)
+
+    def batch_chunks(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The chunks (training-set indices, 1-D long) making up each batch of the epoch `order`: chunks of
+        `batch_size` without the omitted classes, empty ones skipped; a one-image chunk joins a neighbour
+        (class docstring), so a batch is one chunk, or two (or three) whose concatenation has ≥ 2 images.
+
+        One chunk is held back until the next is known; no random numbers are drawn here.
+        """
+        held, carry = None, None
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            labels = self.labels[idx]
             if self.omitted:
-                keep = ~torch.isin(labels, self.omitted_dev)
-                idx, labels = idx[keep], labels[keep]
+                idx = idx[~torch.isin(self.labels[idx], self.omitted_dev)]
                 if len(idx) == 0:
                     continue
-            images = random_crop_flip(self.images[idx], self.padding, self.hflip, generator)
-            yield self.normalize(images), labels, self.position[idx]
+            chunks = (idx,) if carry is None else (carry, idx)
+            carry = None
+            if len(chunks) == 1 and len(idx) == 1:
+                carry = idx
+                continue
+            if held is not None:
+                yield held
+            held = chunks
+        if carry is not None:
+            if held is None:  # prevented at set-up (_visible_per_epoch)
+                raise ConfigError("this epoch holds only one training image; a training step needs two")
+            held = held + (carry,)
+        if held is not None:
+            yield held
+
+    def batches(self, generator: torch.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(normalised augmented images, labels, positions) per batch of one epoch drawn with `generator`;
+        images (B, C, H, W) float, labels and positions (B,) long, B ≥ 2."""
+        order = self.order(generator)
+        for chunks in self.batch_chunks(order, batch_size):
+            images = [random_crop_flip(self.images[idx], self.padding, self.hflip, generator) for idx in chunks]
+            if len(chunks) == 1:
+                idx, images = chunks[0], images[0]
+            else:
+                idx, images = torch.cat(chunks), torch.cat(images)
+            yield self.normalize(images), self.labels[idx], self.position[idx]
 
 
 @dataclass
@@ -220,7 +268,12 @@ def fingerprint(job_config: dict) -> str:
 
 class ResumeFile:
     """An epoch checkpoint kept beside (not among) a job's outputs: Snakemake deletes the outputs of a failed
-    job, but this file survives, so the rerun continues where the killed one stopped."""
+    job, but this file survives, so the rerun continues where the killed one stopped.
+
+    It holds only plain data (dicts, lists, tensors, numbers, strings, None) and is read with
+    `torch.load(..., weights_only=True)`: a file that needs anything else unpickled (e.g. a crafted one with a
+    `__reduce__` payload) is refused without running it, reported in one line, and training starts afresh.
+    """
 
     def __init__(self, path: str | os.PathLike | None, fingerprint: str):
         self.path = Path(path) if path else None
@@ -230,11 +283,15 @@ class ResumeFile:
         if self.path is None or not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a torn write cannot happen (atomic rename), but a foreign file can
-            log(f"ignoring unreadable checkpoint {self.path}: {exc}")
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            # torch's message spans several lines; keep the one naming the refused global, if there is one
+            reason = next((line for line in lines if "global" in line.lower()), lines[0])
+            log(f"ignoring unreadable checkpoint {self.path} (not a plain-data torch file: {reason}); "
+                f"training starts afresh")
             return None
-        if state.get("fingerprint") != self.fingerprint:
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
             log(f"ignoring checkpoint {self.path}: it belongs to a different configuration")
             return None
         return state
@@ -301,12 +358,29 @@ def _epoch_pass(objective, stream, optimizer, params, generator, batch_size, epo
     return means, 100.0 * correct / max(seen, 1)
 
 
+def divergence(means: dict[str, float], where: str) -> str | None:
+    """A one-line "diverged: ..." reason when an epoch's mean loss terms (`means`, as `_epoch_pass` returns
+    them, with "total") hold a non-finite value, naming the terms and `where` (e.g. "epoch 3"); else None."""
+    bad = [k for k, v in means.items() if k != "total" and not math.isfinite(v)]
+    if not bad and math.isfinite(means.get("total", 0.0)):
+        return None
+    which = ", ".join(f"{k} = {means[k]}" for k in bad or ["total"])
+    return f"diverged: non-finite training loss ({which}) in {where}"
+
+
+def _eval_fields(ev: Evaluation) -> dict:
+    return {"test_acc": ev.acc, "test_loss": ev.loss, "test_cmi": ev.cmi}
+
+
 def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[], Evaluation], runtime: Runtime,
         seed: int, resume: ResumeFile, keep_best_state: bool = False,
         epoch_hook: Callable[[dict], str | None] | None = None) -> FitResult:
     """Train `objective` (a Distiller-like module) with SGD under `recipe`, evaluating after every epoch.
 
     `epoch_hook(record)` may return a reason string to stop early (e.g. a collapsed MCMI teacher).
+    An epoch (init or main) whose mean training loss or any loss term is NaN/±inf stops the run with
+    `stopped_early` = `divergence(...)` ("diverged: ..."); that epoch is evaluated and recorded (it is `last`,
+    and `best` only if no earlier epoch exists), and the hook is not called for it.
     """
     generator = make_generator(seed, runtime.device)
     params = objective.learnable_parameters()
@@ -348,11 +422,20 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
             objective.train()
             means, _ = _epoch_pass(objective, stream, init_optimizer, init.parameters, generator,
                                    recipe.batch_size, epoch, runtime, loss_fn=init.loss)
-            history.append({"phase": "init", "epoch": epoch, "train": means, "seconds": time.perf_counter() - t0})
+            record = {"phase": "init", "epoch": epoch, "train": means}
             log(f"init epoch {epoch}/{init.epochs} loss {means['total']:.4f}")
-            if epoch == init.epochs:
+            stopped = divergence(means, f"init epoch {epoch}")
+            if stopped:  # no main phase; the student as it is now is the result
+                ev = evaluator()
+                record.update(_eval_fields(ev))
+                best = last = {**record, "per_class_acc": ev.per_class_acc, "confusion": ev.confusion}
+                log(f"stopping early: {stopped}")
+            history.append({**record, "seconds": time.perf_counter() - t0})
+            if epoch == init.epochs or stopped:
                 phase, start_epoch = "main", 1
                 checkpoint("main", 1)
+                if stopped:
+                    break
             else:
                 checkpoint("init", epoch + 1)
 
@@ -364,18 +447,21 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
         objective.train()
         means, train_acc = _epoch_pass(objective, stream, optimizer, params, generator, recipe.batch_size,
                                        epoch, runtime)
+        diverged = divergence(means, f"epoch {epoch}")
         ev = evaluator()
         record = {"phase": "main", "epoch": epoch, "lr": lr, "train": means, "train_acc": train_acc,
-                  "test_acc": ev.acc, "test_loss": ev.loss, "test_cmi": ev.cmi, "seconds": time.perf_counter() - t0}
+                  **_eval_fields(ev), "seconds": time.perf_counter() - t0}
         history.append(record)
         last = {**record, "per_class_acc": ev.per_class_acc, "confusion": ev.confusion}
         log(f"epoch {epoch}/{recipe.epochs} lr {lr:.4g} loss {means['total']:.4f} train {train_acc:.2f} "
             f"test {ev.acc:.2f} ({record['seconds']:.1f}s)")
-        if best is None or ev.acc > best["test_acc"]:
+        if best is None or (ev.acc > best["test_acc"] and not diverged):
             best = last
             if keep_best_state:
                 best_state = {k: v.detach().clone().cpu() for k, v in objective.checkpoint_state().items()}
-        if epoch_hook is not None:
+        if diverged:
+            stopped = diverged
+        elif epoch_hook is not None:
             stopped = epoch_hook(record)
         checkpoint("main", epoch + 1)
         if stopped:

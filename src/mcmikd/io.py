@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -39,8 +40,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as strict JSON (RFC 8259): every non-finite float (NaN, ±inf — a diverged loss, say),
+    also inside tensors and arrays, is written as `null`, never as the bare `NaN`/`Infinity` that
+    `json.dumps` emits by default and strict parsers reject. Finite values are written as before."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(strict_json(data), indent=1, sort_keys=False, default=_jsonable,
+                                  allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -59,9 +64,21 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every non-finite float in it (in dicts, lists, tuples) replaced by None; other values are
+    returned as they are (objects `json` cannot serialise are left to `_jsonable`, which cleans its output)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return strict_json(value.tolist())
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")

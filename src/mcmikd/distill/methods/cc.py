@@ -13,7 +13,14 @@ from mcmikd.distill.methods._common import full_precision
 
 
 def cc_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """mean_i Σ_k δ_i,k · δ_i+1,k with δ = |e_s − e_t|, embeddings (b, d); RepDistiller's `Correlation`.
+
+    With fewer than two samples there is no consecutive pair: the loss is 0 (still differentiable), not the
+    NaN of an empty mean. (The engine never trains on one image; this keeps the function total.)
+    """
     delta = (student_emb - teacher_emb).abs()
+    if len(delta) < 2:
+        return delta.sum() * 0.0
     return (delta[:-1] * delta[1:]).sum(dim=1).mean()
 
 

@@ -111,6 +111,8 @@ class ReviewKD(Distiller):
         return results
 
     def forward_train(self, images, targets, *, epoch, indices=None, generator=None):
+        if self.training and len(images) < 2:  # the ABF's BatchNorm on the 1×1 pooled level needs two samples
+            raise ValueError(f"reviewkd needs at least two images per training batch, got {len(images)}")
         out = self.student.forward_features(images)
         t = self.teacher_features(images)
         terms = self.base_terms(out.logits, t.logits, targets)

@@ -33,8 +33,15 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
 
 def rkd_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, w_dist: float = 25.0,
              w_angle: float = 50.0) -> torch.Tensor:
+    """w_d·Huber(ψ_D(s), ψ_D(t)) + w_a·Huber(ψ_A(s), ψ_A(t)) of embeddings (b, ...), RepDistiller's `RKDLoss`.
+
+    With fewer than two samples there is no pair (the mean distance would be 0/0): the loss is 0, still
+    differentiable. (The engine never trains on one image; this keeps the function total.)
+    """
     s = student_emb.flatten(1)
     t = teacher_emb.flatten(1).detach()
+    if len(s) < 2:
+        return s.sum() * 0.0
     loss_d = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t))
     loss_a = F.smooth_l1_loss(_angles(s), _angles(t))
     return w_dist * loss_d + w_angle * loss_a
