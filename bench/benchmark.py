@@ -43,8 +43,9 @@ def job_overheads(workdir: Path, name: str) -> list[float]:
         rule = rel.parts[0]
         if rule == "train_student":
             result = workdir / "results" / name / "students" / rel.parent.relative_to(rule) / (rel.stem + ".json")
-        elif rule == "train_teacher":
-            result = workdir / "results" / name / "teachers" / rel.stem / "mll" / "metrics.json"
+        elif rule in ("train_teacher", "finetune_teacher"):  # benchmarks/<name>/<rule>/<arch>.<variant>.tsv
+            arch, variant = rel.stem.split(".", 1)
+            result = workdir / "results" / name / "teachers" / arch / variant / "metrics.json"
         else:
             continue
         if not result.exists():

@@ -71,21 +71,23 @@ def main() -> None:
     spec = get_dataset(ds["name"])
     classes, channels, size = spec.shape(ds)
     n_train = spec.num_train(ds) or 50000
-    t_cfg, m_cfg, s_cfg = grid.config["teachers"]["training"], grid.config["teachers"]["mcmi"], \
+    t_cfg, f_cfg, s_cfg = grid.config["teachers"]["training"], grid.config["teachers"]["finetuning"], \
         grid.config["students"]["training"]
     steps_per_epoch = lambda batch: -(-n_train // batch)  # noqa: E731
 
     device = str(runtime.device) + (f" ({torch.cuda.get_device_name(runtime.device)})"
                                     if runtime.device.type == "cuda" else f" ({platform.processor() or platform.machine()}, "
                                     f"{args.threads} threads)")
-    rows, totals = [], {"MLL teachers": 0.0, "MCMI fine-tuning": 0.0, "students": 0.0}
-    for arch, kinds in sorted(grid.teachers.items()):
+    rows, totals = [], {"teachers from scratch": 0.0, "fine-tuned teachers": 0.0, "students": 0.0}
+    for arch, variants in sorted(grid.teachers.items()):
         sec = step_seconds(arch, None, runtime, t_cfg["batch_size"], classes, size, channels, args.steps)
-        mll = sec * steps_per_epoch(t_cfg["batch_size"]) * t_cfg["epochs"] / 3600
-        mcmi = sec * steps_per_epoch(m_cfg["batch_size"]) * m_cfg["epochs"] * (len(kinds) - 1) / 3600
-        totals["MLL teachers"] += mll
-        totals["MCMI fine-tuning"] += mcmi
-        rows.append(f"| teacher {arch} | {1000 * sec:.0f} ms | {mll:.2f} h (MLL) + {mcmi:.2f} h (MCMI, {len(kinds) - 1}×) |")
+        tuned = sum(grid.start_variant(arch, v) is not None for v in variants)
+        scratch = (len(variants) - tuned) * sec * steps_per_epoch(t_cfg["batch_size"]) * t_cfg["epochs"] / 3600
+        finetune = tuned * sec * steps_per_epoch(f_cfg["batch_size"]) * f_cfg["epochs"] / 3600
+        totals["teachers from scratch"] += scratch
+        totals["fine-tuned teachers"] += finetune
+        rows.append(f"| teacher {arch} | {1000 * sec:.0f} ms | {scratch:.2f} h (from scratch, "
+                    f"{len(variants) - tuned}×) + {finetune:.2f} h (fine-tuned, {tuned}×) |")
     by_pair: dict[tuple[str, str], int] = {}
     for run in grid.all_runs():
         key = (run.t_arch, run.student)

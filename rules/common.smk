@@ -37,7 +37,7 @@ wildcard_constraints:
     t_variant="none|" + _alternatives(GRID.variant_names(False) + GRID.variant_names(True)),
     student=r"[A-Za-z0-9_]+",
     method=r"[a-z0-9_]+",
-    setting=r"full|frac[0-9.e-]+|omit[0-9.]+|T[0-9.e-]+",
+    setting=GRID.setting_pattern(),
     seed=r"[0-9]+",
     experiment=_alternatives(GRID.runs),
     figure=_alternatives(GRID.figures()),

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from mcmikd.config import parse_setting
+from mcmikd.config import split_setting
 from mcmikd.errors import ConfigError
 
 from conftest import ROOT
@@ -55,13 +55,17 @@ def test_bad_config_gives_one_clear_line(load, mutate, expected):
     assert expected in _error(load, mutate)
 
 
-def test_settings_round_trip():
-    assert parse_setting("full") == {}
-    assert parse_setting("frac0.05") == {"fraction": 0.05}
-    assert parse_setting("omit3.8") == {"omitted": [3, 8]}
-    assert parse_setting("T2") == {"temperature": 2.0}
-    with pytest.raises(ConfigError):
-        parse_setting("half")
+def test_settings_name_their_experiment_and_round_trip(load):
+    grid = load()
+    assert split_setting("full") == (None, "") and split_setting("omit3.8") == ("omit", "3.8")
+    for setting, owner, parsed in [("frac0.05", "fewshot", {"fraction": 0.05}), ("omit3.8", "zeroshot",
+                                   {"omitted": [3, 8]}), ("T2", "temperature", {"temperature": 2.0})]:
+        exp = grid.setting_owner(setting)
+        assert exp.name == owner and exp.parse_setting(split_setting(setting)[1]) == parsed
+    assert grid.setting_owner("full") is None
+    import re
+    pattern = re.compile(f"^({grid.setting_pattern()})$")
+    assert all(pattern.match(s) for s in ("full", "frac0.05", "omit3.8", "T2")) and not pattern.match("half")
 
 
 def test_student_params_hold_only_the_jobs_own_slice(load):

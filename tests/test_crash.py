@@ -51,7 +51,7 @@ def test_sigkilled_job_resumes_to_identical_metrics(tmp_path):
     assert not target.exists(), "a killed job must not leave a complete-looking result"
     import torch
 
-    epochs_done = torch.load(resume, weights_only=False)["next_epoch"] - 1
+    epochs_done = torch.load(resume, weights_only=True)["next_epoch"] - 1
     assert 1 <= epochs_done < 8
 
     # as after a node loss: unlock, and run again; --rerun-incomplete (default profile) restarts the job

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 REQUIRED = os.environ.get("MCMIKD_REQUIRE_SLURM") == "1"
 PROFILE = ROOT / "profiles" / "slurm"
 TIMEOUT_S = 600  # then Snakemake is stopped; 600 + 60 s stays below pytest's own timeout (pyproject.toml)
-TRAINING_RULES = {"train_teacher", "finetune_mcmi", "measure_cmi", "train_student", "eigen_cam"}
+TRAINING_RULES = {"train_teacher", "finetune_teacher", "measure_cmi", "train_student", "eigen_cam"}
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess:

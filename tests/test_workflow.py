@@ -107,10 +107,11 @@ def test_every_table_and_figure_exists_with_the_expected_rows(finished_run):
     assert_tiny_outputs_exist(res)
     main = pd.read_csv(res / "tables" / "main.csv")
     assert set(main["row"]) == {"teacher", "ce", "kd", "at"}
-    kd = main[main["row"] == "kd"].set_index("teacher_kind")
-    assert set(kd.index) == {"mll", "mcmi"} and (kd["n"] == 2).all()  # two seeds each
+    kd = main[main["row"] == "kd"].set_index("teacher_objective")
+    assert set(kd.index) == {"mll", "mcmi", "ce_finetune"} and (kd["n"] == 2).all()  # two seeds each
     md = (res / "tables" / "main.md").read_text()
-    for label in ("Teacher acc. (MLL)", "Teacher CMI (MCMI)", "Student (no KD)", "KD + MCMI teacher"):
+    for label in ("Teacher acc. (MLL)", "Teacher CMI (MCMI)", "Teacher CMI (CE-FT)", "Student (no KD)",
+                  "KD + MCMI teacher", "KD + CE-FT teacher"):
         assert label in md
     assert "\\toprule" in (res / "tables" / "main.tex").read_text()
     zero = pd.read_csv(res / "tables" / "zeroshot.csv")
@@ -133,7 +134,7 @@ def test_changing_one_experiment_setting_reruns_only_its_students_and_aggregates
     write_config(work, lambda c: c["experiments"]["fewshot"].update(epoch_length="subset"))
     try:
         jobs = planned_jobs(work)
-        assert jobs == Counter({"train_student": 2, "collect_runs": 1, "make_table": 1, "plot_fewshot": 1,
+        assert jobs == Counter({"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_figure": 1,
                                 "all": 1}), jobs
     finally:
         write_config(work)
@@ -158,8 +159,8 @@ def test_unknown_method_key_is_caught_before_training(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- exact reruns
-AT_STUDENTS = 4  # main experiment: 1 pair × {MLL, MCMI} teacher × 2 seeds
-MAIN_AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_main": 1, "all": 1}
+AT_STUDENTS = 6  # main experiment: 1 pair × {MLL, MCMI, CE-FT} teacher × 2 seeds
+MAIN_AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_figure": 1, "all": 1}
 
 
 def test_changing_one_methods_weight_reruns_only_its_students_and_their_tables(finished_run):
@@ -191,26 +192,26 @@ def test_editing_the_plotting_code_reruns_only_the_figures(finished_run, edited)
     source = (finished_run.repo / "src/mcmikd/plots.py").read_text()
     edited("src/mcmikd/plots.py", source + "\n# a change to the plotting code\n")
     jobs = planned_jobs(finished_run)
-    figures = {rule for rule in jobs if rule.startswith("plot_")}
-    assert set(jobs) == figures | {"all"}, jobs
-    assert figures == {"plot_main", "plot_fewshot", "plot_zeroshot_bars", "plot_zeroshot_confusion",
-                       "plot_temperature", "plot_teachers_mcmi", "plot_cam"}
+    assert jobs == Counter({"plot_figure": 7, "all": 1}), jobs  # every figure, nothing else
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    # a fraction: its MLL and MCMI students (1 seed), the few-shot table and figure
+    # a fraction: its MLL, MCMI and control students (1 seed), the few-shot table and figure
     (lambda c: c["experiments"]["fewshot"]["fractions"].append(0.25),
-     {"train_student": 2, "collect_runs": 1, "make_table": 1, "plot_fewshot": 1}),
-    # an omitted-class set: CE-only, KD-MLL and KD-MCMI students, the zero-shot table and figures
+     {"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_figure": 1}),
+    # an omitted-class set: CE-only and three KD students, the zero-shot table and its two figures
     (lambda c: c["experiments"]["zeroshot"]["omitted"].append([5]),
-     {"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_zeroshot_bars": 1, "plot_zeroshot_confusion": 1}),
-    # a seed of the zero-shot experiment: the same three students for the new seed
+     {"train_student": 4, "collect_runs": 1, "make_table": 1, "plot_figure": 2}),
+    # a seed of the zero-shot experiment: the same four students for the new seed
     (lambda c: c["experiments"]["zeroshot"].update(seeds=[0, 1]),
-     {"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_zeroshot_bars": 1, "plot_zeroshot_confusion": 1}),
+     {"train_student": 4, "collect_runs": 1, "make_table": 1, "plot_figure": 2}),
     # a λ for the CAM experiment: one more MCMI teacher (fine-tuned from the existing MLL one), its Eigen-CAM
-    # panel, and the fine-tuning curves that show every MCMI teacher
-    (lambda c: c["experiments"]["cam"].update({"lambda": 0.5}),
-     {"finetune_mcmi": 1, "eigen_cam": 1, "plot_cam": 1, "plot_teachers_mcmi": 1}),
+    # panel, and the fine-tuning curves that show every fine-tuned teacher
+    (lambda c: c["experiments"]["cam"].update(hp={"mcmi": {"lambda": 0.5}}),
+     {"finetune_teacher": 1, "eigen_cam": 1, "plot_figure": 2}),
+    # the control teacher dropped from the comparisons: nothing to train, every table and figure redrawn
+    (lambda c: c["teachers"].update(objectives=["mll", "mcmi"]),
+     {"collect_runs": 4, "make_table": 4, "eigen_cam": 1, "plot_figure": 7}),
 ])
 def test_adding_to_the_grid_adds_only_the_new_jobs(finished_run, mutate, expected):
     write_config(finished_run, mutate)
@@ -243,7 +244,7 @@ def test_a_failed_job_keeps_its_log_and_every_other_result(tmp_path):
     assert not (res / "cam" / "resnet8.pt").exists()
     log = (tmp_path / "logs/tiny/eigen_cam/resnet8.log").read_text()
     assert "Error: cam.indices [100000] are outside the test set (0..449)" in log
-    assert planned_jobs(ws) == Counter({"eigen_cam": 1, "plot_cam": 1, "all": 1})
+    assert planned_jobs(ws) == Counter({"eigen_cam": 1, "plot_figure": 1, "all": 1})
 
 
 def test_retries_rerun_a_job_that_failed_once(tmp_path):

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from mcmikd.config import parse_setting
 from mcmikd.io import read_json, write_text
 
 # --------------------------------------------------------------------------------------------- collection
 def _student_row(path: str, experiment: str) -> dict:
     r = read_json(path)
     teacher = r.get("teacher") or {}
-    setting = parse_setting(Path(path).parent.name)
+    setting = r.get("setting") or {}  # the data setting the job ran with (few-shot fraction, omitted classes, ...)
     hp = r.get("provenance", {}).get("config", {}).get("hp", {})
     row = {
         "experiment": experiment, "role": "student", "file": path,
@@ -27,7 +26,7 @@ def _student_row(path: str, experiment: str) -> dict:
         "teacher_variant": teacher.get("variant", "none"), "student": r["student"], "method": r["method"],
         "setting": Path(path).parent.name, "fraction": setting.get("fraction", 1.0),
         "omitted": ".".join(str(c) for c in setting.get("omitted", [])),
-        "temperature": setting.get("temperature", hp.get("temperature")),
+        "temperature": hp.get("temperature"), "hp": json.dumps(hp, sort_keys=True),
         "seed": r["seed"], "status": r.get("status", "ok"), "reason": r.get("reason"),
     }
     if row["status"] in ("ok", "diverged"):

@@ -345,18 +345,22 @@ class Grid:
         return {"temperatures": self.cmi_temperatures(), "runtime": self.runtime()}
 
     def setting_owner(self, setting: str):
-        """The experiment that owns a student setting's prefix ('frac', 'omit', 'T'); None for 'full'."""
-        if setting == "full":
-            return None
-        prefix = re.match(r"^[A-Za-z]+", setting)[0]
-        return next((e for e in self.experiments.values() if e.has_students and e.setting_prefix == prefix), None)
+        """The experiment that owns a student setting's prefix ('frac', 'omit', 'T', ...); None for 'full'."""
+        prefix, _ = split_setting(setting)
+        return next((e for e in self.experiments.values() if e.has_students and e.setting_prefix == prefix
+                     and prefix is not None), None)
+
+    def setting_pattern(self) -> str:
+        """Regular expression of every student setting the enabled experiments produce (a wildcard constraint)."""
+        prefixes = sorted({e.setting_prefix for e in self.experiments.values() if e.has_students and e.setting_prefix})
+        return "|".join(["full", *(f"{re.escape(p)}[0-9][0-9.e+-]*" for p in prefixes)])
 
     def student_params(self, run: StudentRun) -> dict:
         hp = self.method_hp(run.method)
-        setting = parse_setting(run.setting)
+        setting: dict = {}
         owner = self.setting_owner(run.setting)
         if owner is not None:
-            setting, overrides = owner.setting_params(setting)
+            setting, overrides = owner.setting_params(owner.parse_setting(split_setting(run.setting)[1]))
             hp.update(overrides)
         teacher = None
         if run.t_arch != NO_TEACHER:
@@ -400,21 +404,12 @@ def _excluded(rules: list[dict], method: str, pair: dict) -> bool:
                for rule in rules)
 
 
-_SETTING = re.compile(r"^(full|frac(?P<frac>[0-9.e-]+)|omit(?P<omit>[0-9]+(\.[0-9]+)*)|T(?P<temp>[0-9.e-]+))$")
-
-
-def parse_setting(text: str) -> dict:
-    """'full' -> {}, 'frac0.1' -> {'fraction': 0.1}, 'omit3.8' -> {'omitted': [3, 8]}, 'T2' -> {'temperature': 2.0}."""
-    m = _SETTING.match(text)
-    if not m:
-        raise ConfigError(f"unknown student setting '{text}'")
-    if m["frac"]:
-        return {"fraction": float(m["frac"])}
-    if m["omit"]:
-        return {"omitted": [int(c) for c in m["omit"].split(".")]}
-    if m["temp"]:
-        return {"temperature": float(m["temp"])}
-    return {}
+def split_setting(text: str) -> tuple[str | None, str]:
+    """'frac0.1' -> ('frac', '0.1'); 'full' -> (None, ''). The prefix names the experiment kind that owns it."""
+    m = re.match(r"^([A-Za-z]+)([0-9][0-9.e+-]*)$", text)
+    if text == "full" or not m:
+        return None, ""
+    return m[1], m[2]
 
 
 def load_grid(config: dict, schema_path: str | Path) -> Grid:

@@ -100,6 +100,10 @@ class Experiment:
         """The student settings (result folder names) of its runs."""
         return ["full"]
 
+    def parse_setting(self, value: str) -> dict:
+        """The part of a setting after `setting_prefix` ('0.1' of 'frac0.1') as a dict."""
+        return {}
+
     def setting_params(self, parsed: dict) -> tuple[dict, dict]:
         """(data setting, method hyper-parameter overrides) of a student whose setting this kind owns."""
         return parsed, {}

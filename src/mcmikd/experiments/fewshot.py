@@ -33,6 +33,9 @@ class FewShot(Experiment):
         "an epoch still has N samples, so each subset image is revisited ≈ 1/f times. Accuracy of students distilled "
         "from each compared teacher, mean ± std over seeds, and the gain Δ over the reference (first) teacher.")
 
+    def parse_setting(self, value: str) -> dict:
+        return {"fraction": float(value)}
+
     def settings(self) -> list[str]:
         from mcmikd.config import fmt_num
 

@@ -27,6 +27,9 @@ class Temperature(Experiment):
     def methods(self) -> list[str]:
         return ["kd"]
 
+    def parse_setting(self, value: str) -> dict:
+        return {"temperature": float(value)}
+
     def settings(self) -> list[str]:
         from mcmikd.config import fmt_num
 

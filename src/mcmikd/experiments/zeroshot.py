@@ -51,6 +51,9 @@ class ZeroShot(Experiment):
             if len(omitted) >= num_classes:
                 raise ConfigError(f"config key '{where}.omitted[{i}]': cannot omit every class")
 
+    def parse_setting(self, value: str) -> dict:
+        return {"omitted": [int(c) for c in value.split(".")]}
+
     def settings(self) -> list[str]:
         return ["omit" + ".".join(str(c) for c in sorted(set(o))) for o in self.body["omitted"]]
 

@@ -44,7 +44,9 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     if keep_best:
         module.load_checkpoint_state(result.best_state)
     chosen = result.best if keep_best else result.last
-    reason = result.stopped_early
+    reason = result.stopped_early  # e.g. "diverged: non-finite training loss (neg_cmi = -inf) in epoch 3"
+    if reason and start_acc is not None:
+        reason = f"{reason}; {cls.collapse_advice(params['hp'])}"
     if start_acc is not None and reason is None and not chosen["test_acc"] >= params["collapse_ratio"] * start_acc:
         reason = (f"test accuracy {chosen['test_acc']:.2f}% is below {params['collapse_ratio']:g} × the "
                   f"{cls.start_from} teacher's {start_acc:.2f}%; {cls.collapse_advice(params['hp'])}")

@@ -1,0 +1,73 @@
+"""The README's worked examples of a new teacher objective and a new experiment kind, taken from the README itself,
+added to a private copy of the workflow (one file and one registry line each) and run on the tiny config."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from test_workflow import Workspace, copy_workflow, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """(first comment line, code) of every python block in the README that starts with a path comment."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n# ([^\n]+)\n(.*?)```", text, flags=re.S)
+    return [(head, code) for head, code in blocks if "src/mcmikd/" in head]
+
+
+def apply_readme_examples(repo) -> list[str]:
+    """Write the README's new files and registry lines into `repo`; returns the files touched."""
+    touched = []
+    for head, code in readme_blocks():
+        if head.startswith("one line in "):
+            path = repo / head.removeprefix("one line in ")
+            text = path.read_text()
+            start = text.index(": dict[str, str] = {")
+            end = text.index("\n}\n", start)
+            path.write_text(text[:end + 1] + code.rstrip("\n") + "\n" + text[end + 1:])
+        else:
+            path = repo / head
+            assert not path.exists(), f"{head} should be a new file"
+            path.write_text(code)
+        touched.append(head)
+    return touched
+
+
+def test_the_readme_examples_are_one_file_and_one_registry_line_each(tmp_path):
+    touched = apply_readme_examples(copy_workflow(tmp_path / "repo"))
+    assert touched == ["src/mcmikd/teachers/label_smoothing.py", "one line in src/mcmikd/teachers/__init__.py",
+                       "src/mcmikd/experiments/kd_weight.py", "one line in src/mcmikd/experiments/__init__.py"]
+
+
+def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
+    ws = Workspace(work=tmp_path / "work", repo=copy_workflow(tmp_path / "repo"))
+    ws.work.mkdir()
+    apply_readme_examples(ws.repo)
+
+    def mutate(c):
+        c["teachers"]["objectives"] = ["mll", "mcmi", "label_smoothing"]
+        c["teachers"]["hp"]["label_smoothing"] = {"smoothing": 0.2}
+        c["students"]["seeds"] = [0]
+        exps = c["experiments"]
+        exps["main"]["methods"] = ["kd"]
+        for name in ("fewshot", "zeroshot", "temperature", "cam"):
+            exps[name]["enabled"] = False
+        exps["kd_weight"] = {"pair": {"teacher": "resnet8", "student": "resnet8"}, "alphas": [0.5],
+                             "objectives": ["mll", "label_smoothing"]}
+
+    write_config(ws, mutate)
+    snakemake(ws)
+    res = ws.work / "results" / "tiny"
+    assert (res / "teachers" / "resnet8" / "label_smoothing-0.2" / "metrics.json").exists()
+    main = (res / "tables" / "main.md").read_text()
+    assert "| Teacher acc. (LS) |" in main and "| KD + LS teacher |" in main
+    kd_weight = pd.read_csv(res / "tables" / "kd_weight.csv")
+    assert set(kd_weight["teacher_objective"]) == {"mll", "label_smoothing"} and set(kd_weight["alpha"]) == {0.5}
+    assert (kd_weight["n"] == 1).all()
+    assert "| α | KD, MLL | KD, LS | KD, Δ |" in (res / "tables" / "kd_weight.md").read_text()
+    student = next((res / "students" / "resnet8" / "label_smoothing-0.2").rglob("alpha0.5/seed0.json"))
+    assert '"alpha": 0.5' in student.read_text() and '"gamma": 0.5' in student.read_text()
