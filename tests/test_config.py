@@ -36,7 +36,7 @@ def test_default_config_is_valid_and_plans_every_experiment(load):
     (lambda c: c["experiments"]["fewshot"].update(hp={"mcmi": {"centroids": "ema"}}),
      "config key 'experiments.fewshot.hp.mcmi': ['centroids'] can only be set in teachers.hp.mcmi"),
     (lambda c: c["experiments"].update(fig2={"pairs": []}),
-     "config key 'experiments.fig2': unknown experiment kind; choose one of: main, fewshot"),
+     "config key 'experiments.fig2': unknown experiment kind 'fig2'; choose one of: main, fewshot"),
     (lambda c: c["experiments"]["zeroshot"].update(omited=[[3]]),
      "config key 'experiments.zeroshot': unknown key(s) ['omited']"),
     (lambda c: c["experiments"]["main"]["pairs"].append({"teacher": "resnet1000", "student": "resnet8"}),

@@ -156,12 +156,10 @@ def check_config(config: dict) -> None:
 
 
 def _objective(name: str, key: str):
-    from mcmikd.teachers import OBJECTIVES, get_objective
+    from mcmikd.registry import lookup
+    from mcmikd.teachers import OBJECTIVES
 
-    if name not in OBJECTIVES:
-        raise ConfigError(f"config key '{key}': unknown teacher objective '{name}'; choose one of: "
-                          f"{', '.join(OBJECTIVES)}")
-    return get_objective(name)
+    return lookup(OBJECTIVES, name, "teacher objective", key=key)
 
 
 # --------------------------------------------------------------------------------------------- the grid

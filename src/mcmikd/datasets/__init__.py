@@ -10,7 +10,6 @@ uses the existing keys of the config's `dataset:` block).
 from __future__ import annotations
 
 import functools
-import importlib
 from pathlib import Path
 
 DATASETS: dict[str, str] = {
@@ -27,12 +26,9 @@ def dataset_names() -> list[str]:
 
 def get_dataset(name: str):
     """The `DatasetSpec` subclass registered under `name`. Raises a one-line ConfigError for an unknown name."""
-    if name not in DATASETS:
-        from mcmikd.errors import ConfigError
+    from mcmikd.registry import lookup
 
-        raise ConfigError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    module, cls = DATASETS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(DATASETS, name, "dataset")
 
 
 def num_classes(ds_config: dict) -> int | None:

@@ -6,7 +6,6 @@ Snakefile validates the config at parse time). A new method is one file in `meth
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 METHODS: dict[str, str] = {
@@ -36,12 +35,9 @@ def method_names() -> list[str]:
 
 def get_method(name: str):
     """The Distiller class registered under `name`."""
-    if name not in METHODS:
-        from mcmikd.errors import ConfigError
+    from mcmikd.registry import lookup
 
-        raise ConfigError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(METHODS, name, "method")
 
 
 def method_source_files(name: str) -> tuple[str, ...]:

@@ -8,8 +8,6 @@ file in this folder plus one line here (see README, "Adding an experiment kind")
 
 from __future__ import annotations
 
-import importlib
-
 EXPERIMENTS: dict[str, str] = {
     "main": "mcmikd.experiments.main:Main",
     "fewshot": "mcmikd.experiments.fewshot:FewShot",
@@ -21,10 +19,6 @@ EXPERIMENTS: dict[str, str] = {
 
 def get_experiment(name: str):
     """The `Experiment` class registered under `name`; ConfigError (one line) for an unknown name."""
-    if name not in EXPERIMENTS:
-        from mcmikd.errors import ConfigError
+    from mcmikd.registry import lookup
 
-        raise ConfigError(f"config key 'experiments.{name}': unknown experiment kind; choose one of: "
-                          f"{', '.join(EXPERIMENTS)}")
-    module, cls = EXPERIMENTS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(EXPERIMENTS, name, "experiment kind", key=f"experiments.{name}")

@@ -13,7 +13,6 @@ Three names describe a teacher, and they are kept apart everywhere:
 
 from __future__ import annotations
 
-import importlib
 
 OBJECTIVES: dict[str, str] = {
     "mll": "mcmikd.teachers.mll:MLL",
@@ -32,9 +31,6 @@ FINETUNING_CAPTION = (
 
 def get_objective(name: str):
     """The `TeacherObjective` class registered under `name`; ConfigError (one line) for an unknown name."""
-    if name not in OBJECTIVES:
-        from mcmikd.errors import ConfigError
+    from mcmikd.registry import lookup
 
-        raise ConfigError(f"unknown teacher objective '{name}'; choose one of: {', '.join(OBJECTIVES)}")
-    module, cls = OBJECTIVES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(OBJECTIVES, name, "teacher objective")
