@@ -34,7 +34,7 @@ wildcard_constraints:
     arch=_alternatives(GRID.teachers),
     variant=_alternatives(GRID.variant_names(False) + GRID.variant_names(True)),
     t_arch=r"[A-Za-z0-9_]+",
-    t_variant="none|" + _alternatives(GRID.variant_names(False) + GRID.variant_names(True)),
+    t_variant=f"none|{_alternatives(GRID.variant_names(False) + GRID.variant_names(True))}",
     student=r"[A-Za-z0-9_]+",
     method=r"[a-z0-9_]+",
     setting=GRID.setting_pattern(),
@@ -53,7 +53,7 @@ SRC = Path(workflow.basedir) / "src"
 
 
 def job_code(script, select=None):
-    """Code inputs of the rule running workflow/scripts/<script>.py: a list, or, when `select(wildcards)` names
+    """Code inputs of the jobs that run workflow/scripts/<script>.py. A list, or, when `select(wildcards)` names
     the registry entries ("module:attr" strings: a model, a method, a teacher objective, a figure's drawing
     function) the job's wildcards choose, an input function adding those modules' closures."""
     entries = (str(Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py"),)
