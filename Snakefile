@@ -36,3 +36,7 @@ rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+# last: its checks need every rule defined
+include: "rules/checks.smk"

@@ -81,8 +81,12 @@ def res(rule, key, fallback):
 
     `cpus_per_task` becomes the rule's `threads:` (torch's thread count in the job, and what the SLURM plugin
     requests as --cpus-per-task, for GPU jobs too); `gpu` becomes --gpus on SLURM."""
+    RESOURCE_RULES.add(rule)
     table = config.get("resources", {})
     return table.get(rule, {}).get(key, table.get("default", {}).get(key, fallback))
+
+
+RESOURCE_RULES = set()  # rules that read the `resources` section (rules/checks.smk refuses any other name there)
 
 
 THREADS = config["runtime"]["threads"]

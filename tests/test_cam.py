@@ -81,3 +81,26 @@ def test_upsample_keeps_range_and_size():
     maps = eigen_cam(torch.relu(torch.randn(3, 8, 4, 4)))
     up = upsample(maps, (16, 16))
     assert up.shape == (3, 16, 16) and up.min() >= 0 and up.max() <= 1
+
+
+def test_every_models_cam_layer_is_checked_on_the_meta_device(load):
+    """`auto` is a 4-D map of every architecture at CIFAR size; a layer a model lacks, or one without a spatial map,
+    is one line naming the key, the layer, the model and valid layers (before any job, no memory used)."""
+    import pytest
+
+    from mcmikd.checks import check_cam_layers
+    from mcmikd.errors import ConfigError
+    from mcmikd.models import MODELS
+
+    grid = load(lambda c: c["experiments"]["cam"].update(teachers=list(MODELS)))
+    assert check_cam_layers(grid, 100, 3, 32) == len(MODELS)
+    assert check_cam_layers(load(lambda c: c["experiments"]["cam"].update(layer="layer2")), 10, 1, 32) == 1
+    for layer, problem in [("layer9", "resnet20 has no layer 'layer9'"),
+                           ("fc", "layer 'fc' of resnet20 gives no (N, C, H, W) map larger than 1×1"),
+                           ("layer3.0.conv", "resnet20 has no layer 'layer3.0.conv'")]:
+        with pytest.raises(ConfigError) as info:
+            check_cam_layers(load(lambda c: c["experiments"]["cam"].update(layer=layer)), 10, 1, 32)
+        message = str(info.value)
+        assert message.startswith(f"config key 'experiments.cam.layer': {problem}; use 'auto' (= layer3) or another "
+                                  f"layer of resnet20, e.g. ")
+        assert "e.g. layer3, " in message and "\n" not in message

@@ -75,5 +75,5 @@ def test_a_plugin_is_validated_like_the_built_in_methods(plugin, load):
         return mutate
 
     assert check_methods(load(use({"beta": 2})), 10, 1, 16) >= 2
-    with pytest.raises(ConfigError, match=r"methods.logit_mse: unknown key\(s\) \['betta'\]"):
+    with pytest.raises(ConfigError, match=r"config key 'methods.logit_mse': unknown key\(s\) \['betta'\]"):
         check_methods(load(use({"betta": 2})), 10, 1, 16)

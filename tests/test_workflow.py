@@ -140,21 +140,63 @@ def test_changing_one_experiment_setting_reruns_only_its_students_and_aggregates
         write_config(work)
 
 
-def test_bad_config_stops_before_any_job_with_one_line(tmp_path):
-    write_config(tmp_path, lambda c: c["experiments"]["main"].update(methods=["kd", "kdd"]))
-    out = snakemake(tmp_path, check=False)
+def _fsp_across_architectures(c):
+    c["experiments"]["main"].update(methods=["fsp"], pairs=[{"teacher": "resnet8", "student": "MobileNetV2"}])
+
+
+# Each bad config: the mutation of tests/tiny.yaml and the start of its one error line. The first ones are refused
+# while the Snakefile is parsed, the last ones by the torch-needing pre-flight (onstart, or before a dry run).
+BAD_CONFIGS = {
+    "unknown method": (lambda c: c["experiments"]["main"].update(methods=["kd", "kdd"]),
+                       "config key 'experiments.main.methods[1]': unknown method 'kdd'; choose one of: "),
+    "empty list": (lambda c: c["experiments"]["main"].update(methods=[]),
+                   "config key 'experiments.main.methods': [] should be non-empty; list at least one entry"),
+    "misspelt resources rule": (lambda c: c.update(resources={"train_techer": {"mem_mb": 100}}),
+                                "config key 'resources.train_techer': no rule is named 'train_techer'; use one of: "
+                                "default, eigen_cam, finetune_teacher, "),
+    "resources of a rule without any": (lambda c: c.update(resources={"make_table": {"mem_mb": 100}}),
+                                        "config key 'resources.make_table': 'make_table' takes no resources"),
+    "name leaving results/": (lambda c: c.update(name=".."), "config key 'name': '..' is not allowed; "),
+    "dataset root outside": (lambda c: c.update(dataset={"name": "cifar10", "root": "../elsewhere"}),
+                             "config key 'dataset.root': '../elsewhere' leads outside the project folder"),
+    "method hyper-parameter typo": (lambda c: c["methods"]["kd"].update(tempreature=4),
+                                    "config key 'methods.kd': unknown key(s) ['tempreature'] for method 'kd'; known: "),
+    "FSP across architectures": (_fsp_across_architectures,
+                                 "config key 'experiments.main.pairs[0]': method 'fsp' cannot distil resnet8 → "
+                                 "MobileNetV2: fsp needs feature maps with the same channels"),
+    "CAM layer the model lacks": (lambda c: c["experiments"]["cam"].update(layer="layer9"),
+                                  "config key 'experiments.cam.layer': resnet8 has no layer 'layer9'; use 'auto' "
+                                  "(= layer3) or another layer of resnet8, e.g. layer3, "),
+    "CAM layer without a map": (lambda c: c["experiments"]["cam"].update(layer="fc"),
+                                "config key 'experiments.cam.layer': layer 'fc' of resnet8 gives no (N, C, H, W) map"),
+}
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path, case, dry_run):
+    """A dry run refuses exactly what the run refuses, with the same single line, and neither starts a job."""
+    mutate, expected = BAD_CONFIGS[case]
+    write_config(tmp_path, mutate)
+    out = snakemake(tmp_path, *(["-n"] if dry_run else []), check=False)
     assert out.returncode != 0
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
-    assert lines == ["Error: config key 'experiments.main.methods[1]': unknown method 'kdd'; "
-                     "choose one of: " + lines[0].split("choose one of: ")[1]]
-    assert not (tmp_path / "results").exists()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {expected}"), out.stderr[-3000:]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
-def test_unknown_method_key_is_caught_before_training(tmp_path):
-    write_config(tmp_path, lambda c: c["methods"]["kd"].update(tempreature=4))
-    out = snakemake(tmp_path, check=False)
-    assert out.returncode != 0
-    assert "Error: method 'kd' for resnet8 → resnet8: methods.kd: unknown key(s) ['tempreature']" in out.stderr
+def test_a_dry_run_says_which_checks_it_skipped_without_the_data_folder(tmp_path):
+    write_config(tmp_path, lambda c: c.update(dataset={"name": "imagefolder", "root": "images", "image_size": 8}))
+    out = snakemake(tmp_path, "-n")
+    notes = [line for line in out.stderr.splitlines() if line.startswith("Note: dry run")]
+    assert notes == ["Note: dry run: data folder images not found, so the checks that need it were skipped (its "
+                     "contents and the class ids; networks built for 10 classes); a real run makes them before any "
+                     "job"]
+    assert "preflight: 3 teacher–student–method combinations and 1 CAM layers build" in out.stderr
+    run = snakemake(tmp_path, check=False)
+    assert [line for line in run.stderr.splitlines() if line.startswith("Error")] == [
+        "Error: image folder images/train not found; expected images/train/<class>/*.png and "
+        "images/val/<class>/*.png"]
     assert not (tmp_path / "results").exists()
 
 

@@ -18,6 +18,7 @@ Output layout (all under results/<name>/):
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,8 +34,22 @@ NO_TEACHER = "none"
 
 # --------------------------------------------------------------------------------------------- validation
 def _key_path(error) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    return ".".join(parts) if parts else "(top level)"
+    key = ""
+    for part in error.absolute_path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+# what to do about a schema error of each kind (the schema's own message says what is wrong)
+_SCHEMA_FIXES = {
+    "minItems": "list at least one entry (or switch an experiment off with enabled: false)",
+    "uniqueItems": "remove the repeated entries",
+    "type": "see config/README.md for the key's type",
+    "minimum": "raise the value",
+    "exclusiveMinimum": "raise the value",
+    "maximum": "lower the value",
+    "exclusiveMaximum": "lower the value",
+}
 
 
 def validate_config(config: dict, schema_path: str | Path) -> dict:
@@ -72,7 +87,11 @@ def validate_block(instance: dict, schema: dict, prefix: str = "") -> dict:
             raise ConfigError(f"config key '{key}': {error.message}; see config/README.md")
         if error.validator == "enum":
             raise ConfigError(f"config key '{key}': {error.instance!r} is not allowed; use one of {error.validator_value}")
-        raise ConfigError(f"config key '{key}': {error.message}")
+        if error.validator == "pattern":
+            raise ConfigError(f"config key '{key}': {error.instance!r} is not allowed; "
+                              f"{error.schema.get('description', 'see config/README.md')}")
+        fix = _SCHEMA_FIXES.get(error.validator, "see config/README.md")
+        raise ConfigError(f"config key '{key}': {error.message}; {fix}")
     return instance
 
 
@@ -111,8 +130,9 @@ def _check_dataset(ds: dict):
 def check_config(config: dict) -> None:
     """Rules the schema cannot express; experiment blocks against their kind's schema. Raises a one-line
     ConfigError."""
-    from mcmikd.experiments import get_experiment
+    from mcmikd.experiments import EXPERIMENTS, get_experiment
 
+    _check_finite(config, "")
     for name in config["methods"]:
         _check_method(name, f"methods.{name}")
     teachers = config["teachers"]
@@ -153,6 +173,18 @@ def check_config(config: dict) -> None:
             _check_method(method, f"{where}.methods[{i}]")
         for i, rule in enumerate(body.get("exclude", [])):
             _check_method(rule["method"], f"{where}.exclude[{i}].method")
+    if not any(body.get("enabled", True) for body in config["experiments"].values()):
+        raise ConfigError(f"config key 'experiments': no experiment is enabled, so nothing would run; enable one "
+                          f"of: {', '.join(EXPERIMENTS)}")
+
+
+def _check_finite(value, key: str) -> None:
+    """Numbers become folder names (temperatures, fractions, λ) and loop bounds: `.inf` and `.nan` are refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}': {value!r} is not a finite number; give a finite value")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        _check_finite(v, f"{key}[{k}]" if isinstance(k, int) else (f"{key}.{k}" if key else str(k)))
 
 
 def _objective(name: str, key: str):

@@ -117,6 +117,10 @@ class CifarSpec(DatasetSpec):
         return cls.size
 
     @classmethod
+    def data_folder(cls, ds: dict) -> str:
+        return str(cls.path(ds["root"]))
+
+    @classmethod
     def check(cls, ds: dict) -> None:
         folder = cls.path(ds["root"])
         if not folder.is_dir() and not ds.get("download"):

@@ -53,6 +53,12 @@ class DatasetSpec:
         """Check the data are where the config says (before any job runs); one-line DataError if not."""
 
     @classmethod
+    def data_folder(cls, ds: dict) -> str | None:
+        """The folder the data are read from (a dry run without it skips the checks that need it); None for
+        bundled data."""
+        return None
+
+    @classmethod
     def shape(cls, ds: dict) -> tuple[int, int, int]:
         """(num_classes, in_channels, image_size) without loading the data. DataError when the class count
         needs data that are missing."""

@@ -155,6 +155,10 @@ class ImageFolder(DatasetSpec):
         return sum(len(image_files(train_dir / c)) for c in class_folders(train_dir))
 
     @classmethod
+    def data_folder(cls, ds: dict) -> str:
+        return str(ds["root"])
+
+    @classmethod
     def check(cls, ds: dict) -> None:
         scan(ds["root"])
 
