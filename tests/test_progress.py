@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mcmikd import progress
+from mcmikd import jobprogress, progress
 from mcmikd.data import DatasetTensors
 from mcmikd.engine import Recipe, ResumeFile, Runtime, TrainStream, evaluate, fit
 
@@ -23,7 +23,7 @@ CPU = Runtime(device=torch.device("cpu"), channels_last=False, precision="fp32",
 @pytest.fixture(autouse=True)
 def _no_recording():
     yield
-    progress.record_to(None)
+    jobprogress.record_to(None)
 
 
 class Linear(torch.nn.Module):
@@ -76,17 +76,17 @@ def _numbers(result):
 def test_fit_writes_progress_each_epoch_and_computes_exactly_what_it_did_without(tmp_path, monkeypatch):
     path = tmp_path / "logs" / "job.progress.json"
     seen = []
-    real_write = progress._write
+    real_write = jobprogress._write
 
     def spy(**fields):
         real_write(**fields)
-        if progress.active():
+        if jobprogress.active():
             seen.append(json.loads(path.read_text()))
 
-    monkeypatch.setattr(progress, "_write", spy)
+    monkeypatch.setattr(jobprogress, "_write", spy)
     plain = _fit(init_epochs=2)
     assert seen == [] and not path.parent.exists()  # nothing recorded unless a job asked for it
-    progress.record_to(path)
+    jobprogress.record_to(path)
     recorded = _fit(init_epochs=2)
     assert _numbers(recorded) == _numbers(plain)  # the same arithmetic and random draws, to the bit
     assert recorded.last["confusion"] == plain.last["confusion"]
@@ -105,20 +105,20 @@ def test_fit_writes_progress_each_epoch_and_computes_exactly_what_it_did_without
 def test_a_resumed_fit_starts_its_progress_where_the_checkpoint_is(tmp_path, monkeypatch):
     resume = tmp_path / ".job.resume.pt"
     path = tmp_path / "job.progress.json"
-    progress.record_to(path)
-    real = progress.epoch_done
+    jobprogress.record_to(path)
+    real = jobprogress.epoch_done
 
     def dying(phase, epoch, *args, **kwargs):
         real(phase, epoch, *args, **kwargs)
         if epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(progress, "epoch_done", dying)
+    monkeypatch.setattr(jobprogress, "epoch_done", dying)
     with pytest.raises(KeyboardInterrupt):
         _fit(epochs=4, resume=resume)
-    monkeypatch.setattr(progress, "epoch_done", real)
+    monkeypatch.setattr(jobprogress, "epoch_done", real)
     started = []
-    monkeypatch.setattr(progress, "started", lambda *a, **k: started.append((a, k)))
+    monkeypatch.setattr(jobprogress, "started", lambda *a, **k: started.append((a, k)))
     _fit(epochs=4, resume=resume)
     (phase, done, epochs), fields = started[0]
     assert (phase, done, epochs) == ("main", 2, 4) and fields["test_acc"] is not None
@@ -127,7 +127,7 @@ def test_a_resumed_fit_starts_its_progress_where_the_checkpoint_is(tmp_path, mon
 def test_a_progress_file_that_cannot_be_written_is_reported_once_and_training_goes_on(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    progress.record_to(blocker / "sub" / "job.progress.json")  # its folder cannot be made: a file is in the way
+    jobprogress.record_to(blocker / "sub" / "job.progress.json")  # its folder cannot be made: a file is in the way
     result = _fit(epochs=2)
     assert len(result.history) == 2
     err = capsys.readouterr().err

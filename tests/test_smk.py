@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mcmikd import progress
+from mcmikd import jobprogress as progress
 from mcmikd.errors import ConfigError
 from mcmikd.smk import INTERRUPTED, run_job
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from mcmikd import progress
+from mcmikd import jobprogress as progress
 from mcmikd.augment import Normalizer, random_crop_flip
 from mcmikd.cmi import conditional_mutual_information
 from mcmikd.data import DatasetTensors

@@ -20,7 +20,7 @@ INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 def run_job(snakemake, func, **kwargs) -> None:
     """Send stdout/stderr to the job's log (its progress file beside it: `mcmikd.progress`), call `func(**kwargs)`,
     and turn a user error or an interruption into one clear line."""
-    from mcmikd import progress
+    from mcmikd import jobprogress as progress
     from mcmikd.errors import McmiError
 
     log_path = snakemake.log[0] if snakemake.log else None
