@@ -1,10 +1,11 @@
-"""The MCMI-gain summary of a main table, on numbers worked out by hand."""
+"""Cell formatting (one seed shows n = 1, not ± 0.00) and the MCMI-gain summary of a main table, on numbers worked
+out by hand."""
 
 import math
 
 import pandas as pd
 
-from mcmikd.aggregate import gain_summary
+from mcmikd.aggregate import cell, fmt, gain_summary, show, to_latex
 
 
 def _row(pair, method, kind, mean, std, n=3):
@@ -25,3 +26,19 @@ def test_gain_summary_counts_gains_and_resolved_differences():
                                            "Δ < −2 s.e.": 0}
     assert summary.loc["CRD"].to_dict() == {"Teacher": "mcmi − mll", "pairs": 1, "mean Δ": "-2.00", "Δ > 0": 0, "Δ > +2 s.e.": 0,
                                             "Δ < −2 s.e.": 1}
+
+
+def _runs(*accs, status="ok"):
+    return pd.DataFrame([{"best_acc": a, "status": status, "reason": None} for a in accs])
+
+
+def test_a_single_seed_cell_says_n_1_instead_of_a_zero_spread():
+    assert show(cell(_runs(89.56), "best")) == "89.56 (n = 1)"
+    assert show(cell(_runs(89.56, 89.56), "best")) == "89.56 ± 0.00"  # two seeds that agree: a real zero spread
+    assert show(cell(_runs(89.0, 90.0), "best")) == "89.50 ± 0.71"
+    # a diverged second seed leaves one finished run: that cell too is n = 1
+    assert show(cell(pd.concat([_runs(91.25), _runs(None, status="diverged")]), "best")) == "91.25 (n = 1)"
+    assert show(cell(_runs(None, status="diverged"), "best")) == "diverged"
+    assert fmt(1.5, 0.0, n=1) == "1.50 (n = 1)" and fmt(1.5, 0.25, n=2) == "1.50 ± 0.25" and fmt(1.5) == "1.50"
+    assert fmt(math.nan, math.nan, n=0) == "–"
+    assert "89.56 (n = 1)" in to_latex(pd.DataFrame({"KD": [show(cell(_runs(89.56), "best"))]}))

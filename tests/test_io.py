@@ -39,3 +39,40 @@ def test_objects_json_cannot_serialise_are_still_refused(tmp_path):
     with pytest.raises(TypeError, match="cannot serialise object"):
         write_json(tmp_path / "x.json", {"x": object()})
     assert not (tmp_path / "x.json").exists()
+
+
+# Tests run as root, where a chmod-ed read-only folder still accepts writes; the file system's refusal is
+# simulated by making the call that would fail (creating the temporary file, or renaming it) raise as it would.
+@pytest.mark.parametrize("call", ["mkstemp", "replace"])
+def test_a_refused_write_is_one_line_naming_the_file_and_the_folder(tmp_path, monkeypatch, call):
+    import os
+    import tempfile
+
+    from mcmikd.errors import McmiError, OutputError
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile if call == "mkstemp" else os, call, refuse)
+    out = tmp_path / "results" / "m.json"
+    with pytest.raises(OutputError) as info:
+        write_json(out, {"a": 1})
+    assert isinstance(info.value, McmiError) and isinstance(info.value, OSError)
+    assert str(info.value) == (f"cannot write {out} (Permission denied); make {out.parent} writable or choose "
+                               f"another name")
+    assert "\n" not in str(info.value) and not out.exists()
+    assert not list(out.parent.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_a_folder_that_cannot_be_made_is_named_by_its_nearest_existing_parent(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from mcmikd.errors import OutputError
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path}/a/b/m.json \\(Read-only file system\\); "
+                                          f"make {tmp_path} writable"):
+        write_json(tmp_path / "a" / "b" / "m.json", {})

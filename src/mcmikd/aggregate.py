@@ -91,9 +91,12 @@ def mean_std(values) -> tuple[float, float, int]:
     return mean, std, len(vals)
 
 
-def fmt(mean: float, std: float | None = None, digits: int = 2) -> str:
+def fmt(mean: float, std: float | None = None, digits: int = 2, n: int | None = None) -> str:
+    """`mean`, or `mean ± std`; with `n` = 1 (one seed: no spread to show) `mean (n = 1)` instead of '± 0.00'."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
+    if n == 1:
+        return f"{mean:.{digits}f} (n = 1)"
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -171,7 +174,7 @@ def _with_failures(result: dict, frame: pd.DataFrame) -> dict:
 def show(c: dict) -> str:
     if c["n"] == 0 and c["skipped"]:
         return "diverged" if c.get("failure") == "diverged" else "collapsed teacher"
-    return fmt(c["mean"], c["std"])
+    return fmt(c["mean"], c["std"], n=c["n"])
 
 
 def pair_label(teacher: str, student: str) -> str:

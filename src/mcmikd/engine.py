@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from mcmikd import jobprogress as progress
 from mcmikd.augment import Normalizer, random_crop_flip
 from mcmikd.cmi import conditional_mutual_information
 from mcmikd.data import DatasetTensors
@@ -416,6 +417,9 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
                      "best_state": best_state, "stopped": stopped,
                      "next_phase": next_phase, "next_epoch": next_epoch})
 
+    progress.started(phase, start_epoch - 1, init.epochs if phase == "init" else recipe.epochs,
+                     later=recipe.epochs if phase == "init" else 0, test_acc=(last or {}).get("test_acc"),
+                     best_acc=(best or {}).get("test_acc"), stopped=stopped)
     if phase == "init":
         for epoch in range(start_epoch, init.epochs + 1):
             t0 = time.perf_counter()
@@ -431,6 +435,8 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
                 best = last = {**record, "per_class_acc": ev.per_class_acc, "confusion": ev.confusion}
                 log(f"stopping early: {stopped}")
             history.append({**record, "seconds": time.perf_counter() - t0})
+            progress.epoch_done("init", epoch, init.epochs, history[-1]["seconds"],
+                                later=recipe.epochs, stopped=stopped)
             if epoch == init.epochs or stopped:
                 phase, start_epoch = "main", 1
                 checkpoint("main", 1)
@@ -464,6 +470,8 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
         elif epoch_hook is not None:
             stopped = epoch_hook(record)
         checkpoint("main", epoch + 1)
+        progress.epoch_done("main", epoch, recipe.epochs, record["seconds"], test_acc=ev.acc,
+                            best_acc=best["test_acc"], stopped=stopped)
         if stopped:
             log(f"stopping early: {stopped}")
             break

@@ -11,3 +11,7 @@ class ConfigError(McmiError, ValueError):
 
 class DataError(McmiError, OSError):
     """A dataset folder or file is missing or corrupt."""
+
+
+class OutputError(McmiError, OSError):
+    """An output file cannot be written (read-only or full file system, missing permission)."""

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from mcmikd.errors import McmiError, OutputError
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -23,20 +25,35 @@ os.umask(_UMASK)
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` in one rename.
 
-    A job killed half-way leaves only a hidden `.tmp` file, never a file that looks complete.
+    A job killed half-way leaves only a hidden `.tmp` file, never a file that looks complete. A file system that
+    refuses the write (read-only `results/`, no permission, disk full) raises `OutputError`, a one-line user error
+    naming the file and the folder to fix, instead of a traceback.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results should be as readable as any other
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results should be as readable as any other
         yield tmp_path
         os.replace(tmp_path, path)
+    except McmiError:
+        raise
+    except OSError as err:
+        raise OutputError(_cannot_write(path, err)) from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _cannot_write(path: Path, err: OSError) -> str:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the folder that refused to hold a new one
+        folder = folder.parent
+    return (f"cannot write {path} ({err.strerror or type(err).__name__}); make {folder} writable or choose another "
+            f"name")
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
