@@ -11,3 +11,12 @@ class ConfigError(McmiError, ValueError):
 
 class DataError(McmiError, OSError):
     """A dataset folder or file is missing or corrupt."""
+
+
+class DamagedFileError(McmiError, OSError):
+    """A file the workflow wrote does not match the record written with it, or is not valid JSON."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's span several), or its type's name."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
