@@ -3,6 +3,7 @@
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +126,13 @@ def test_forced_files_join_the_settings_snakemake_sets_after_parsing():
     already = FakeWorkflow(dag_settings=FakeSettings())  # settings given before parsing are extended at once
     force_rerun(already, ["a.pt"])
     assert already.dag_settings.forcerun == {"a.pt"}
+
+
+def test_no_job_imports_the_parse_time_repair():
+    """Editing mcmikd/repair.py (run at parse time only) reruns no job; the records' code (mcmikd/io.py) is in all."""
+    from conftest import ROOT
+    from mcmikd.codedeps import code_inputs
+
+    for script in (ROOT / "workflow" / "scripts").glob("[a-z]*.py"):
+        files = {Path(f).name for f in code_inputs(str(script), base=ROOT / "src")}
+        assert "repair.py" not in files and "io.py" in files, script.name
