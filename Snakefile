@@ -24,6 +24,9 @@ pathvars:
 report: "workflow/report/workflow.rst"
 
 
+include: "rules/integrity.smk"
+
+
 include: "rules/data.smk"
 include: "rules/teachers.smk"
 include: "rules/students.smk"

@@ -56,7 +56,11 @@ def snakemake(ws, *args: str, check: bool = True) -> subprocess.CompletedProcess
 def planned_jobs(ws, *args: str) -> Counter:
     """Jobs a dry run would execute, per rule (parsed from Snakemake's job stats table)."""
     out = snakemake(ws, "-n", *args)
-    text = out.stdout + out.stderr
+    return job_stats(out.stdout + out.stderr)
+
+
+def job_stats(text: str) -> Counter:
+    """The jobs per rule in Snakemake's output `text` (its job stats table; empty when nothing is to be done)."""
     if "Nothing to be done" in text:
         return Counter()
     stats = text.split("Job stats:", 1)[1]

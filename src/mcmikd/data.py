@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from mcmikd.errors import DataError
+from mcmikd.errors import DataError, first_line
 
 
 @dataclass
@@ -52,12 +52,15 @@ class DatasetTensors:
 
     @classmethod
     def from_file(cls, path) -> "DatasetTensors":
+        from mcmikd.io import damaged_error, verify_file
+
+        verify_file(path)
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise DataError(f"prepared dataset {path} is missing; rerun the workflow to rebuild it") from None
         except Exception as exc:
-            raise DataError(f"prepared dataset {path} is unreadable ({exc}); delete it and rerun") from None
+            raise damaged_error(path, f"unreadable: {first_line(exc)}") from None
         payload["mean"], payload["std"] = tuple(payload["mean"]), tuple(payload["std"])
         return cls(**payload)
 

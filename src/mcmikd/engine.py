@@ -302,7 +302,7 @@ class ResumeFile:
             return
         from mcmikd.io import torch_save
 
-        torch_save({**state, "fingerprint": self.fingerprint}, self.path)
+        torch_save({**state, "fingerprint": self.fingerprint}, self.path, record=False)  # checked by its fingerprint
 
     def clear(self) -> None:
         if self.path is not None and self.path.exists():

@@ -15,3 +15,12 @@ class DataError(McmiError, OSError):
 
 class OutputError(McmiError, OSError):
     """An output file cannot be written (read-only or full file system, missing permission)."""
+
+
+class DamagedFileError(McmiError, OSError):
+    """A file the workflow wrote does not match the record written with it, or is not valid JSON."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's span several), or its type's name."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -1,7 +1,8 @@
-"""Atomic file output, JSON helpers and run provenance."""
+"""Atomic file output, JSON helpers, content records of intermediate files, and run provenance."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -66,7 +67,12 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """A result file; one that is not valid JSON (truncated, overwritten) is a `DamagedFileError`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise damaged_error(path, f"not valid JSON: {reason}") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -74,11 +80,92 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def torch_save(obj: Any, path: str | os.PathLike) -> None:
+def torch_save(obj: Any, path: str | os.PathLike, record: bool = True) -> None:
+    """`torch.save` atomically; with `record`, also the file's content record (see `write_record`)."""
     import torch
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+        if record:
+            write_record(path, tmp)
+
+
+# ----------------------------------------------------------------------------------------------- content records
+# Every binary intermediate a job writes and later jobs read (the prepared data, each teacher's model, the
+# Eigen-CAM maps) gets a record beside it, `.<name>.sha256`: JSON with the file's sha256 and size. It is a
+# sidecar, not embedded, so the file stays a plain torch file and its size can be checked with one `stat`,
+# without opening it (no mtime: Snakemake touches every output after its job). The record is written
+# (atomically) before the file is renamed into place: a job killed between the two leaves a record that does not
+# match, which reads as damaged and reruns the job, never a wrong file that looks verified. A file without a
+# record (written before records existed) is not checked.
+def record_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.sha256")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_record(path: str | os.PathLike, written: str | os.PathLike | None = None) -> None:
+    """Record the content of `path`, or of `written`: the finished temporary file about to become `path`."""
+    source = Path(written if written is not None else path)
+    record = {"file": Path(path).name, "sha256": sha256_file(source), "size": source.stat().st_size}
+    with atomic_path(record_path(path)) as tmp:
+        tmp.write_text(json.dumps(record) + "\n")
+
+
+def read_record(path: str | os.PathLike) -> dict | None:
+    """The record of `path` (None when it has none); an unreadable record is a `DamagedFileError`."""
+    rec_path = record_path(path)
+    try:
+        record = json.loads(rec_path.read_text())
+        if not isinstance(record.get("sha256"), str) or not isinstance(record.get("size"), int):
+            raise ValueError("no sha256 and size")
+        return record
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise damaged_error(path, f"its record {rec_path} is unreadable ({exc})") from None
+
+
+def check_record(path: str | os.PathLike, record: dict, full: bool = True) -> str | None:
+    """Why `path` does not match `record` (None when it does): a missing file, another size, or, with `full`,
+    another sha256."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return f"missing, but {record_path(path).name} records that it was written"
+    if stat.st_size != record["size"]:
+        return f"{stat.st_size} bytes, {record['size']} when written"
+    if full and sha256_file(path) != record["sha256"]:
+        return "its sha256 is not the one recorded when it was written"
+    return None
+
+
+def verify_file(path: str | os.PathLike) -> None:
+    """Raise a one-line `DamagedFileError` when `path` does not match its record (full sha256)."""
+    record = read_record(path)
+    if record is not None and (reason := check_record(path, record)):
+        raise damaged_error(path, reason)
+
+
+def repair_command(path: str | os.PathLike) -> str:
+    """The command that rebuilds `path` and reruns every job reading it (paths are relative to the working
+    directory, as the jobs see them)."""
+    return f"snakemake --forcerun {path}"
+
+
+def damaged_error(path: str | os.PathLike, reason: str):
+    """The one-line error for a damaged `path`, with the command that repairs it."""
+    from mcmikd.errors import DamagedFileError
+
+    return DamagedFileError(f"{path} is damaged ({reason}); repair it with `{repair_command(path)}` plus the "
+                            f"options you ran the workflow with (--configfile, --profile)")
 
 
 def strict_json(value: Any) -> Any:

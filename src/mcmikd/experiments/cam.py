@@ -65,8 +65,10 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str, per
     from matplotlib.figure import Figure as MplFigure
 
     from mcmikd import plots
+    from mcmikd.io import verify_file
 
     with plots.theme():
+        verify_file(inputs[0])
         cam = torch.load(inputs[0], map_location="cpu", weights_only=True)
         images, labels = np.asarray(cam["images"]), np.asarray(cam["labels"]).tolist()
         names = list(cam.get("class_names") or [])

@@ -9,8 +9,8 @@ import torch
 
 from mcmikd.data import DatasetTensors
 from mcmikd.engine import ResumeFile, Runtime, TrainStream, evaluate, fingerprint, fit, Recipe
-from mcmikd.errors import ConfigError
-from mcmikd.io import provenance, torch_save, write_json
+from mcmikd.errors import first_line
+from mcmikd.io import damaged_error, provenance, torch_save, verify_file, write_json
 from mcmikd.models import create_model
 
 
@@ -21,10 +21,11 @@ def save_model(model, path, **meta) -> None:
 
 
 def load_model(path, runtime: Runtime):
+    verify_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"model file {path} is unreadable ({exc}); delete it and rerun its job") from None
+        raise damaged_error(path, f"unreadable: {first_line(exc)}") from None
     model = create_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"])
     model.load_state_dict(ckpt["state_dict"])
     return runtime.prepare(model).eval(), ckpt

@@ -1,0 +1,115 @@
+"""Damaged intermediate files are found before any job runs and repaired by rerunning exactly the job that wrote
+them and the jobs that read them; nothing else is rerun or deleted, and the advice a reading job prints repairs.
+
+One finished small run (the main experiment, KD only, one seed: 15 jobs) serves every test; each test puts back
+what it damaged or repairs it for real, so the next one starts from a finished run again."""
+
+import os
+import re
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from test_checkout import small_grid
+from test_integrity import flip_byte_keep_mtime, truncate
+from test_workflow import Workspace, job_stats, planned_jobs, snakemake, write_config
+
+from mcmikd.io import verify_file
+
+pytestmark = pytest.mark.slow
+RES = Path("results/tiny")
+DATA = RES / "data.pt"
+TEACHERS = RES / "teachers/resnet8"
+AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_figure": 2, "all": 1}  # main table, its figure, fine-tuning
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    ws = Workspace(work=tmp_path_factory.mktemp("damaged"))
+    write_config(ws, small_grid)
+    snakemake(ws)
+    return ws
+
+
+def teacher_dir(ws, objective: str) -> Path:
+    """The results folder of the one teacher of an objective (its variant name holds its hyper-parameters)."""
+    (found,) = [p.relative_to(ws.work) for p in (ws.work / TEACHERS).iterdir() if p.name.split("-")[0] == objective]
+    return found
+
+
+def result_mtimes(ws) -> dict[str, int]:
+    return {str(p.relative_to(ws.work)): p.stat().st_mtime_ns for p in (ws.work / RES).rglob("*")
+            if p.is_file() and not p.name.startswith(".")}
+
+
+@contextmanager
+def damaged(path: Path, damage):
+    """`damage(path)` for the duration of the block; the file's bytes and times are put back after."""
+    saved, stat = path.read_bytes(), path.stat()
+    try:
+        damage(path)
+        yield
+    finally:
+        path.write_bytes(saved)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_truncated_data_file_reruns_it_and_everything_that_reads_it(run):
+    with damaged(run.work / DATA, truncate):
+        out = snakemake(run, "-n")  # the dry run shows it too
+    assert f"Warning: {DATA} is damaged (100 bytes, " in out.stderr
+    assert job_stats(out.stdout + out.stderr) == Counter({"prepare_data": 1, "train_teacher": 1,
+                                                          "finetune_teacher": 2, "measure_cmi": 3,
+                                                          "train_student": 4, **AGGREGATES})
+
+
+@pytest.mark.parametrize("damage", [truncate, Path.unlink], ids=["truncated", "deleted"])
+def test_a_damaged_mll_teacher_reruns_it_the_teachers_fine_tuned_from_it_and_their_students(run, damage):
+    model = run.work / teacher_dir(run, "mll") / "model.pt"
+    with damaged(model, damage):
+        # every teacher starts from the MLL one; only the CE-only student, which has no teacher, is kept
+        assert planned_jobs(run) == Counter({"train_teacher": 1, "finetune_teacher": 2, "measure_cmi": 3,
+                                             "train_student": 3, **AGGREGATES})
+
+
+def test_a_damaged_mcmi_teacher_is_repaired_for_real_and_nothing_else_is_rerun(run):
+    mcmi = teacher_dir(run, "mcmi")
+    assert planned_jobs(run) == Counter()
+    before = result_mtimes(run)
+    truncate(run.work / mcmi / "model.pt")
+    assert planned_jobs(run) == Counter({"finetune_teacher": 1, "measure_cmi": 1, "train_student": 1, **AGGREGATES})
+    out = snakemake(run)
+    assert f"Warning: {mcmi / 'model.pt'} is damaged" in out.stderr
+    verify_file(run.work / mcmi / "model.pt")
+    after = result_mtimes(run)
+    assert set(after) == set(before)  # nothing lost
+    rewritten = {path for path in after if after[path] != before[path]}
+    student = f"{RES}/students/resnet8/{mcmi.name}/resnet8/kd/full/seed0.json"
+    assert rewritten == {f"{mcmi}/model.pt", f"{mcmi}/metrics.json", f"{mcmi}/cmi.json", student,
+                         f"{RES}/runs/main.csv", *(f"{RES}/tables/main.{ext}" for ext in ("csv", "md", "tex")),
+                         *(f"{RES}/figures/{fig}.{ext}" for fig in ("main_delta", "teachers_finetuning")
+                           for ext in ("png", "pdf"))}
+    assert planned_jobs(run) == Counter()  # a run after the repair is a no-op
+
+
+def test_the_advice_a_reading_job_prints_repairs_the_file(run, monkeypatch):
+    """A damage the parse-time check cannot see (same size and mtime; no parse-time hashing) is found by the job
+    that reads the file; the command in its one-line error rebuilds the file and everything that reads it."""
+    monkeypatch.setenv("MCMIKD_PARSE_HASH_BUDGET", "0")
+    control = teacher_dir(run, "ce_finetune")
+    flip_byte_keep_mtime(run.work / control / "model.pt")
+    student = f"{RES}/students/resnet8/{control.name}/resnet8/kd/full/seed0.json"
+    assert planned_jobs(run) == Counter()  # invisible before a job reads it
+    failed = snakemake(run, "--forcerun", student, check=False)
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("Error: ") and "damaged" in line]
+    assert errors and errors[0].startswith(f"Error: {control / 'model.pt'} is damaged (its sha256 is not the one "
+                                           f"recorded when it was written); repair it with `snakemake --forcerun ")
+    command = re.search(r"repair it with `([^`]+)`", errors[0])[1].split()
+    assert command[0] == "snakemake"
+    snakemake(run, *command[1:])
+    verify_file(run.work / control / "model.pt")
+    assert (run.work / student).exists()
+    assert planned_jobs(run) == Counter()

@@ -1,0 +1,138 @@
+"""Content records of intermediate files: written with the file, checked by every reader, and found at parse time
+(mcmikd.repair) when a recorded file is missing or does not match. End to end: tests/test_damaged.py."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcmikd.data import DatasetTensors
+from mcmikd.errors import DamagedFileError
+from mcmikd.io import read_json, read_record, record_path, torch_save, verify_file, write_json
+from mcmikd.jobs.common import load_model, save_model
+from mcmikd.engine import Runtime
+from mcmikd.models import create_model
+from mcmikd.repair import damaged_files, force_rerun
+
+
+def truncate(path, keep=100):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def flip_byte_keep_mtime(path, at=None):
+    """Same size, same mtime, one byte different: what only a full sha256 sees."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if at is None else at
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def advice(path):
+    return f"repair it with `snakemake --forcerun {path}` plus the options you ran the workflow with"
+
+
+def test_torch_save_records_the_file_it_wrote(tmp_path):
+    path = tmp_path / "x.pt"
+    torch_save({"a": torch.arange(10)}, path)
+    record = read_record(path)
+    assert record_path(path).name == ".x.pt.sha256"
+    assert record["size"] == path.stat().st_size and len(record["sha256"]) == 64
+    verify_file(path)  # matches
+    assert damaged_files([str(path)]) == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.pt.sha256", "x.pt"]  # no temporary left
+
+
+def test_a_truncated_data_file_is_one_line_naming_it_and_the_repair(tmp_path):
+    path = tmp_path / "data.pt"
+    DatasetTensors("d", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.long),
+                   torch.zeros(1, 1, 4, 4, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), (0.5,), (0.5,),
+                   ["a"], False).to_file(path)
+    size = path.stat().st_size
+    truncate(path)
+    with pytest.raises(DamagedFileError) as err:
+        DatasetTensors.from_file(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message == f"{path} is damaged (100 bytes, {size} when written); {advice(path)} (--configfile, --profile)"
+
+
+def test_a_model_with_one_byte_changed_is_refused_by_its_reader(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(create_model("resnet8", 10, 1), path, num_classes=10, in_channels=1)
+    flip_byte_keep_mtime(path)
+    with pytest.raises(DamagedFileError, match=r"is damaged \(its sha256 is not the one recorded"):
+        load_model(path, Runtime.from_config({"device": "cpu", "threads": 1}))
+    # the parse-time check sees it only within its hashing budget (else it checks the size only)
+    assert list(damaged_files([str(path)])) == [str(path)]
+    assert damaged_files([str(path)], hash_budget=path.stat().st_size - 1) == {}
+
+
+def test_an_unrecorded_unreadable_file_gets_the_same_advice(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(DamagedFileError, match=r"is damaged \(unreadable: .*\); repair it with `snakemake"):
+        load_model(path, Runtime.from_config({"device": "cpu", "threads": 1}))
+    assert damaged_files([str(path)]) == {}  # no record, nothing to compare at parse time
+
+
+def test_missing_recorded_files_and_bad_records_are_damaged(tmp_path):
+    kept, gone, bad = (tmp_path / f"{n}.pt" for n in ("kept", "gone", "bad"))
+    for path in (kept, gone, bad):
+        torch_save([1, 2, 3], path)
+    gone.unlink()
+    record_path(bad).write_text("{")
+    found = damaged_files([str(kept), str(gone), str(bad), str(tmp_path / "never-written.pt")])
+    assert set(found) == {str(gone), str(bad)}
+    assert found[str(gone)] == "missing, but .gone.pt.sha256 records that it was written"
+    assert found[str(bad)].startswith(f"its record {record_path(bad)} is unreadable")
+
+
+def test_truncated_json_is_one_line_naming_it_and_the_repair(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"model_acc": 97.5, "history": [1, 2, 3]})
+    truncate(path, keep=20)
+    with pytest.raises(DamagedFileError) as err:
+        read_json(path)
+    assert str(err.value).startswith(f"{path} is damaged (not valid JSON: ") and advice(path) in str(err.value)
+
+
+def test_resume_checkpoints_have_no_record(tmp_path):
+    torch_save({"epoch": 1}, tmp_path / ".seed0.resume.pt", record=False)
+    assert read_record(tmp_path / ".seed0.resume.pt") is None
+
+
+@dataclass
+class FakeSettings:
+    forcerun: frozenset = frozenset()
+
+
+@dataclass
+class FakeWorkflow:
+    dag_settings: FakeSettings | None = None
+    other: list = field(default_factory=list)
+
+
+def test_forced_files_join_the_settings_snakemake_sets_after_parsing():
+    workflow = FakeWorkflow()
+    force_rerun(workflow, ["results/x/data.pt"])
+    assert isinstance(workflow, FakeWorkflow) and type(workflow).__name__ == "FakeWorkflow"
+    workflow.dag_settings = FakeSettings(forcerun=frozenset({"train_teacher"}))  # as snakemake.api.DAGApi does
+    assert workflow.dag_settings.forcerun == {"train_teacher", "results/x/data.pt"}
+    already = FakeWorkflow(dag_settings=FakeSettings())  # settings given before parsing are extended at once
+    force_rerun(already, ["a.pt"])
+    assert already.dag_settings.forcerun == {"a.pt"}
+
+
+def test_no_job_imports_the_parse_time_repair():
+    """Editing mcmikd/repair.py (run at parse time only) reruns no job; the records' code (mcmikd/io.py) is in all."""
+    from conftest import ROOT
+    from mcmikd.codedeps import code_inputs
+
+    for script in (ROOT / "workflow" / "scripts").glob("[a-z]*.py"):
+        files = {Path(f).name for f in code_inputs(str(script), base=ROOT / "src")}
+        assert "repair.py" not in files and "io.py" in files, script.name
