@@ -38,7 +38,7 @@ def test_sigkilled_job_resumes_to_identical_metrics(tmp_path):
 
     # run the same job again from scratch and kill the whole process tree (Snakemake and the job) mid-training
     cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-           str(tmp_path / "config.yaml"), "--cores", "1", "--forcerun", TARGET]
+           str(tmp_path / "config.yaml"), "--cores", "1", "--forcerun", TARGET, "--", TARGET]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while not resume.exists() and time.time() < deadline and proc.poll() is None:
