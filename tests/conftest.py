@@ -1,4 +1,5 @@
 import copy
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,43 @@ def assert_tiny_outputs_exist(results: Path) -> None:
                 "cam_resnet8"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+
+
+MARK = "marker: mcmikd from the project copy"
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def small_grid(c):
+    """The tiny config's main experiment only (every job kind but CAM and the other experiments' students)."""
+    c["students"]["seeds"] = [0]
+    c["experiments"]["main"]["methods"] = ["kd"]
+    for name in ("fewshot", "zeroshot", "temperature", "cam"):
+        c["experiments"][name]["enabled"] = False
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory):
+    """A finished tiny run in its own project directory (work dir == workflow dir), run with the original
+    checkout's package first on PYTHONPATH (as an editable install of a second clone would be). Shared by the
+    checkout and damaged-file tests (which work on a `cp -a` copy of it)."""
+    from test_workflow import Workspace, copy_workflow, snakemake, write_config
+
+    base = tmp_path_factory.mktemp("project")
+    proj = copy_workflow(base / "proj")
+    pkg = proj / "src" / "mcmikd"
+    # parse time imports mcmikd.config, onstart imports mcmikd.checks: both say which file they came from
+    append(pkg / "config.py", f'\nimport sys as _sys\nprint("{MARK} (parse)", __file__, file=_sys.stderr)\n')
+    append(pkg / "checks.py", f'\nimport sys as _sys\nprint("{MARK} (preflight)", __file__, file=_sys.stderr)\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=proj, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=proj, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=proj, check=True)
+    write_config(proj, small_grid)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", str(ROOT / "src"))  # the foreign mcmikd, ahead of everything else
+        out = snakemake(Workspace(work=proj, repo=proj))
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
+    return proj, out.stdout + out.stderr, commit

@@ -1,20 +1,21 @@
 """Damaged intermediate files are found before any job runs and repaired by rerunning exactly the job that wrote
 them and the jobs that read them; nothing else is rerun or deleted, and the advice a reading job prints repairs.
 
-One finished small run (the main experiment, KD only, one seed: 15 jobs) serves every test; each test puts back
+One finished small run (the main experiment, KD only, one seed: 15 jobs; a copy of `conftest.small_project`) serves
+every test; each test puts back
 what it damaged or repairs it for real, so the next one starts from a finished run again."""
 
 import os
 import re
+import subprocess
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from test_checkout import small_grid
 from test_integrity import flip_byte_keep_mtime, truncate
-from test_workflow import Workspace, job_stats, planned_jobs, snakemake, write_config
+from test_workflow import Workspace, job_stats, planned_jobs, snakemake
 
 from mcmikd.io import verify_file
 
@@ -26,10 +27,12 @@ AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_figure": 2, "all": 1}  #
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    ws = Workspace(work=tmp_path_factory.mktemp("damaged"))
-    write_config(ws, small_grid)
-    snakemake(ws)
+def run(small_project, tmp_path_factory):
+    """A `cp -a` copy of the shared finished small project (a copied project is up to date: test_checkout)."""
+    proj = tmp_path_factory.mktemp("damaged") / "proj"
+    subprocess.run(["cp", "-a", str(small_project[0]), str(proj)], check=True)
+    ws = Workspace(work=proj, repo=proj)
+    assert planned_jobs(ws) == Counter()
     return ws
 
 
