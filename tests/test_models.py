@@ -272,3 +272,36 @@ def test_unknown_model_lists_the_known_names():
     with pytest.raises(ConfigError, match="unknown model 'resnet9'") as err:
         create_model("resnet9", 10)
     assert all(name in str(err.value) for name in MODELS)
+
+
+@pytest.mark.parametrize("size_in, size_out", [((8, 8), (1, 1)), ((8, 8), (4, 4)), ((7, 5), (3, 2)), ((4, 4), (4, 4))])
+def test_the_deterministic_cuda_pooling_computes_pytorchs_adaptive_average(size_in, size_out):
+    """On CUDA with deterministic algorithms on, adaptive average pooling runs as matrix products (PyTorch's CUDA
+    backward of it has no deterministic version); here, on the CPU, that path must give PyTorch's values and
+    gradients, for bins that divide evenly and for those that overlap."""
+    import torch.nn.functional as F
+
+    from mcmikd.models.base import matrix_avg_pool
+
+    x = torch.randn(2, 3, *size_in, dtype=torch.float64, requires_grad=True)
+    ours = matrix_avg_pool(x, *size_out)
+    ref = F.adaptive_avg_pool2d(x, size_out)
+    assert torch.allclose(ours, ref, atol=1e-12)
+    weights = torch.randn_like(ref)
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), x)
+    assert torch.allclose(g_ours, g_ref, atol=1e-12)
+
+
+def test_pooling_on_the_cpu_is_pytorchs_own_kernel():
+    """CPU results stay bit for bit what they were: off CUDA, `adaptive_avg_pool` is F.adaptive_avg_pool2d."""
+    import torch.nn.functional as F
+
+    from mcmikd.models.base import adaptive_avg_pool
+
+    x = torch.randn(2, 5, 7, 7)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.equal(adaptive_avg_pool(x, 1), F.adaptive_avg_pool2d(x, 1))
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -58,6 +58,13 @@ class Runtime:
         channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
         deterministic = bool(cfg.get("deterministic", True))
         if device.type == "cuda":
+            if deterministic:
+                # cuBLAS needs a fixed workspace to be deterministic (CUDA ≥ 10.2); it must be set before the first
+                # cuBLAS call of the process, which comes later (models are built after this)
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            # PyTorch's deterministic kernels where they exist, an error where none does (the project avoids those:
+            # models.base.adaptive_avg_pool); index_add_ (class centroids) has a deterministic CUDA version
+            torch.use_deterministic_algorithms(deterministic)
             torch.backends.cudnn.benchmark = not deterministic
             torch.backends.cudnn.deterministic = deterministic
             torch.backends.cuda.matmul.allow_tf32 = not deterministic

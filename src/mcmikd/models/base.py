@@ -122,3 +122,44 @@ class ThreeStageNet(ClassifierNet):
         f3, p3 = run_stage(self.layer3, f2)
         pooled, logits = self._head(f3)
         return Features([f0, f1, f2, f3], [f0, p1, p2, p3], pooled, logits)
+
+
+# --------------------------------------------------------------------------------------------- pooling
+def _pool_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(size_out, size_in) averaging weights of adaptive pooling: row i averages inputs ⌊i·in/out⌋ .. ⌈(i+1)·in/out⌉−1
+    (PyTorch's adaptive-pooling bins)."""
+    rows = torch.zeros(size_out, size_in, dtype=like.dtype, device=like.device)
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+        rows[i, start:end] = 1.0 / (end - start)
+    return rows
+
+
+def adaptive_avg_pool(x: torch.Tensor, size) -> torch.Tensor:
+    """`F.adaptive_avg_pool2d(x, size)` for (N, C, H, W) maps, with a backward pass that is deterministic on CUDA.
+
+    PyTorch's CUDA kernel for the adaptive average pooling backward has no deterministic version (with
+    `torch.use_deterministic_algorithms(True)` it raises). When deterministic algorithms are on and `x` lives on
+    a GPU, the same averages are computed as two small matrix products (bins as PyTorch defines them), whose
+    backward is deterministic; everywhere else — the CPU, or CUDA without the setting — PyTorch's own kernel runs,
+    so CPU results stay bit for bit what they were."""
+    out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
+    if not (x.is_cuda and torch.are_deterministic_algorithms_enabled()):
+        return F.adaptive_avg_pool2d(x, (out_h, out_w))
+    return matrix_avg_pool(x, out_h, out_w)
+
+
+def matrix_avg_pool(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Adaptive average pooling of (N, C, H, W) to (N, C, out_h, out_w) as rows · x · colsᵀ (deterministic backward
+    on every device)."""
+    rows = _pool_matrix(x.shape[-2], out_h, x)
+    cols = _pool_matrix(x.shape[-1], out_w, x)
+    return torch.einsum("oh,nchw,pw->ncop", rows, x, cols)
+
+
+class GlobalAvgPool(nn.Module):
+    """Global average pooling (N, C, H, W) → (N, C, 1, 1) with a deterministic CUDA backward (`adaptive_avg_pool`);
+    a drop-in for `nn.AdaptiveAvgPool2d(1)` (no parameters, so model files are unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return adaptive_avg_pool(x, 1)

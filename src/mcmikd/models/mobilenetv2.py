@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, init_weights
+from mcmikd.models.base import ClassifierNet, Features, GlobalAvgPool, init_weights
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
@@ -67,7 +67,7 @@ class MobileNetV2(ClassifierNet):
                 self.stage_channels.append(out)
         self.last_channel = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = conv_bn_relu(channels, self.last_channel, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
 
         self.embedding_dim = self.last_channel

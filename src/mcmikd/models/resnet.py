@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, init_weights, run_stage
+from mcmikd.models.base import ClassifierNet, Features, GlobalAvgPool, init_weights, run_stage
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -53,7 +53,7 @@ class CifarResNet(ClassifierNet):
         self.layer1 = self._stage(widths[0], widths[1], n, stride=1)
         self.layer2 = self._stage(widths[1], widths[2], n, stride=2)
         self.layer3 = self._stage(widths[2], widths[3], n, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(widths[3], num_classes)
 
         self.stage_channels = list(widths)

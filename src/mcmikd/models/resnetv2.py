@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, init_weights, run_stage
+from mcmikd.models.base import ClassifierNet, Features, GlobalAvgPool, init_weights, run_stage
 
 
 class Bottleneck(nn.Module):
@@ -54,7 +54,7 @@ class ResNet(ClassifierNet):
             stages.append(nn.Sequential(*units))
             self.stage_channels.append(in_planes)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()
         self.linear = nn.Linear(in_planes, num_classes)
 
         self.embedding_dim = in_planes

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ThreeStageNet, channel_shuffle
+from mcmikd.models.base import ThreeStageNet, adaptive_avg_pool, channel_shuffle
 
 __all__ = ["ShuffleNetV1", "ShuffleUnit", "channel_shuffle", "shufflev1"]
 
@@ -66,7 +66,7 @@ class ShuffleNetV1(ThreeStageNet):
         self.cam_layer = "layer3"
 
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        pooled = torch.flatten(adaptive_avg_pool(x, 1), 1)
         return pooled, self.linear(pooled)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ThreeStageNet, channel_shuffle
+from mcmikd.models.base import ThreeStageNet, adaptive_avg_pool, channel_shuffle
 
 
 class SplitUnit(nn.Module):
@@ -87,7 +87,7 @@ class ShuffleNetV2(ThreeStageNet):
 
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.relu2(self.bn2(self.conv2(x)))
-        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        pooled = torch.flatten(adaptive_avg_pool(x, 1), 1)
         return pooled, self.linear(pooled)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, init_weights
+from mcmikd.models.base import ClassifierNet, Features, GlobalAvgPool, init_weights
 
 _CONFIGS = {
     8: [[64], [128], [256], [512], [512]],
@@ -48,7 +48,7 @@ class VGG(ClassifierNet):
             VGGBlock(c, widths) for c, widths in zip(ins, cfg)
         )
         self.pool0, self.pool1, self.pool2, self.pool3 = (nn.MaxPool2d(kernel_size=2, stride=2) for _ in range(4))
-        self.pool4 = nn.AdaptiveAvgPool2d(1)
+        self.pool4 = GlobalAvgPool()
         self.classifier = nn.Linear(cfg[-1][-1], num_classes)
 
         self.stage_channels = [widths[-1] for widths in cfg]

@@ -8,10 +8,9 @@ Module names follow RepDistiller so that its checkpoints load with `load_state_d
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mcmikd.models.base import ClassifierNet, Features, init_weights
+from mcmikd.models.base import ClassifierNet, Features, adaptive_avg_pool, init_weights
 
 
 class WideBlock(nn.Module):
@@ -80,7 +79,7 @@ class WideResNet(ClassifierNet):
         init_weights(self, linear="zero_bias")
 
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        pooled = torch.flatten(adaptive_avg_pool(x, 1), 1)
         return pooled, self.fc(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcmikd.errors import ConfigError
+from mcmikd.models.base import adaptive_avg_pool
 
 
 # --------------------------------------------------------------------------------------------- numerics
@@ -35,9 +36,9 @@ def match_spatial(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, t
     """Average-pool the larger of two maps to the spatial size of the smaller (RepDistiller's rule, by height)."""
     s_h, t_h = f_s.shape[2], f_t.shape[2]
     if s_h > t_h:
-        f_s = F.adaptive_avg_pool2d(f_s, tuple(f_t.shape[2:]))
+        f_s = adaptive_avg_pool(f_s, tuple(f_t.shape[2:]))
     elif s_h < t_h:
-        f_t = F.adaptive_avg_pool2d(f_t, tuple(f_s.shape[2:]))
+        f_t = adaptive_avg_pool(f_t, tuple(f_s.shape[2:]))
     return f_s, f_t
 
 

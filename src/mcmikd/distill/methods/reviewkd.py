@@ -21,6 +21,7 @@ from torch import nn
 
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import floats, full_precision
+from mcmikd.models.base import adaptive_avg_pool
 
 
 # --kd-loss-weight of the official CIFAR-100 script, keyed by (teacher, student); 5.0 otherwise.
@@ -43,7 +44,7 @@ def hcl_loss(student_feats, teacher_feats) -> torch.Tensor:
             if size >= h:
                 continue
             weight /= 2.0
-            loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(f_s, size), F.adaptive_avg_pool2d(f_t, size))
+            loss = loss + weight * F.mse_loss(adaptive_avg_pool(f_s, size), adaptive_avg_pool(f_t, size))
             norm += weight
         total = total + loss / norm
     return total
