@@ -42,3 +42,31 @@ def test_a_single_seed_cell_says_n_1_instead_of_a_zero_spread():
     assert fmt(1.5, 0.0, n=1) == "1.50 (n = 1)" and fmt(1.5, 0.25, n=2) == "1.50 ± 0.25" and fmt(1.5) == "1.50"
     assert fmt(math.nan, math.nan, n=0) == "–"
     assert "89.56 (n = 1)" in to_latex(pd.DataFrame({"KD": [show(cell(_runs(89.56), "best"))]}))
+
+
+def test_the_papers_numbers_are_set_beside_ours_by_matching_table_rows(tmp_path):
+    from mcmikd.aggregate import write_table
+
+    runs = tmp_path / "runs.csv"
+    rows = [{"experiment": "main", "role": "teacher", "teacher_arch": "resnet56", "teacher_objective": "mll",
+             "teacher_variant": "mll", "teacher_label": "MLL", "status": "ok", "model_acc": 72.0, "cmi_T1": 0.1,
+             "omitted": "", "setting": "", "reason": None},
+            *[{"experiment": "main", "role": "student", "teacher_arch": "resnet56", "teacher_objective": "mll",
+               "teacher_variant": "mll", "student": "resnet20", "method": "kd", "seed": s, "status": "ok",
+               "best_acc": acc, "omitted": "", "setting": "full", "reason": None} for s, acc in ((0, 70.0), (1, 71.0))]]
+    pd.DataFrame(rows).to_csv(runs, index=False)
+    reference = {"entries": [{"pair": "resnet56 → resnet20", "row": "kd", "teacher_objective": "mll",
+                              "value": 70.66, "source": "RepDistiller"},
+                             {"pair": "resnet56 → resnet20", "row": "crd", "value": 71.16, "source": "RepDistiller"}],
+                 "notes": ["gains up to 3.32 %"], "differences": ["retrained teachers"]}
+    layout = {"pairs": [["resnet56", "resnet20"]], "methods": ["ce", "kd"], "objectives": ["mll"],
+              "labels": {"mll": "MLL"}, "colors": {"mll": "#000"}, "reference": reference}
+    out = {k: str(tmp_path / f"main.{k}") for k in ("csv", "md", "tex")}
+    write_table(str(runs), "main", layout, "best", out["csv"], out["md"], out["tex"])
+    numbers = pd.read_csv(out["csv"])
+    kd = numbers[(numbers["row"] == "kd")].iloc[0]
+    assert kd["mean"] == 70.5 and kd["paper"] == 70.66 and math.isclose(kd["ours_minus_paper"], -0.16)
+    md = open(out["md"]).read()
+    assert "| pair resnet56 → resnet20, row kd, teacher_objective mll | 70.66 | 70.50 | -0.16 | RepDistiller |" in md
+    assert "| pair resnet56 → resnet20, row crd | 71.16 | not run | – | RepDistiller |" in md
+    assert "* The paper: gains up to 3.32 %" in md and "* Differs from the paper: retrained teachers" in md

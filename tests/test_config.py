@@ -67,6 +67,10 @@ def test_default_config_is_valid_and_plans_every_experiment(load):
     (lambda c: c.update(name="."), "config key 'name': '.' is not allowed"),
     (lambda c: c.update(name="a/b"), "config key 'name': 'a/b' is not allowed"),
     (lambda c: c["experiments"]["cam"].update(classes=[10]), "config key 'experiments.cam.classes': class ids [10]"),
+    (lambda c: c.update(reference={"experiments": {"mainn": [{"row": "kd", "value": 70.0, "source": "x"}]}}),
+     "config key 'reference.experiments.mainn': the config has no experiment 'mainn'"),
+    (lambda c: c.update(reference={"experiments": {"main": [{"value": 70.0, "source": "x"}]}}),
+     "config key 'reference.experiments.main[0]': needs value, source and at least one column to match"),
     (lambda c: c["runtime"].update(device="gpu0"), "config key 'runtime.device'"),
     (lambda c: c.pop("students"), "'students' is a required property"),
 ])

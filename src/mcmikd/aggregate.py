@@ -217,10 +217,23 @@ def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_o
 
     kind = get_experiment(experiment)
     numbers, display = kind.table(read_runs(runs_csv), layout, metric)
-    write_text(csv_out, numbers.to_csv(index=False))
     caption = f"{kind.caption} ({metric}-epoch accuracy)."
-    write_text(md_out, to_markdown(display, caption))
-    write_text(tex_out, to_latex(display, caption))
+    md, tex = to_markdown(display, caption), to_latex(display, caption)
+    reference = layout.get("reference")
+    if reference:  # the paper's numbers beside ours (mcmikd.references)
+        from mcmikd.references import compare
+
+        if reference["entries"]:
+            numbers, rows = compare(numbers, reference["entries"])
+            title = f"The paper's numbers beside ours ({metric}-epoch accuracy)"
+            md += "\n" + to_markdown(pd.DataFrame(rows), title)
+            tex += "\n" + to_latex(pd.DataFrame(rows), title)
+        notes = [f"* The paper: {n}" for n in reference.get("notes", [])]
+        notes += [f"* Differs from the paper: {d}" for d in reference.get("differences", [])]
+        md += "\n" + "\n".join(notes) + "\n" if notes else ""
+    write_text(csv_out, numbers.to_csv(index=False))
+    write_text(md_out, md)
+    write_text(tex_out, tex)
     return display
 
 

@@ -147,6 +147,9 @@ def check_config(config: dict) -> None:
         cls.check_hp(hp, f"teachers.hp.{name}")
         for arch in (hp.get("lambda_per_teacher") or {}):
             _check_model(arch, f"teachers.hp.{name}.lambda_per_teacher.{arch}")
+    from mcmikd.references import check as check_references
+
+    check_references(config)
     for exp, body in config["experiments"].items():
         where = f"experiments.{exp}"
         kind = get_experiment(exp)

@@ -122,8 +122,14 @@ class Experiment:
         methods = self.methods()
         if self.ce_baseline:
             methods = ["ce"] + [m for m in methods if m != "ce"]
-        return {"pairs": [[p["teacher"], p["student"]] for p in self.pairs()], "methods": methods,
-                "objectives": objectives, "labels": labels, "colors": colors, **self.extra_layout()}
+        layout = {"pairs": [[p["teacher"], p["student"]] for p in self.pairs()], "methods": methods,
+                  "objectives": objectives, "labels": labels, "colors": colors, **self.extra_layout()}
+        reference = self.grid.config.get("reference") or {}
+        if reference:  # the paper's numbers for this experiment, its claims and our differences (mcmikd.references)
+            layout["reference"] = {"entries": list((reference.get("experiments") or {}).get(self.name) or []),
+                                   "notes": list(reference.get("notes") or []),
+                                   "differences": list(reference.get("differences") or [])}
+        return layout
 
     def extra_layout(self) -> dict:
         return {}
