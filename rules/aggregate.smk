@@ -39,7 +39,7 @@ rule make_table:
     params:
         metric=config["tables"]["metric"],
         layout=lambda wc: table_layout(wc.experiment),
-        note=lambda wc: GRID.experiments[wc.experiment].note,
+        note=lambda wc: GRID.experiments[wc.experiment].report_note(),
     log:
         "<logs>/make_table/{experiment}.log",
     conda:

@@ -70,3 +70,80 @@ def test_the_papers_numbers_are_set_beside_ours_by_matching_table_rows(tmp_path)
     assert "| pair resnet56 → resnet20, row kd, teacher_objective mll | 70.66 | 70.50 | -0.16 | RepDistiller |" in md
     assert "| pair resnet56 → resnet20, row crd | 71.16 | not run | – | RepDistiller |" in md
     assert "* The paper: gains up to 3.32 %" in md and "* Differs from the paper: retrained teachers" in md
+
+
+# ----------------------------------------------------------------------- Δ over the control, "CMI not raised"
+LAYOUT = {"pairs": [["resnet32", "resnet8"]], "methods": ["ce", "kd"], "objectives": ["mll", "mcmi", "ce_finetune"],
+          "labels": {"mll": "MLL", "mcmi": "MCMI", "ce_finetune": "CE-FT"}, "colors": {},
+          "controls": {"mcmi": "ce_finetune"}, "must_raise": {"mcmi": ["mll", "ce_finetune"]}}
+
+
+def _students(accs: dict) -> pd.DataFrame:
+    rows = []
+    for objective, values in accs.items():
+        rows += [{"role": "student", "method": "kd", "teacher_arch": "resnet32", "student": "resnet8",
+                  "teacher_objective": objective, "best_acc": a, "status": "ok", "reason": None} for a in values]
+    rows += [{"role": "student", "method": "ce", "teacher_arch": "none", "student": "resnet8",
+              "teacher_objective": "none", "best_acc": 70.0, "status": "ok", "reason": None}]
+    return pd.DataFrame(rows)
+
+
+def _teachers(cmi: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"role": "teacher", "teacher_arch": "resnet32", "teacher_objective": o, "teacher_label": o,
+                          "status": "ok", "model_acc": 90.0, "cmi_T1": v} for o, v in cmi.items()])
+
+
+ACCS = {"mll": [80.0, 82.0], "mcmi": [83.0, 83.0], "ce_finetune": [82.5, 83.5]}  # means 81, 83, 83
+
+
+def test_a_teacher_compared_with_its_control_gets_both_gains():
+    from mcmikd.aggregate import compare_cells
+
+    cells, rows = compare_cells(_students(ACCS), "kd", LAYOUT, "best")
+    assert cells["KD, Δ MCMI"] == "+2.00" and cells["KD, Δ CE-FT"] == "+2.00"
+    assert cells["KD, Δ MCMI vs CE-FT"] == "+0.00"  # the whole gain over MLL is the extra training
+    by = {r["teacher_objective"]: r for r in rows}
+    assert by["mcmi"]["delta"] == 2.0 and by["mcmi"]["delta_control"] == 0.0 and "delta_control" not in by["mll"]
+    without = {**LAYOUT, "objectives": ["mll", "mcmi"]}  # no control compared: no second gain
+    cells, rows = compare_cells(_students(ACCS), "kd", without, "best")
+    assert list(cells) == ["KD, MLL", "KD, MCMI", "KD, Δ"] and all("delta_control" not in r for r in rows)
+
+
+def test_the_main_table_cell_shows_both_gains_and_keeps_the_plain_form_without_a_control():
+    from mcmikd.experiments.main import Main
+
+    runs = pd.concat([_students(ACCS), _teachers({"mll": 0.10, "mcmi": 0.20, "ce_finetune": 0.15})])
+    numbers, display = Main.table(runs, LAYOUT, "best")
+    col = display.set_index("Top-1 % (best epoch)")["resnet32 → resnet8"]
+    assert col["KD + MCMI teacher"] == "83.00 ± 0.00 (+2.00 vs MLL, +0.00 vs CE-FT)"
+    assert col["KD + CE-FT teacher"] == "83.00 ± 0.71 (+2.00)" and col["KD"] == "81.00 ± 1.41"
+    mcmi = numbers[(numbers["row"] == "kd") & (numbers["teacher_objective"] == "mcmi")].iloc[0]
+    assert mcmi["delta"] == 2.0 and mcmi["delta_control"] == 0.0
+    _, display = Main.table(runs[runs["teacher_objective"] != "ce_finetune"],
+                            {**LAYOUT, "objectives": ["mll", "mcmi"]}, "best")
+    assert display.set_index("Top-1 % (best epoch)")["resnet32 → resnet8"]["KD + MCMI teacher"] == \
+        "83.00 ± 0.00 (+2.00)"
+    assert display.attrs["footnotes"] == []
+
+
+def test_an_mcmi_teacher_whose_cmi_is_not_above_its_control_is_marked_in_the_table_and_footnote():
+    from mcmikd.aggregate import NOT_RAISED, cmi_not_raised, to_markdown
+    from mcmikd.experiments.main import Main
+
+    assert cmi_not_raised(_teachers({"mll": 0.10, "mcmi": 0.20, "ce_finetune": 0.15}), LAYOUT) == {}
+    teachers = _teachers({"mll": 0.10, "mcmi": 0.15, "ce_finetune": 0.15})  # equal is not above
+    assert list(cmi_not_raised(teachers, LAYOUT)) == [("resnet32", "mcmi")]
+    assert "CE-FT 0.1500" in cmi_not_raised(teachers, LAYOUT)[("resnet32", "mcmi")]
+    assert "MLL" not in cmi_not_raised(teachers, LAYOUT)[("resnet32", "mcmi")].split("≤")[1]  # it beat MLL
+    numbers, display = Main.table(pd.concat([_students(ACCS), teachers]), LAYOUT, "best")
+    col = display.set_index("Top-1 % (best epoch)")["resnet32 → resnet8"]
+    assert col["Teacher CMI (MCMI)"] == "0.1500" + NOT_RAISED and col["Teacher acc. (MCMI)"].endswith(NOT_RAISED)
+    assert col["KD + MCMI teacher"] == f"83.00 ± 0.00{NOT_RAISED} (+2.00 vs MLL, +0.00 vs CE-FT)"
+    assert not col["KD + CE-FT teacher"].endswith(NOT_RAISED) and not col["Teacher CMI (MLL)"].endswith(NOT_RAISED)
+    assert numbers.groupby("teacher_objective")["cmi_not_raised"].any().to_dict() == {
+        "ce_finetune": False, "mcmi": True, "mll": False, "none": False}
+    md = to_markdown(display, "t")
+    assert md.rstrip().splitlines()[-1].startswith("† CMI not raised") and "0.1500" in md.splitlines()[-1]
+    assert r"\footnotesize † CMI not raised" in to_latex(display)
+    lower = _teachers({"mll": 0.16, "mcmi": 0.15})  # below its MLL teacher, no control in the runs table
+    assert "MLL 0.1600" in cmi_not_raised(lower, LAYOUT)[("resnet32", "mcmi")]

@@ -88,3 +88,20 @@ def test_mcmi_loss_rejects_negative_lambda():
 
     with pytest.raises(ValueError, match="lam must be >= 0"):
         mcmi_loss(torch.zeros(2, 2), torch.tensor([0, 1]), torch.full((2, 2), 0.5), -0.1)
+
+
+def test_the_frozen_centroid_kl_is_the_cmi_plus_the_drift():
+    """mean KL(P_x ‖ Q⁰_y) = CMI + Σ_y p(y)·KL(Q_y ‖ Q⁰_y) (../shared/SPEC.md §8), by hand on two classes."""
+    import pytest
+
+    from mcmikd.cmi import cmi_decomposition
+
+    probs = torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    labels = torch.tensor([0, 0, 1])
+    frozen = torch.tensor([[0.5, 0.5], [0.3, 0.7]])
+    d = cmi_decomposition(probs, labels, frozen)
+    kl = lambda p, q: sum(a * math.log(a / b) for a, b in zip(p, q))  # noqa: E731
+    cmi = (kl([0.8, 0.2], [0.7, 0.3]) + kl([0.6, 0.4], [0.7, 0.3])) / 3  # class 1's one sample is its centroid
+    drift = 2 / 3 * kl([0.7, 0.3], [0.5, 0.5])  # class 1's mean equals its frozen centroid
+    assert d["cmi"] == pytest.approx(cmi, rel=1e-5) and d["drift"] == pytest.approx(drift, rel=1e-5)
+    assert d["frozen_kl"] == pytest.approx(cmi + drift, rel=1e-5)

@@ -145,6 +145,96 @@ def test_the_control_teacher_is_the_mcmi_fine_tuning_with_lambda_zero(data_file,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_finetuning_logs_the_true_cmi_the_frozen_centroid_kl_and_the_drift(data_file, teacher, tmp_path):
+    """Every fine-tuning epoch records the teacher's CMI with fresh centroids beside the MCMI term's KL to its
+    frozen centroids, and frozen_kl = cmi + drift (../shared/SPEC.md §8); the last epoch's CMI is the one
+    measure_cmi reports for the saved model (clean training images, eval mode, T = 1)."""
+    m = _finetune(data_file, teacher, tmp_path / "mcmi", "mcmi", {"lambda": 0.5, "centroids": "eval"})
+    for record in m["history"]:
+        d = record["teacher"]
+        assert d["cmi"] > 0 and d["drift"] >= 0
+        assert d["drift"] == pytest.approx(d["frozen_kl"] - d["cmi"], abs=1e-5)
+    assert m["history"][-1]["teacher"]["drift"] > 1e-4  # the centroids really are stale after fine-tuning
+    measured = teacher_jobs.measure_cmi(data_file, str(tmp_path / "mcmi" / "model.pt"),
+                                        {"temperatures": [1.0], "runtime": RUNTIME}, str(tmp_path / "cmi.json"))
+    assert m["history"][-1]["teacher"]["cmi"] == pytest.approx(measured["train"]["cmi"]["1.0"], rel=1e-5)
+    control = _finetune(data_file, teacher, tmp_path / "control", "ce_finetune", {})
+    assert all(r["teacher"]["cmi"] > 0 and r["teacher"]["drift"] is None for r in control["history"])
+
+
+def test_the_teacher_diagnostics_change_nothing_in_training(data_file, teacher, tmp_path, monkeypatch):
+    from mcmikd.teachers.base import TeacherObjective
+
+    with_them = _finetune(data_file, teacher, tmp_path / "with", "mcmi", {"lambda": 0.5, "centroids": "eval"})
+    monkeypatch.setattr(TeacherObjective, "epoch_diagnostics", lambda self, module: {})
+    without = _finetune(data_file, teacher, tmp_path / "without", "mcmi", {"lambda": 0.5, "centroids": "eval"})
+    keys = ("train", "train_acc", "test_acc", "test_loss", "test_cmi")
+    assert [{k: r[k] for k in keys} for r in with_them["history"]] == [{k: r[k] for k in keys}
+                                                                         for r in without["history"]]
+    assert "teacher" not in without["history"][0]
+
+
+def test_per_epoch_centroids_are_recomputed_from_the_current_teacher(data_file, teacher, tmp_path):
+    """`per_epoch` centroids equal the frozen ones before fine-tuning and differ from them after an epoch: they are
+    the current teacher's class means (eval mode, clean images); the pass draws no random numbers and leaves
+    the model in the mode it found."""
+    from mcmikd.cmi import class_centroids
+    from mcmikd.engine import Runtime, TrainStream
+    from mcmikd.teachers.base import clean_train_probs
+    from mcmikd.teachers.mcmi import MCMI
+
+    runtime = Runtime.from_config(RUNTIME)
+    data = DatasetTensors.from_file(data_file)
+    model, _ = common.load_model(str(teacher / "model.pt"), runtime)
+    stream = TrainStream(data, runtime, padding=1)
+    objective = MCMI({"lambda": 0.5, "centroids": "per_epoch"})
+    objective.bind(stream, runtime, data.num_classes)
+    module = objective.build(model, objective.prepare(model, stream, runtime, data.num_classes, 0))
+    frozen = module.centroids.clone()
+    module.before_epoch(1)
+    assert torch.allclose(module.centroids, frozen)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.05)
+    module.train()
+    rng = torch.get_rng_state()
+    module.before_epoch(2)
+    assert module.training and model.training and torch.equal(torch.get_rng_state(), rng)
+    assert not torch.allclose(module.centroids, frozen, atol=1e-4)
+    probs, labels = clean_train_probs(model, stream, runtime)
+    assert torch.allclose(module.centroids, class_centroids(probs, labels, data.num_classes))
+    m = _finetune(data_file, teacher, tmp_path / "pe", "mcmi", {"lambda": 0.5, "centroids": "per_epoch"})
+    assert len(m["history"]) == 3 and all(r["teacher"]["drift"] >= 0 for r in m["history"])
+
+
+def test_the_official_centroid_pass_runs_in_train_mode_on_augmented_batches_of_64(data_file, teacher):
+    from mcmikd.engine import Runtime, TrainStream, make_generator
+    from mcmikd.teachers.mcmi import initial_centroids
+
+    runtime = Runtime.from_config(RUNTIME)
+    data = DatasetTensors.from_file(data_file)
+    model, _ = common.load_model(str(teacher / "model.pt"), runtime)
+    stream = TrainStream(data, runtime, padding=1)
+    sizes, real = [], stream.batches
+    stream.batches = lambda gen, size: (sizes.append(size), real(gen, size))[1]
+    q = initial_centroids(model, stream, runtime, data.num_classes, "train_augmented", make_generator(0, runtime.device))
+    assert sizes == [64] and model.training and torch.allclose(q.sum(1), torch.ones(data.num_classes))
+
+
+def test_measure_cmi_also_reports_the_cmi_on_augmented_training_images(data_file, teacher, tmp_path):
+    path, temps = str(teacher / "model.pt"), [1.0, 4.0]
+    clean = teacher_jobs.measure_cmi(data_file, path, {"temperatures": temps, "runtime": RUNTIME},
+                                     str(tmp_path / "a.json"))
+    for t in ("1.0", "4.0"):  # without augmentation the augmented pass sees the clean images (in another order)
+        assert clean["train_augmented"]["cmi"][t] == pytest.approx(clean["train"]["cmi"][t], rel=1e-5)
+    params = {"temperatures": temps, "runtime": RUNTIME, "augment": {"crop_padding": 2, "hflip": False}}
+    aug = teacher_jobs.measure_cmi(data_file, path, params, str(tmp_path / "b.json"))
+    again = teacher_jobs.measure_cmi(data_file, path, params, str(tmp_path / "c.json"))
+    assert aug["train"] == clean["train"] and aug["train_augmented"] == again["train_augmented"]
+    assert aug["train_augmented"]["cmi"]["1.0"] != pytest.approx(aug["train"]["cmi"]["1.0"], rel=1e-3)
+    assert json.loads((tmp_path / "b.json").read_text())["train_augmented"]["acc"] > 10
+
+
 def test_few_shot_and_zero_shot_students_see_what_they_should(data_file, teacher, tmp_path):
     few = _student(data_file, teacher, tmp_path, "few",
                    setting={"fraction": 0.1, "subset": "first_n", "epoch_length": "full"})

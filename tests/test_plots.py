@@ -102,6 +102,10 @@ def write_metrics(folder, collapsed=False, epochs=6):
             out.append({"phase": "main", "epoch": e, "lr": 0.01, "train": train, "train_acc": 99.0,
                         "test_acc": 96.0 - (40 * (e > 3) if collapsed else 0.2 * e), "test_loss": 0.2,
                         "test_cmi": 0.05 + 0.02 * e, "seconds": 1.0})
+            if kind == "mcmi":
+                out[-1]["teacher"] = {"cmi": 0.1 + 0.01 * e, "frozen_kl": 0.1 + 0.03 * e, "drift": 0.02 * e}
+            elif kind == "ce_finetune":
+                out[-1]["teacher"] = {"cmi": 0.1 + 0.005 * e, "frozen_kl": None, "drift": None}
         if collapsed and kind == "mcmi":
             out[-1]["train"]["ce"] = None  # strict JSON writes a non-finite value as null
         return out
@@ -184,6 +188,20 @@ def test_omitted_classes_stay_text(tmp_path):
 def test_fine_tuning_curves_with_a_collapsed_teacher_and_the_control(tmp_path):
     layout = {**compared(), "start_from": {"mcmi": "mll", "ce_finetune": "mll"}}
     draw("teachers_finetuning", write_metrics(tmp_path, collapsed=True), layout, tmp_path=tmp_path)
+
+
+def test_fine_tuning_figure_shows_the_teacher_check(tmp_path, monkeypatch):
+    """The last panel of each fine-tuned teacher's row: its true CMI, the KL to its loss's centroids and the drift
+    (three lines for MCMI; only the CMI for the control, whose loss has no centroids)."""
+    saved = []
+    monkeypatch.setattr(plots, "save", lambda fig, png, pdf: saved.append(fig))
+    layout = {**compared(), "start_from": {"mcmi": "mll", "ce_finetune": "mll"}}
+    plots.draw(FIGURES["teachers_finetuning"], write_metrics(tmp_path), layout, "best", *_written(tmp_path, "f"))
+    checks = [ax for ax in saved[0].get_axes() if ax.get_title() == plots._CHECK_TITLE]
+    assert sorted(len(ax.get_lines()) for ax in checks) == [1, 3, 3]
+    mcmi = next(ax for ax in checks if len(ax.get_lines()) == 3)
+    cmi, kl, drift = (line.get_ydata() for line in mcmi.get_lines())
+    assert np.allclose(kl - cmi, drift)
 
 
 @pytest.mark.parametrize("channels,teachers", [(1, ("mll", "mcmi", "ce_finetune")), (3, ("mll", "mcmi")),

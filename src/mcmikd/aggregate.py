@@ -56,6 +56,9 @@ def _teacher_row(metrics_path: str, cmi_path: str | None, experiment: str) -> di
         for t_, v in c["train"]["cmi"].items():
             row[f"cmi_T{float(t_):g}"] = v
         row["test_cmi"] = c["test"]["cmi"].get("1.0", c["test"]["cmi"].get("1"))
+        if "train_augmented" in c:  # the official measurement: eval mode, augmented training images
+            aug = c["train_augmented"]["cmi"]
+            row["cmi_aug_T1"] = aug.get("1.0", aug.get("1"))
     return row
 
 
@@ -105,12 +108,15 @@ def fmt_delta(delta: float, digits: int = 2) -> str:
 
 
 def to_markdown(frame: pd.DataFrame, title: str | None = None) -> str:
+    """A Markdown table, its footnotes (`frame.attrs['footnotes']`, e.g. "CMI not raised") below it."""
     cols = [str(c) for c in frame.columns]
     lines = [f"**{title}**", ""] if title else []
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(str(v) for v in row.values) + " |")
+    for note in frame.attrs.get("footnotes", []):
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -135,7 +141,9 @@ def to_latex(frame: pd.DataFrame, caption: str = "") -> str:
               r"\midrule"]
     for _, row in frame.iterrows():
         lines.append(" & ".join(_tex(v) for v in row.values) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [rf"\par\smallskip{{\footnotesize {_tex(note)}}}" for note in frame.attrs.get("footnotes", [])]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
@@ -182,32 +190,84 @@ def pair_label(teacher: str, student: str) -> str:
 
 
 def compare_cells(frame: pd.DataFrame, method: str, layout: dict, metric: str, *, measure=cell,
-                  prefix: str | None = None, delta_prefix: str | None = None) -> tuple[dict, list[dict]]:
+                  prefix: str | None = None, delta_prefix: str | None = None,
+                  flagged: dict | None = None) -> tuple[dict, list[dict]]:
     """One method's students compared across the layout's teacher objectives (the first is the reference).
 
     Returns the display cells — '<prefix>, <label>' per objective, then the gain(s) over the reference:
-    '<prefix>, Δ' when two objectives are compared, '<prefix>, Δ <label>' per other objective when more — and the
-    long rows {method, teacher_objective, mean, std, n, ..., delta}. The teacher-free `ce` student is one cell."""
+    '<prefix>, Δ' when two objectives are compared, '<prefix>, Δ <label>' per other objective when more, then for
+    each objective whose control (`layout['controls']`, e.g. MCMI's λ = 0 fine-tuning) is compared too, its gain
+    over the control: '<prefix>, Δ <label> vs <control label>' (the CMI term's own effect) — and the long rows
+    {method, teacher_objective, mean, std, n, ..., delta, delta_control, cmi_not_raised}. Cells of students whose
+    teacher is in `flagged` ((teacher arch, objective) → reason, `cmi_not_raised`) carry the `NOT_RAISED` mark.
+    The teacher-free `ce` student is one cell."""
     name = method_label(method) if prefix is None else prefix
     if method == "ce":
         c = measure(frame, metric)
         return {name: show(c)}, [{"method": method, "teacher_objective": "none", **c}]
     objectives, labels = layout["objectives"], layout["labels"]
-    cells, deltas, rows = {}, {}, []
-    ref = None
+    controls = {o: k for o, k in layout.get("controls", {}).items() if o in objectives and k in objectives}
+    head = name if delta_prefix is None else delta_prefix
+    flagged = flagged or {}
+    cells, deltas, rows, measured = {}, {}, [], {}
     for objective in objectives:
-        c = measure(frame[frame["teacher_objective"] == objective], metric)
-        cells[f"{name}, {labels[objective]}"] = show(c)
-        row = {"method": method, "teacher_objective": objective, **c}
-        if ref is None:
-            ref = c
-        else:
-            row["delta"] = c["mean"] - ref["mean"]
+        sel = frame[frame["teacher_objective"] == objective]
+        c = measured[objective] = measure(sel, metric)
+        marked = any((arch, objective) in flagged for arch in set(sel["teacher_arch"]))
+        cells[f"{name}, {labels[objective]}"] = show(c) + (NOT_RAISED if marked else "")
+        row = {"method": method, "teacher_objective": objective, **c, "cmi_not_raised": marked}
+        if objective != objectives[0]:
+            row["delta"] = c["mean"] - measured[objectives[0]]["mean"]
             d_name = "Δ" if len(objectives) == 2 else f"Δ {labels[objective]}"
-            head = name if delta_prefix is None else delta_prefix
             deltas[f"{head}, {d_name}" if head else d_name] = fmt_delta(row["delta"])
         rows.append(row)
+    for row in rows:
+        control = controls.get(row["teacher_objective"])
+        if control is not None:
+            row["delta_control"] = row["mean"] - measured[control]["mean"]
+            d_name = f"Δ {labels[row['teacher_objective']]} vs {labels[control]}"
+            deltas[f"{head}, {d_name}" if head else d_name] = fmt_delta(row["delta_control"])
     return {**cells, **deltas}, rows
+
+
+# --------------------------------------------------------------------------------------------- CMI not raised
+NOT_RAISED = " †"
+
+
+def cmi_not_raised(runs: pd.DataFrame, layout: dict) -> dict[tuple[str, str], str]:
+    """The compared fine-tuned teachers whose measured CMI (cmi.json: training images, eval mode, T = 1, nats;
+    runs-table column `cmi_T1`) is not above that of every teacher their objective must beat
+    (`layout['must_raise']`, from `TeacherObjective.must_raise_cmi_over`; e.g. MCMI: its MLL start teacher and its
+    λ = 0 control, ../shared/SPEC.md §8), as {(teacher arch, objective): why}. A teacher without a measured CMI, or
+    one to beat that is not in the runs table, is not checked against it. Information only: such a teacher's
+    students are still distilled."""
+    teachers = runs[runs["role"] == "teacher"] if "role" in runs else runs.iloc[0:0]
+    if "cmi_T1" not in teachers:
+        return {}
+    cmi = {}
+    for _, t in teachers.iterrows():
+        cmi.setdefault((t["teacher_arch"], t["teacher_objective"]), float(t["cmi_T1"]))
+    labels, flagged = layout["labels"], {}
+    for (arch, objective), value in cmi.items():
+        if objective not in layout["objectives"] or math.isnan(value):
+            continue
+        beaten = [(o, cmi[(arch, o)]) for o in layout.get("must_raise", {}).get(objective, [])
+                  if (arch, o) in cmi and not math.isnan(cmi[(arch, o)])]
+        failed = [(o, v) for o, v in beaten if not value > v]
+        if failed:
+            flagged[(arch, objective)] = (
+                f"{arch} {labels.get(objective, objective)} teacher CMI {value:.4f} ≤ "
+                + ", ".join(f"{labels.get(o, o)} {v:.4f}" for o, v in failed))
+    return flagged
+
+
+def not_raised_footnote(flagged: dict) -> list[str]:
+    """The footnote under a table with marked cells (none when nothing is flagged)."""
+    if not flagged:
+        return []
+    return [f"{NOT_RAISED.strip()} CMI not raised: the fine-tuned teacher's training CMI (T = 1, nats) is not above "
+            f"that of every teacher it must beat ({'; '.join(flagged.values())}); its students were still distilled "
+            f"from it."]
 
 
 def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_out: str, md_out: str,

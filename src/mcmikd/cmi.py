@@ -33,3 +33,26 @@ def conditional_mutual_information(probs: torch.Tensor, labels: torch.Tensor, nu
     probs = probs.float()
     centroids = class_centroids(probs, labels, num_classes)
     return kl_to_centroids(probs, labels, centroids).mean()
+
+
+def cmi_decomposition(probs: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor) -> dict[str, float]:
+    """The MCMI loss term split into the CMI and the centroid drift (../shared/SPEC.md §8), all in nats:
+
+        frozen_kl = mean_i KL(P_{x_i} ‖ Q⁰_{y_i}) = cmi + drift,
+        cmi = mean_i KL(P_{x_i} ‖ Q_{y_i}) with Q the class means of these `probs` (the true empirical CMI),
+        drift = Σ_y p(y) · KL(Q_y ‖ Q⁰_y), p(y) the label frequencies,
+
+    for `probs` (N, C) on the simplex, int64 `labels` (N,) and reference centroids Q⁰ `centroids` (C, C) (e.g. the
+    frozen ones the MCMI loss uses). The identity is exact up to the 1e-12 clamp of the logarithms. Classes without
+    samples add nothing.
+    """
+    probs = probs.float()
+    num_classes = centroids.shape[0]
+    now = class_centroids(probs, labels, num_classes)
+    cmi = kl_to_centroids(probs, labels, now).mean()
+    frozen_kl = kl_to_centroids(probs, labels, centroids.float()).mean()
+    present = torch.bincount(labels, minlength=num_classes) > 0
+    weights = torch.bincount(labels, minlength=num_classes).to(probs.dtype) / len(labels)
+    classes = torch.arange(num_classes, device=probs.device)[present]
+    drift = (weights[present] * kl_to_centroids(now[present], classes, centroids.float())).sum()
+    return {"cmi": float(cmi), "frozen_kl": float(frozen_kl), "drift": float(drift)}

@@ -375,7 +375,8 @@ class Grid:
         return sorted(temps)
 
     def cmi_params(self) -> dict:
-        return {"temperatures": self.cmi_temperatures(), "runtime": self.runtime()}
+        return {"temperatures": self.cmi_temperatures(), "augment": dict(self.config["augment"]),
+                "runtime": self.runtime()}
 
     def setting_owner(self, setting: str):
         """The experiment that owns a student setting's prefix ('frac', 'omit', 'T', ...); None for 'full'."""

@@ -386,6 +386,10 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
     """Train `objective` (a Distiller-like module) with SGD under `recipe`, evaluating after every epoch.
 
     `epoch_hook(record)` may return a reason string to stop early (e.g. a collapsed MCMI teacher).
+    Two optional methods of `objective` run in the main phase: `before_epoch(epoch)` before each epoch's training
+    pass (e.g. MCMI's per-epoch centroids), and `epoch_diagnostics()` after its evaluation, whose dict is merged
+    into the epoch's record; both must draw no random numbers from the training generator and leave the model's
+    state as they found it, so the training run is the same with or without them.
     An epoch (init or main) whose mean training loss or any loss term is NaN/±inf stops the run with
     `stopped_early` = `divergence(...)` ("diverged: ..."); that epoch is evaluated and recorded (it is `last`,
     and `best` only if no earlier epoch exists), and the hook is not called for it.
@@ -457,13 +461,18 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
         lr = recipe.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if hasattr(objective, "before_epoch"):
+            objective.before_epoch(epoch)
         objective.train()
         means, train_acc = _epoch_pass(objective, stream, optimizer, params, generator, recipe.batch_size,
                                        epoch, runtime)
         diverged = divergence(means, f"epoch {epoch}")
         ev = evaluator()
         record = {"phase": "main", "epoch": epoch, "lr": lr, "train": means, "train_acc": train_acc,
-                  **_eval_fields(ev), "seconds": time.perf_counter() - t0}
+                  **_eval_fields(ev)}
+        if hasattr(objective, "epoch_diagnostics"):
+            record.update(objective.epoch_diagnostics())
+        record["seconds"] = time.perf_counter() - t0
         history.append(record)
         last = {**record, "per_class_acc": ev.per_class_acc, "confusion": ev.confusion}
         log(f"epoch {epoch}/{recipe.epochs} lr {lr:.4g} loss {means['total']:.4f} train {train_acc:.2f} "

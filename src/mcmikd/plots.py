@@ -207,6 +207,14 @@ _CURVES = {  # panel title -> value of one history record (records without the t
 }
 
 
+_CHECK = {  # the teacher-side check of each epoch (record["teacher"]): label -> (key, line style)
+    "CMI (fresh centroids)": ("cmi", "-"),
+    "KL to the loss's centroids": ("frozen_kl", "--"),
+    "drift = KL − CMI": ("drift", ":"),
+}
+_CHECK_TITLE = "teacher check, train (nats)"
+
+
 def _value(curve, record: dict | None, hp: dict) -> float:
     """A finite number, or NaN for a missing or diverged (inf/NaN) value."""
     try:
@@ -220,9 +228,30 @@ def _main_phase(metrics: dict) -> list[dict]:
     return [r for r in metrics.get("history", []) if r.get("phase", "main") == "main"]
 
 
+def _teacher_check(ax, history: list[dict], colour: str) -> None:
+    """The teacher's CMI on the clean training images (eval mode, T = 1, fresh centroids), the mean KL to the
+    centroids its loss uses and their difference, the drift (../shared/SPEC.md §8), after each epoch."""
+    epochs = [r["epoch"] for r in history]
+    drawn = False
+    for label, (key, style) in _CHECK.items():
+        ys = [_value(lambda r, _: r["teacher"][key], r, {}) for r in history]
+        if not all(math.isnan(y) for y in ys):
+            ax.plot(epochs, ys, color=colour, ls=style, marker="o", ms=3, label=label)
+            drawn = True
+    ax.set(title=_CHECK_TITLE, xlabel="fine-tuning epoch")
+    if drawn:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        note(ax, "not recorded")
+    if 0 < len(epochs) <= 12:
+        ax.set_xticks(epochs)
+
+
 def teachers_finetuning_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
     """Fine-tuning curves of every fine-tuned teacher (one row each, `inputs` = all teachers' metrics.json) with
     the final values of the teacher it started from as dashed references; a collapsed teacher's row says so in red.
+    The last panel is the teacher-side check of each epoch (`TeacherObjective.epoch_diagnostics`): the true CMI,
+    the KL to the loss's centroids and the drift, in nats.
     `layout['start_from']` maps each fine-tuning objective to the objective it starts from."""
     with theme():
         metrics = [read_json(f) for f in inputs]
@@ -232,7 +261,7 @@ def teachers_finetuning_figure(inputs: list[str], layout: dict, metric: str, png
         tuned = sorted((m for m in metrics if m["teacher"]["objective"] in starts),
                        key=lambda m: (m["teacher"]["arch"], order.index(m["teacher"]["objective"]),
                                       m["teacher"]["variant"]))
-        fig = Figure(figsize=(3.2 * len(_CURVES), 0.6 + 2.8 * max(len(tuned), 1)), layout="constrained")
+        fig = Figure(figsize=(3.2 * (len(_CURVES) + 1), 0.6 + 2.8 * max(len(tuned), 1)), layout="constrained")
         if not tuned:
             note(fig.subplots(), "no fine-tuned teacher in this workflow")
         for sub, m in zip(np.atleast_1d(fig.subfigures(max(len(tuned), 1), 1)), tuned):
@@ -246,7 +275,9 @@ def teachers_finetuning_figure(inputs: list[str], layout: dict, metric: str, png
             if m.get("collapsed"):
                 title += "\nCOLLAPSED: " + textwrap.shorten(str(m.get("collapse_reason")), 110)
             sub.suptitle(title, color=OMITTED_COLOR if m.get("collapsed") else "black", fontweight="bold")
-            for ax, (name, curve) in zip(sub.subplots(1, len(_CURVES)), _CURVES.items()):
+            axes = sub.subplots(1, len(_CURVES) + 1)
+            _teacher_check(axes[-1], history, colour)
+            for ax, (name, curve) in zip(axes, _CURVES.items()):
                 ys = [_value(curve, r, t["hp"]) for r in history]
                 ax.plot([r["epoch"] for r in history], ys, color=colour, marker="o", ms=3.5)
                 reference = (_value(lambda r, _: r["model_acc"], ref, t["hp"]) if name.startswith("test acc") and ref

@@ -2,7 +2,9 @@
 
 An `Experiment` is built from its config block and the grid (`mcmikd.config.Grid`) at Snakefile parse time,
 without torch or pandas. Every student run it asks for is compared across the teacher objectives of the block
-(`objectives`, default `teachers.objectives`; the first is the reference of every Δ). Tables and figures are
+(`objectives`, default `teachers.objectives`; the first is the reference of every Δ; an objective whose control
+is compared too also gets its Δ over the control). Layout keys: pairs, methods, objectives, labels, colors,
+controls ({objective: its control}), must_raise ({objective: objectives whose CMI its teacher must exceed}). Tables and figures are
 built in their jobs from the experiment's runs table (`runs/<experiment>.csv`) and the `layout` it declares.
 """
 
@@ -27,6 +29,11 @@ EXCLUDE = {
               "properties": {"method": {"type": "string"}, "teacher": {"type": "string"},
                              "student": {"type": "string"}}},
 }
+CMI_NOT_RAISED_NOTE = (
+    "A † (\"CMI not raised\") marks a fine-tuned teacher, and its students' cells, whose measured CMI (training "
+    "images, eval mode, T = 1) is not above that of every teacher it must beat (MCMI: its MLL start teacher and its "
+    "λ = 0 control, ../shared/SPEC.md §8); the footnote under the Markdown/LaTeX table gives the numbers, and the "
+    "CSV's ``cmi_not_raised`` column the flag. Its students were still distilled from it.")
 COMMON = {
     "enabled": {"type": "boolean", "default": True},
     "objectives": {**NAMES, "minItems": 1,
@@ -115,21 +122,34 @@ class Experiment:
     def layout(self) -> dict:
         """Plain data the table and figure jobs get as params (so a change reruns only them)."""
         objectives = self.objectives()
-        labels, colors = {}, {}
+        labels, colors, controls, must_raise = {}, {}, {}, {}
         for name in objectives:
             cls = self.grid.objective_class(name)
             labels[name], colors[name] = cls.label, cls.color
+            if cls.control is not None:
+                controls[name] = cls.control
+            if cls.must_raise_cmi_over:
+                whom = {"start": cls.start_from, "control": cls.control}
+                must_raise[name] = [whom.get(w, w) for w in cls.must_raise_cmi_over if whom.get(w, w)]
         methods = self.methods()
         if self.ce_baseline:
             methods = ["ce"] + [m for m in methods if m != "ce"]
         layout = {"pairs": [[p["teacher"], p["student"]] for p in self.pairs()], "methods": methods,
-                  "objectives": objectives, "labels": labels, "colors": colors, **self.extra_layout()}
+                  "objectives": objectives, "labels": labels, "colors": colors, "controls": controls,
+                  "must_raise": must_raise, **self.extra_layout()}
         reference = self.grid.config.get("reference") or {}
         if reference:  # the paper's numbers for this experiment, its claims and our differences (mcmikd.references)
             layout["reference"] = {"entries": list((reference.get("experiments") or {}).get(self.name) or []),
                                    "notes": list(reference.get("notes") or []),
                                    "differences": list(reference.get("differences") or [])}
         return layout
+
+    def report_note(self) -> str:
+        """The table's description in the report: `note`, and what the "CMI not raised" mark means where a compared
+        objective must raise the CMI (`TeacherObjective.must_raise_cmi_over`)."""
+        if not any(self.grid.objective_class(o).must_raise_cmi_over for o in self.objectives()):
+            return self.note
+        return (f"{self.note} {CMI_NOT_RAISED_NOTE}").strip()
 
     def extra_layout(self) -> dict:
         return {}

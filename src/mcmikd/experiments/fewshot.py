@@ -56,19 +56,22 @@ class FewShot(Experiment):
     def table(cls, runs, layout, metric):
         import pandas as pd
 
-        from mcmikd.aggregate import compare_cells
+        from mcmikd.aggregate import cmi_not_raised, compare_cells, not_raised_footnote
 
         students = runs[runs["role"] == "student"]
+        flagged = cmi_not_raised(runs, layout)
         long_rows, rows = [], []
         for fraction in sorted(layout["fractions"]):
             row = {"Fraction": f"{100 * fraction:g} %"}
             at = students[(students["fraction"] - fraction).abs() < 1e-12]
             for method in layout["methods"]:
-                cells, numbers = compare_cells(at[at["method"] == method], method, layout, metric)
+                cells, numbers = compare_cells(at[at["method"] == method], method, layout, metric, flagged=flagged)
                 row.update(cells)
                 long_rows += [{"fraction": fraction, **n} for n in numbers]
             rows.append(row)
-        return pd.DataFrame(long_rows), pd.DataFrame(rows)
+        display = pd.DataFrame(rows)
+        display.attrs["footnotes"] = not_raised_footnote(flagged)
+        return pd.DataFrame(long_rows), display
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:

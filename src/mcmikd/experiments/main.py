@@ -24,7 +24,9 @@ class Main(Experiment):
         "Main table (the paper's Table 1 layout). For each teacher → student pair: each compared teacher's test "
         "accuracy and CMI (train set, T = 1), the student trained without a teacher, then for every framework the "
         "student distilled from the reference (first) teacher and, below it, from each other compared teacher with "
-        "its gain Δ in brackets. Student numbers are mean ± std over seeds of the accuracy chosen by "
+        "its gain Δ in brackets; where the teacher's control is compared too (e.g. MCMI and its λ = 0 "
+        "fine-tuning CE-FT), the bracket gives both gains, \"(+x vs MLL, +y vs CE-FT)\": the paper's comparison and "
+        "the CMI term's own effect. Student numbers are mean ± std over seeds of the accuracy chosen by "
         "``tables.metric`` (best epoch, as the official logs, or last epoch). A \"collapsed teacher\" cell means the "
         "fine-tuning destroyed the teacher (accuracy below ``teachers.finetuning.collapse_ratio`` × its start "
         "model's), so no student was distilled from it.")
@@ -39,10 +41,13 @@ class Main(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import cell, fmt, fmt_delta, method_label, pair_label, show
+        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, fmt, fmt_delta, method_label,
+                                      not_raised_footnote, pair_label, show)
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
         objectives, labels = layout["objectives"], layout["labels"]
+        controls = {o: k for o, k in layout.get("controls", {}).items() if o in objectives and k in objectives}
+        flagged = cmi_not_raised(runs, layout)
         reference = objectives[0]
         long_rows, display = [], {}
         methods = [m for m in layout["methods"] if m != "ce"]
@@ -54,31 +59,47 @@ class Main(Experiment):
                 acc = float(t["model_acc"].iloc[0]) if len(t) else math.nan
                 cmi = float(t["cmi_T1"].iloc[0]) if len(t) and "cmi_T1" in t else math.nan
                 collapsed = bool(len(t)) and t["status"].iloc[0] == "collapsed"
-                cells[f"Teacher acc. ({labels[objective]})"] = fmt(acc) + (" (collapsed)" if collapsed else "")
-                cells[f"Teacher CMI ({labels[objective]})"] = fmt(cmi, digits=4)
+                mark = NOT_RAISED if (t_arch, objective) in flagged else ""
+                cells[f"Teacher acc. ({labels[objective]})"] = fmt(acc) + (" (collapsed)" if collapsed else "") + mark
+                cells[f"Teacher CMI ({labels[objective]})"] = fmt(cmi, digits=4) + mark
                 long_rows.append({"pair": col, "row": "teacher", "teacher_objective": objective,
                                   "label": t["teacher_label"].iloc[0] if len(t) else labels[objective], "mean": acc,
-                                  "std": None, "n": 1, "cmi": cmi, "collapsed": collapsed})
+                                  "std": None, "n": 1, "cmi": cmi, "collapsed": collapsed,
+                                  "cmi_not_raised": bool(mark)})
             ce = cell(students[(students["method"] == "ce") & (students["student"] == s_arch)], metric)
             cells[method_label("ce")] = show(ce)
             long_rows.append({"pair": col, "row": "ce", "teacher_objective": "none", **ce})
             for method in methods:
                 sel = students[(students["method"] == method) & (students["teacher_arch"] == t_arch)
                                & (students["student"] == s_arch)]
-                ref = cell(sel[sel["teacher_objective"] == reference], metric)
-                cells[method_label(method)] = show(ref)
-                long_rows.append({"pair": col, "row": method, "teacher_objective": reference, **ref})
-                for objective in objectives[1:]:
-                    other = cell(sel[sel["teacher_objective"] == objective], metric)
-                    delta = other["mean"] - ref["mean"]
-                    cells[f"{method_label(method)} + {labels[objective]} teacher"] = (
-                        show(other) + ("" if math.isnan(delta) else f" ({fmt_delta(delta)})"))
-                    long_rows.append({"pair": col, "row": method, "teacher_objective": objective, **other,
-                                      "delta": delta})
+                measured = {o: cell(sel[sel["teacher_objective"] == o], metric) for o in objectives}
+                ref = measured[reference]
+                for objective in objectives:
+                    c, row = measured[objective], {}
+                    gains = []  # (Δ, against whom): the reference (the paper's comparison), then the control
+                    if objective != reference:
+                        row["delta"] = c["mean"] - ref["mean"]
+                        gains.append((row["delta"], labels[reference]))
+                    if objective in controls:
+                        row["delta_control"] = c["mean"] - measured[controls[objective]]["mean"]
+                        gains.append((row["delta_control"], labels[controls[objective]]))
+                    gains = [(d, who) for d, who in gains if not math.isnan(d)]
+                    if len(gains) == 1 and objective not in controls:
+                        bracket = f" ({fmt_delta(gains[0][0])})"  # the plain form when no control is compared
+                    else:
+                        bracket = f" ({', '.join(f'{fmt_delta(d)} vs {who}' for d, who in gains)})" if gains else ""
+                    mark = NOT_RAISED if (t_arch, objective) in flagged else ""
+                    name = (method_label(method) if objective == reference
+                            else f"{method_label(method)} + {labels[objective]} teacher")
+                    cells[name] = show(c) + mark + bracket
+                    long_rows.append({"pair": col, "row": method, "teacher_objective": objective, **c, **row,
+                                      "cmi_not_raised": bool(mark)})
             display[col] = cells
         frame = pd.DataFrame(display)
         frame.insert(0, f"Top-1 % ({metric} epoch)", frame.index)
-        return pd.DataFrame(long_rows), frame.reset_index(drop=True)
+        frame = frame.reset_index(drop=True)
+        frame.attrs["footnotes"] = not_raised_footnote(flagged)
+        return pd.DataFrame(long_rows), frame
 
 
 def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:

@@ -57,9 +57,10 @@ class Temperature(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import compare_cells, fmt, pair_label
+        from mcmikd.aggregate import NOT_RAISED, cmi_not_raised, compare_cells, fmt, not_raised_footnote, pair_label
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
+        flagged = cmi_not_raised(runs, layout)
         long_rows, rows = [], []
         for t_arch, s_arch in layout["pairs"]:
             for temp in layout["temperatures"]:
@@ -71,13 +72,17 @@ class Temperature(Experiment):
                     t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_objective"] == objective)]
                     col = f"cmi_T{float(temp):g}"
                     cmis[objective] = float(t[col].iloc[0]) if len(t) and col in t else math.nan
-                    row[f"Teacher CMI, {layout['labels'][objective]}"] = fmt(cmis[objective], digits=4)
-                cells, numbers = compare_cells(sel, "kd", layout, metric, prefix="KD student", delta_prefix="")
+                    row[f"Teacher CMI, {layout['labels'][objective]}"] = (
+                        fmt(cmis[objective], digits=4) + (NOT_RAISED if (t_arch, objective) in flagged else ""))
+                cells, numbers = compare_cells(sel, "kd", layout, metric, prefix="KD student", delta_prefix="",
+                                               flagged=flagged)
                 row.update(cells)
                 long_rows += [{"pair": row["Pair"], "temperature": temp, "teacher_cmi": cmis[n["teacher_objective"]],
                                **{k: v for k, v in n.items() if k != "method"}} for n in numbers]
                 rows.append(row)
-        return pd.DataFrame(long_rows), pd.DataFrame(rows)
+        display = pd.DataFrame(rows)
+        display.attrs["footnotes"] = not_raised_footnote(flagged)
+        return pd.DataFrame(long_rows), display
 
 
 def _teacher_cmi(teachers, temps: list[float]) -> list[float]:

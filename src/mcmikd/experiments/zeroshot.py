@@ -72,9 +72,12 @@ class ZeroShot(Experiment):
     def table(cls, runs, layout, metric):
         import pandas as pd
 
-        from mcmikd.aggregate import cell, compare_cells, method_label, per_class, show
+        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, compare_cells, method_label, not_raised_footnote,
+                                      per_class, show)
 
         students = runs[runs["role"] == "student"]
+        flagged = cmi_not_raised(runs, layout)
+        marked = {o for _, o in flagged}
         names = layout.get("class_names") or []
         long_rows, rows = [], []
         kd_methods = [m for m in layout["methods"] if m != "ce"]
@@ -90,16 +93,19 @@ class ZeroShot(Experiment):
                 long_rows.append({"omitted": key, "class": cls_id, "method": "ce", "teacher_objective": "none", **ce})
                 for method in kd_methods:
                     cells, numbers = compare_cells(at[at["method"] == method], method, layout, metric,
-                                                   measure=lambda f, m: per_class(f, m, cls_id))
+                                                   measure=lambda f, m: per_class(f, m, cls_id), flagged=flagged)
                     row.update(cells)
                     long_rows += [{"omitted": key, "class": cls_id, **n} for n in numbers]
                 for method in kd_methods:
                     sel = at[at["method"] == method]
                     for objective in layout["objectives"]:
                         overall = cell(sel[sel["teacher_objective"] == objective], metric)
-                        row[f"{method_label(method)}, {layout['labels'][objective]}, all classes"] = show(overall)
+                        row[f"{method_label(method)}, {layout['labels'][objective]}, all classes"] = (
+                            show(overall) + (NOT_RAISED if objective in marked else ""))
                 rows.append(row)
-        return pd.DataFrame(long_rows), pd.DataFrame(rows)
+        display = pd.DataFrame(rows)
+        display.attrs["footnotes"] = not_raised_footnote(flagged)
+        return pd.DataFrame(long_rows), display
 
 
 def _per_class(frame, metric: str, cls_id: int) -> tuple[float, float]:

@@ -7,7 +7,7 @@ import time
 import torch
 
 from mcmikd.data import DatasetTensors
-from mcmikd.engine import Runtime, TrainStream, log, predict, summarize
+from mcmikd.engine import Runtime, TrainStream, log, make_generator, predict, summarize
 from mcmikd.io import provenance, read_json, write_json
 from mcmikd.jobs.common import augment_args, load_model, save_model, train, write_result
 from mcmikd.models import create_model
@@ -36,6 +36,7 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     torch.manual_seed(params["seed"])
     if model is None:
         model = runtime.prepare(create_model(params["arch"], data.num_classes, data.in_channels))
+    objective.bind(stream, runtime, data.num_classes)
     state = objective.prepare(model, stream, runtime, data.num_classes, params["seed"])
     module = objective.build(model, state)
     keep_best = params["checkpoint"] == "best"
@@ -62,8 +63,17 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 
+AUGMENTED_CMI_SEED = 12345  # the fixed generator of the augmented-image CMI (its own; no training stream's)
+
+
 def measure_cmi(data_path: str, model_path: str, params: dict, output: str, threads: int | None = None) -> dict:
-    """A teacher's CMI on the training set (eval mode, no augmentation) at each temperature, and its accuracy."""
+    """A teacher's accuracy (%) and CMI (nats; `mcmikd.cmi`) at each temperature in `params['temperatures']`:
+
+    * `train`, `test`: eval mode, clean images (our measurement);
+    * `train_augmented`: eval mode on one pass over the training images augmented as in training
+      (`params['augment']`, crop and flip; none when absent), drawn from a fixed generator (`AUGMENTED_CMI_SEED`)
+      in batches of 500 — the official measurement (`MTCMI.py` runs the eval-mode teacher over the augmented
+      training loader)."""
     from mcmikd.augment import Normalizer
     from mcmikd.cmi import conditional_mutual_information
 
@@ -83,6 +93,22 @@ def measure_cmi(data_path: str, model_path: str, params: dict, output: str, thre
                                                                  data.num_classes))
                     for t in params["temperatures"]},
         }
+    stream = TrainStream(data, runtime, **augment_args(data, params.get("augment", {})))
+    generator = make_generator(AUGMENTED_CMI_SEED, runtime.device)
+    model.eval()
+    logits, labels = [], []
+    with torch.no_grad():
+        for images, batch_labels, _ in stream.batches(generator, 500):
+            with runtime.autocast():
+                logits.append(model(images).float())
+            labels.append(batch_labels)
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    out["train_augmented"] = {
+        "acc": float((logits.argmax(1) == labels).double().mean() * 100),
+        "cmi": {str(t): float(conditional_mutual_information(torch.softmax(logits / t, dim=1), labels,
+                                                             data.num_classes))
+                for t in params["temperatures"]},
+    }
     result = {"arch": ckpt["arch"], "objective": ckpt["objective"], "variant": ckpt["variant"],
               "temperatures": params["temperatures"], **out,
               "provenance": provenance(params, None, str(runtime.device), time.perf_counter() - t0)}

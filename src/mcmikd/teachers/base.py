@@ -9,7 +9,13 @@ An objective is a class (no torch at import time) with:
   * `loss(logits, labels, **state) -> {term: tensor}`: one pure function, the one the tests check and the one
     training runs (the engine sums the terms; their names are logged every epoch);
   * `prepare(...)`: the state the loss needs (e.g. MCMI's frozen centroids), computed once before training;
-  * `epoch_check(record)`: an optional stop reason after an epoch (e.g. a diverged loss).
+  * `epoch_check(record)`: an optional stop reason after an epoch (e.g. a diverged loss);
+  * `control`: the objective that is its control (same start, recipe and seed, without its own term; e.g. MCMI's
+    λ = 0 fine-tuning `ce_finetune`), or None; tables give the gain over it beside the gain over the reference;
+  * `must_raise_cmi_over`: whose training CMI (T = 1) its teacher must exceed ("start": the objective it fine-tunes,
+    "control": its control); a teacher that does not is marked "CMI not raised" in the tables;
+  * `before_epoch(module, epoch)` / `epoch_diagnostics(module)`: called by the engine around each fine-tuning
+    epoch (e.g. MCMI's per-epoch centroids; the teacher's true CMI beside its loss's frozen-centroid KL).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class TeacherObjective:
     start_from: ClassVar[str | None] = None
     defaults: ClassVar[dict[str, Any]] = {}
     path_keys: ClassVar[tuple[str, ...]] = ()
+    control: ClassVar[str | None] = None
+    must_raise_cmi_over: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ config (parse time, no torch)
     @classmethod
@@ -66,6 +74,12 @@ class TeacherObjective:
     # ------------------------------------------------------------------ training (torch, in the job)
     def __init__(self, hp: dict):
         self.hp = dict(hp)
+        self.stream = self.runtime = None
+        self.num_classes = 0
+
+    def bind(self, stream, runtime, num_classes: int) -> None:
+        """The training stream, runtime and class count the epoch hooks measure with (set by the teacher job)."""
+        self.stream, self.runtime, self.num_classes = stream, runtime, num_classes
 
     @staticmethod
     def loss(logits, labels, **state) -> dict:
@@ -86,6 +100,31 @@ class TeacherObjective:
         """A reason to stop after an epoch (None: go on)."""
         return None
 
+    def before_epoch(self, module, epoch: int) -> None:
+        """Called before each fine-tuning epoch's training pass; default: nothing."""
+
+    def reference_centroids(self, module):
+        """The centroids Q⁰ (C, C) its loss compares each prediction with (MCMI: its frozen ones), or None."""
+        return None
+
+    def epoch_diagnostics(self, module) -> dict:
+        """After each epoch of a fine-tuned teacher (`start_from` set, `bind` called): {'teacher': {'cmi',
+        'frozen_kl', 'drift'}} in nats, measured on the clean training images in eval mode at T = 1 with fresh
+        centroids (`mcmikd.cmi.cmi_decomposition`; frozen_kl and drift are None without `reference_centroids`).
+        No random numbers are drawn and the model's train/eval mode is put back. A teacher trained from scratch: {}.
+        """
+        if self.start_from is None or self.stream is None:
+            return {}
+
+        from mcmikd.cmi import cmi_decomposition, conditional_mutual_information
+
+        probs, labels = clean_train_probs(module.student, self.stream, self.runtime)
+        centroids = self.reference_centroids(module)
+        if centroids is None:
+            cmi = float(conditional_mutual_information(probs, labels, self.num_classes))
+            return {"teacher": {"cmi": cmi, "frozen_kl": None, "drift": None}}
+        return {"teacher": cmi_decomposition(probs, labels, centroids)}
+
     def extra_metrics(self, state: dict) -> dict:
         """What the teacher's metrics.json records besides the common fields."""
         return {}
@@ -95,3 +134,22 @@ class TeacherObjective:
         from mcmikd.teachers.module import ObjectiveModule
 
         return ObjectiveModule(model, self, state)
+
+
+def clean_train_probs(model, stream, runtime):
+    """(P (N, C) float32, labels (N,)) of `model` in eval mode, T = 1, on the stream's visible training images
+    without augmentation; no gradients, no random numbers, and the model's train/eval mode is put back."""
+    import torch
+    import torch.nn.functional as F
+
+    from mcmikd.engine import predict
+
+    idx = stream.pool.to(stream.device)
+    if stream.omitted:
+        idx = idx[~torch.isin(stream.labels[idx], stream.omitted_dev)]
+    was_training = model.training
+    try:
+        probs = F.softmax(predict(model, stream.images[idx], stream.normalize, runtime), dim=1)
+    finally:
+        model.train(was_training)
+    return probs, stream.labels[idx]

@@ -2,8 +2,8 @@
 
     CE − λ · mean_i KL(P_{x_i} ‖ Q_{y_i}),   λ > 0,
 
-with class centroids Q_y computed once from the MLL teacher before fine-tuning and then frozen (or, as an
-option, tracked by an EMA of the batches). Maximising the KL term maximises the teacher's conditional mutual
+with class centroids Q_y computed once from the MLL teacher before fine-tuning and then frozen (or, as options,
+tracked by an EMA of the batches, or recomputed at the start of every epoch). Maximising the KL term maximises the teacher's conditional mutual
 information I(X; Ŷ | Y) (in nats; `mcmikd.cmi`).
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 from mcmikd.errors import ConfigError
 from mcmikd.teachers.base import TeacherObjective, fmt_num
 
-CENTROIDS = ("eval", "train_augmented", "ema")
+CENTROIDS = ("eval", "train_augmented", "ema", "per_epoch")
+OFFICIAL_BATCH = 64  # batch size of the official centroid pass (train mode, augmented images)
 
 
 def mcmi_loss(logits, labels, centroids, lam: float) -> dict:
@@ -36,9 +37,11 @@ def initial_centroids(model, stream, runtime, num_classes: int, mode: str, gener
     """Q_y (C, C) from one pass of the MLL teacher over the training set, before fine-tuning.
 
     * `eval` (our default): eval mode, no augmentation, no gradients; nothing about the model changes.
-    * `train_augmented` (the official code): train mode on augmented batches of 256, which also updates the
-      BatchNorm running statistics of the teacher that is then fine-tuned.
+    * `train_augmented` (the official code): train mode on augmented batches of 64 (`OFFICIAL_BATCH`), which
+      also updates the BatchNorm running statistics of the teacher that is then fine-tuned.
     * `ema`: starts from the `eval` centroids; the loss then tracks an EMA of the batches.
+    * `per_epoch`: starts from the `eval` centroids, recomputed the same way at the start of every epoch
+      (`MCMI.before_epoch`), so the loss cannot grow by moving a class's mean away from stale centroids (§8).
     """
     import torch
     import torch.nn.functional as F
@@ -51,7 +54,7 @@ def initial_centroids(model, stream, runtime, num_classes: int, mode: str, gener
             model.train()
             sums = torch.zeros(num_classes, num_classes, device=runtime.device)
             counts = torch.zeros(num_classes, device=runtime.device)
-            for images, labels, _ in stream.batches(generator, 256):
+            for images, labels, _ in stream.batches(generator, OFFICIAL_BATCH):
                 with runtime.autocast():
                     probs = F.softmax(model(images).float(), dim=1)
                 sums.index_add_(0, labels, probs)
@@ -68,6 +71,8 @@ class MCMI(TeacherObjective):
     label = "MCMI"
     color = "#DE8F05"
     start_from = "mll"
+    control = "ce_finetune"
+    must_raise_cmi_over = ("start", "control")
     defaults = {"lambda": 0.25, "lambda_per_teacher": {}, "centroids": "eval", "ema_decay": 0.9999}
     path_keys = ("lambda",)
 
@@ -115,6 +120,19 @@ class MCMI(TeacherObjective):
 
         generator = make_generator(seed + 7919, runtime.device)  # separate from the training stream
         return {"centroids": initial_centroids(model, stream, runtime, num_classes, self.hp["centroids"], generator)}
+
+    def before_epoch(self, module, epoch: int) -> None:
+        """`per_epoch` centroids: Q_y (C, C) recomputed from the current teacher (eval mode, clean training images,
+        no gradients, no random numbers; the train/eval mode is put back) before each epoch's training pass."""
+        if self.hp["centroids"] == "per_epoch":
+            from mcmikd.cmi import class_centroids
+            from mcmikd.teachers.base import clean_train_probs
+
+            probs, labels = clean_train_probs(module.student, self.stream, self.runtime)
+            module.centroids.copy_(class_centroids(probs, labels, module.centroids.shape[0]))
+
+    def reference_centroids(self, module):
+        return module.centroids
 
     def after_step(self, module, logits, labels) -> None:
         if self.hp["centroids"] == "ema":

@@ -33,6 +33,14 @@ class ObjectiveModule(nn.Module):
         self.objective.after_step(self, logits, targets)
         return logits, terms
 
+    def before_epoch(self, epoch: int) -> None:
+        """`engine.fit` calls this before each main-phase epoch (the objective's `before_epoch`)."""
+        self.objective.before_epoch(self, epoch)
+
+    def epoch_diagnostics(self) -> dict:
+        """`engine.fit` merges this into each epoch's record (the objective's `epoch_diagnostics`)."""
+        return self.objective.epoch_diagnostics(self)
+
     def checkpoint_state(self) -> dict:
         return self.state_dict()
 
