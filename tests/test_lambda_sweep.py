@@ -81,9 +81,10 @@ LAYOUT = {"pairs": [["resnet20", "resnet8"]], "methods": ["kd"], "objectives": [
 
 def synthetic_runs() -> pd.DataFrame:
     """Hand numbers: MLL 70/72 → students 60, 62; CE-FT → 61; mcmi-0.1 → 63, 65; mcmi-0.5 collapsed."""
-    teacher = dict(role="teacher", teacher_arch="resnet20", student=None, method=None, reason=None, omitted="")
-    student = dict(role="student", teacher_arch="resnet20", student="resnet8", method="kd", reason=None,
-                   omitted="", setting="full")
+    teacher = {"role": "teacher", "teacher_arch": "resnet20", "student": None, "method": None, "reason": None,
+               "omitted": ""}
+    student = {"role": "student", "teacher_arch": "resnet20", "student": "resnet8", "method": "kd", "reason": None,
+               "omitted": "", "setting": "full"}
     rows = [
         {**teacher, "teacher_objective": "mll", "teacher_variant": "mll", "status": "ok", "model_acc": 70.0,
          "cmi_T1": 0.12345},

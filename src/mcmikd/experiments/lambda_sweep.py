@@ -206,7 +206,7 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
             sweep = [r for r in mine if r["lambda"] is not None]
             lams = np.array([r["lambda"] for r in sweep], dtype=float)
 
-            def accuracy(row):  # KD students of one teacher variant: (mean, std; NaN below two seeds)
+            def accuracy(row, teacher=teacher, student=student):  # one variant's KD students: mean, std (NaN: n < 2)
                 sel = plots.students(runs, "kd", row["teacher_objective"], teacher_arch=teacher, student=student,
                                      teacher_variant=row["teacher_variant"])
                 return plots.stat(plots.ok(sel)[f"{metric}_acc"])
