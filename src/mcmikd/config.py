@@ -259,7 +259,8 @@ class Grid:
         if exp.ce_baseline and "ce" not in methods:
             methods = methods + ["ce"]
         for pair in exp.pairs():
-            variants = [self.teacher_variant(pair["teacher"], o, exp) for o in exp.objectives()]
+            variants = [self.teacher_variant(pair["teacher"], o, exp, override)
+                        for o, override in exp.compared_teachers(pair)]
             for method in methods:
                 if _excluded(exp.body.get("exclude", []), method, pair):
                     continue
@@ -272,13 +273,24 @@ class Grid:
                                  for v in variants]
         return list(dict.fromkeys(runs))  # drop duplicates (ce runs shared by pairs), keep order
 
-    def teacher_variant(self, arch: str, objective: str, exp=None) -> str:
+    def teacher_variant(self, arch: str, objective: str, exp=None, override: dict | None = None) -> str:
         """Register the teacher (and, for a fine-tuning objective, the teacher it starts from) that `exp` compares
-        for `arch` under `objective`; returns its variant (result-folder name)."""
+        for `arch` under `objective`; returns its variant (result-folder name).
+
+        Its hyper-parameters are `teachers.hp.<objective>` (defaults filled in, per architecture), then `exp`'s
+        `hp.<objective>` override, then `override` (e.g. one value of a sweep). Both overrides may set only the
+        objective's `path_keys`, which name the variant, so two differently trained teachers never share a
+        folder; another key is a one-line ConfigError."""
         cls = self.objective_class(objective)
         hp = cls.resolve_hp(dict(self.config["teachers"]["hp"].get(objective) or {}), arch)
         if exp is not None:
             hp.update((exp.body.get("hp") or {}).get(objective) or {})
+        if override:
+            extra = sorted(set(override) - set(cls.path_keys))
+            if extra:
+                raise ConfigError(f"teacher objective '{objective}': {extra} cannot be overridden per teacher; only "
+                                  f"its path hyper-parameters {list(cls.path_keys) or '(none)'} can")
+            hp.update(override)
         variant = cls.variant(hp)
         known = self.variants.setdefault((arch, variant), (objective, hp))
         if known != (objective, hp):  # pragma: no cover - overrides are limited to path keys

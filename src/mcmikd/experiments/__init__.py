@@ -14,6 +14,7 @@ EXPERIMENTS: dict[str, str] = {
     "zeroshot": "mcmikd.experiments.zeroshot:ZeroShot",
     "temperature": "mcmikd.experiments.temperature:Temperature",
     "cam": "mcmikd.experiments.cam:Cam",
+    "lambda_sweep": "mcmikd.experiments.lambda_sweep:LambdaSweep",
 }
 
 

@@ -100,6 +100,12 @@ class Experiment:
     def objectives(self) -> list[str]:
         return list(self.body.get("objectives") or self.grid.config["teachers"]["objectives"])
 
+    def compared_teachers(self, pair: dict) -> list[tuple[str, dict]]:
+        """(objective, hyper-parameter override) of every teacher its students of `pair` learn from, the reference
+        first; by default one per compared objective without override. An override may set only the objective's
+        `path_keys` (`Grid.teacher_variant`)."""
+        return [(objective, {}) for objective in self.objectives()]
+
     def seeds(self) -> list[int]:
         return list(self.body.get("seeds", self.grid.config["students"]["seeds"]))
 

@@ -1,0 +1,246 @@
+"""The λ sweep: for each teacher → student pair, one teacher fine-tuned at each value of a fine-tuning objective's
+path hyper-parameter (by default MCMI's λ in CE − λ·KL(P_x ‖ Q_y), Ye et al., ICLR 2024, §4 and the official sweep
+λ ∈ {0.1, …, 0.35}), its test accuracy and train-set CMI (nats, T = 1), and the KD student distilled from it.
+
+Every swept teacher fine-tunes the one shared teacher its objective starts from (MLL); its variant is the objective's
+usual result folder (`mcmi-0.1`, ...), so a λ equal to the one other experiments use is the same teacher, and its
+KD student (setting `full`) the main experiment's KD student. The other compared objectives (`objectives`, default
+`teachers.objectives`, minus the swept one) are reference rows: the first (MLL, λ = 0 conceptually) is the
+reference of every Δ, and the λ = 0 control (`ce_finetune`) shows what the extra fine-tuning alone does.
+
+Choosing λ on held-out data is not done here: the sweep reports test accuracy at every λ, and the λ every other
+experiment uses stays fixed in `teachers.hp.<objective>` (or an experiment's `hp` override).
+"""
+
+from __future__ import annotations
+
+from mcmikd.errors import ConfigError
+from mcmikd.experiments.base import NUMBERS, PAIR, Experiment, Figure
+
+CAPTION = (
+    "The λ sweep: for each teacher → student pair, left, each swept teacher's conditional mutual information on the "
+    "training set (nats, T = 1) against the swept hyper-parameter; right, the top-1 test accuracy (%, "
+    "{{ snakemake.params.metric }} epoch, mean ± std over seeds) of the KD student distilled from it. Horizontal "
+    "dashed lines: the reference teacher (MLL, λ = 0) and any other compared teacher (the λ = 0 fine-tuning "
+    "control), which the sweep does not change. A cross marks a collapsed teacher (no student distilled).")
+
+
+class LambdaSweep(Experiment):
+    name = "lambda_sweep"
+    title = "λ sweep"
+    properties = {
+        "pairs": {"type": "array", "items": PAIR, "minItems": 1,
+                  "description": "teacher → KD student pairs; one sweep per pair"},
+        "lambdas": {**NUMBERS, "description": "values of the swept hyper-parameter (> 0)"},
+        "objective": {"type": "string", "description": "the fine-tuning objective whose path hyper-parameter is "
+                                                       "swept (default: the first compared one that has one)"},
+        "key": {"type": "string", "description": "the path hyper-parameter swept (default: the objective's first)"},
+    }
+    required = ("pairs", "lambdas")
+    caption = "Teacher accuracy (%), teacher CMI (nats) and KD student accuracy (%) against λ"
+    note = (
+        "λ sweep: for each teacher → student pair and each value of λ (the weight of the CMI term the teacher is "
+        "fine-tuned with, starting from the shared MLL teacher), the fine-tuned teacher's test accuracy and CMI on the "
+        "training set (nats, softmax at T = 1), and the accuracy of the KD student distilled from it (mean ± std over "
+        "seeds) with its gain Δ over the student of the reference (first) teacher. The reference rows (λ column "
+        "\"–\") are the compared teachers the sweep does not change: the MLL teacher (λ = 0) and, when compared, the "
+        "λ = 0 fine-tuning control. A \"collapsed teacher\" cell means the fine-tuning destroyed that teacher, so no "
+        "student was distilled from it. Test accuracy at every λ is reported; λ is not chosen on held-out data.")
+
+    # ------------------------------------------------------------------ config (parse time)
+    def swept(self) -> str:
+        """The objective whose path hyper-parameter is swept."""
+        if "objective" in self.body:
+            return self.body["objective"]
+        named = [o for o in self.objectives() if self.grid.objective_class(o).path_keys]
+        return named[0] if named else ""
+
+    def key(self) -> str:
+        if "key" in self.body:
+            return self.body["key"]
+        keys = self.grid.objective_class(self.swept()).path_keys if self.swept() else ()
+        return keys[0] if keys else ""
+
+    def references(self) -> list[str]:
+        """The compared objectives the sweep leaves alone; the first is the reference of every Δ."""
+        return [o for o in self.objectives() if o != self.swept()]
+
+    def check(self, where: str) -> None:
+        from mcmikd.registry import lookup
+        from mcmikd.teachers import OBJECTIVES
+
+        if not self.swept():
+            raise ConfigError(f"config key '{where}.objective': no compared objective has a path hyper-parameter to "
+                              f"sweep; name one (e.g. a fine-tuning objective of teachers.objectives)")
+        cls = lookup(OBJECTIVES, self.swept(), "teacher objective", key=f"{where}.objective")
+        if cls.start_from is None:
+            raise ConfigError(f"config key '{where}.objective': '{cls.name}' trains from scratch; sweep a fine-tuning "
+                              f"objective, which starts from the shared teacher")
+        if self.key() not in cls.path_keys:
+            raise ConfigError(f"config key '{where}.key': {self.key()!r} is not a path hyper-parameter of "
+                              f"'{cls.name}'; use one of {list(cls.path_keys) or '(none)'}")
+        if not self.references():
+            raise ConfigError(f"config key '{where}.objectives': the sweep needs a reference teacher besides "
+                              f"'{cls.name}'; list it first (e.g. {cls.start_from})")
+        if self.objectives()[0] == self.swept():
+            raise ConfigError(f"config key '{where}.objectives': the first objective is the reference of every Δ and "
+                              f"cannot be the swept '{cls.name}'; list {cls.start_from} first")
+        for i, value in enumerate(self.body["lambdas"]):
+            cls.check_hp({self.key(): value}, f"{where}.lambdas[{i}]")
+
+    def methods(self) -> list[str]:
+        return ["kd"]
+
+    def lambdas(self) -> list[float]:
+        return [float(v) for v in self.body["lambdas"]]
+
+    def compared_teachers(self, pair: dict) -> list[tuple[str, dict]]:
+        return ([(o, {}) for o in self.references()]
+                + [(self.swept(), {self.key(): value}) for value in self.lambdas()])
+
+    def layout(self) -> dict:
+        layout = super().layout()
+        cls = self.grid.objective_class(self.swept())
+        layout["labels"][cls.name], layout["colors"][cls.name] = cls.label, cls.color
+        return layout
+
+    def extra_layout(self) -> dict:
+        variants = {}  # teacher arch -> {"references": {objective: variant}, "sweep": [variant per λ]}
+        for pair in self.pairs():
+            arch, n = pair["teacher"], len(self.references())
+            named = [self.grid.teacher_variant(arch, o, self, override) for o, override in self.compared_teachers(pair)]
+            variants[arch] = {"references": dict(zip(self.references(), named[:n])), "sweep": named[n:]}
+        return {"swept": self.swept(), "key": self.key(), "lambdas": self.lambdas(), "references": self.references(),
+                "variants": variants}
+
+    def figures(self) -> list[Figure]:
+        return [Figure(self.name, "mcmikd.experiments.lambda_sweep:figure", (self.runs_file(),), CAPTION,
+                       self.title, "teacher CMI and KD student vs λ", self.layout())]
+
+    # ------------------------------------------------------------------ job time
+    @classmethod
+    def rows(cls, runs, layout: dict, metric: str) -> list[dict]:
+        """One dict per (pair, compared teacher): references first, then the swept teachers in λ order, each with
+        pair, teacher_objective, teacher_variant, lambda (None for a reference), teacher_acc (%), teacher_cmi
+        (nats, train set, T = 1), collapsed, and the KD students' `cell` (mean, std, n, ...) plus delta over the
+        reference teacher's students (points)."""
+        import math
+
+        from mcmikd.aggregate import cell, pair_label
+
+        if not len(runs):
+            runs = runs.reindex(columns=["role", "teacher_arch", "teacher_variant", "student", "method", "status",
+                                         "reason", f"{metric}_acc"])
+        students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
+        out = []
+        for t_arch, s_arch in layout["pairs"]:
+            by = layout["variants"][t_arch]
+            entries = ([(o, by["references"][o], None) for o in layout["references"]]
+                       + [(layout["swept"], v, lam) for v, lam in zip(by["sweep"], layout["lambdas"])])
+            ref = None
+            for objective, variant, lam in entries:
+                t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_variant"] == variant)]
+                acc = float(t["model_acc"].iloc[0]) if len(t) and "model_acc" in t else math.nan
+                cmi = float(t["cmi_T1"].iloc[0]) if len(t) and "cmi_T1" in t else math.nan
+                collapsed = bool(len(t)) and t["status"].iloc[0] == "collapsed"
+                sel = students[(students["teacher_arch"] == t_arch) & (students["teacher_variant"] == variant)
+                               & (students["student"] == s_arch) & (students["method"] == "kd")]
+                c = cell(sel, metric)
+                ref = c if ref is None else ref
+                out.append({"pair": pair_label(t_arch, s_arch), "teacher_objective": objective,
+                            "teacher_variant": variant, "lambda": lam, "teacher_acc": acc, "teacher_cmi": cmi,
+                            "collapsed": collapsed, **c, "delta": c["mean"] - ref["mean"]})
+        return out
+
+    @classmethod
+    def table(cls, runs, layout, metric):
+        import math
+
+        import pandas as pd
+
+        from mcmikd.aggregate import fmt, fmt_delta, show
+
+        rows = cls.rows(runs, layout, metric)
+        display = []
+        reference = layout["references"][0]
+        for r in rows:
+            is_ref = r["lambda"] is None
+            display.append({
+                "Pair": r["pair"],
+                "Teacher": layout["labels"][r["teacher_objective"]] + (" (reference)" if r["teacher_objective"]
+                                                                       == reference else ""),
+                "λ": "–" if is_ref else f"{r['lambda']:g}",
+                "Teacher acc.": fmt(r["teacher_acc"]) + (" (collapsed)" if r["collapsed"] else ""),
+                "Teacher CMI": fmt(r["teacher_cmi"], digits=4),
+                "KD student": show(r),
+                f"Δ over {layout['labels'][reference]}": ("" if r["teacher_objective"] == reference and is_ref
+                                                          else fmt_delta(r["delta"])),
+            })
+        numbers = pd.DataFrame(rows)
+        if len(numbers):
+            numbers["lambda"] = numbers["lambda"].map(lambda v: math.nan if v is None else v)
+        return numbers, pd.DataFrame(display)
+
+
+def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
+    """Per pair (one row of panels): the swept teachers' train-set CMI (nats, T = 1; left panel) and their KD
+    students' test accuracy (%, mean ± std over seeds; right panel) against λ, with each reference teacher (MLL,
+    the control) as a dashed horizontal line. Collapsed teachers are crosses; a panel without data says why."""
+    import math
+
+    import numpy as np
+    from matplotlib.figure import Figure as MplFigure
+    from matplotlib.lines import Line2D
+
+    from mcmikd import plots
+
+    with plots.theme():
+        runs = plots.read_runs(inputs[0])
+        rows = LambdaSweep.rows(runs, layout, metric)
+        pairs, swept, key = layout["pairs"], layout["swept"], layout["key"]
+        symbol = {"lambda": "λ"}.get(key, key)
+        fig = MplFigure(figsize=(9.5, 3.4 * len(pairs)), layout="constrained")
+        axes = fig.subplots(len(pairs), 2, squeeze=False)
+        for (ax_cmi, ax_acc), (teacher, student) in zip(axes, pairs):
+            mine = [r for r in rows if r["pair"] == f"{teacher} → {student}"]
+            sweep = [r for r in mine if r["lambda"] is not None]
+            lams = np.array([r["lambda"] for r in sweep], dtype=float)
+
+            def accuracy(row, teacher=teacher, student=student):  # one variant's KD students: mean, std (NaN: n < 2)
+                sel = plots.students(runs, "kd", row["teacher_objective"], teacher_arch=teacher, student=student,
+                                     teacher_variant=row["teacher_variant"])
+                return plots.stat(plots.ok(sel)[f"{metric}_acc"])
+
+            values = {"cmi": [(r["teacher_cmi"], math.nan) for r in sweep], "acc": [accuracy(r) for r in sweep]}
+            refs = {o: next(r for r in mine if r["teacher_objective"] == o and r["lambda"] is None)
+                    for o in layout["references"]}
+            ref_values = {"cmi": {o: r["teacher_cmi"] for o, r in refs.items()},
+                          "acc": {o: accuracy(r)[0] for o, r in refs.items()}}
+            for ax, what, ylabel in ((ax_cmi, "cmi", "teacher CMI (training set, nats)"),
+                                     (ax_acc, "acc", f"KD student accuracy (%, {metric} epoch)")):
+                ys = np.array([v[0] for v in values[what]], dtype=float)
+                errs = np.array([v[1] for v in values[what]], dtype=float)
+                ax.errorbar(lams, ys, yerr=np.where(np.isnan(errs), 0, errs), color=plots.color(swept, layout),
+                            marker="o", markeredgecolor="white", markersize=7, lw=2, capsize=3)
+                for r in sweep:
+                    if r["collapsed"]:
+                        ax.plot([r["lambda"]], [0.06], transform=ax.get_xaxis_transform(), marker="x",
+                                color="black", markersize=9, mew=2, ls="")
+                for objective, value in ref_values[what].items():
+                    if not math.isnan(value):
+                        ax.axhline(value, color=plots.color(objective, layout), ls="--", lw=1.5)
+                ax.set(title=f"{teacher} → {student}", xlabel=f"{symbol} ({layout['labels'][swept]} teacher)",
+                       ylabel=ylabel)
+                if np.isnan(ys).all():
+                    missing = "no CMI measured" if what == "cmi" else "no finished KD student"
+                    plots.note(ax, f"{layout['labels'][swept]} teachers: {missing}")
+                if len(lams):
+                    ax.set_xticks(lams)
+                    ax.set_xticklabels([f"{v:g}" for v in lams])
+        handles = ([Line2D([], [], color=plots.color(swept, layout), marker="o", markeredgecolor="white",
+                           markersize=7, lw=2, label=f"{layout['labels'][swept]} teacher at each {symbol}")]
+                   + [Line2D([], [], color=plots.color(o, layout), ls="--", lw=1.5,
+                             label=f"{plots.label(o, layout)} (reference)") for o in layout["references"]]
+                   + [Line2D([], [], color="black", marker="x", ls="", mew=2, label="collapsed teacher")])
+        plots.legend(fig, handles, where="lower")
+        plots.save(fig, png, pdf)
