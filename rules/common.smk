@@ -154,6 +154,18 @@ def figure_spec(wildcards):
     return GRID.figures()[wildcards.figure]
 
 
+def figure_caption(wildcards):
+    """The figure's declared caption with its Jinja fields filled ({{ snakemake.params.metric }}, its layout's
+    values): the report renders the caption file once, not the text it includes."""
+    from types import SimpleNamespace
+
+    import jinja2
+
+    spec = figure_spec(wildcards)
+    params = SimpleNamespace(metric=config["tables"]["metric"], layout=spec.layout)
+    return jinja2.Template(spec.caption).render(snakemake=SimpleNamespace(params=params))
+
+
 def figure_inputs(wildcards):
     return [f"<results>/{path}" for path in figure_spec(wildcards).inputs]
 

@@ -23,7 +23,7 @@ rule plot_figure:
         metric=config["tables"]["metric"],
         draw=lambda wc: figure_spec(wc).draw,
         layout=lambda wc: figure_spec(wc).layout,
-        caption=lambda wc: figure_spec(wc).caption,
+        caption=figure_caption,
     log:
         "<logs>/figures/{figure}.log",
     conda:
