@@ -58,6 +58,9 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
             exps[name]["enabled"] = False
         exps["kd_weight"] = {"pair": {"teacher": "resnet8", "student": "resnet8"}, "alphas": [0.5],
                              "objectives": ["mll", "label_smoothing"]}
+        # the built-in λ sweep kind (issue 9) rides along: one more MCMI teacher, fine-tuned from the same MLL one
+        exps["lambda_sweep"] = {"pairs": [{"teacher": "resnet8", "student": "resnet8"}], "lambdas": [0.25, 0.5],
+                                "objectives": ["mll", "mcmi"]}
 
     write_config(ws, mutate)
     snakemake(ws)
@@ -69,5 +72,11 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
     assert set(kd_weight["teacher_objective"]) == {"mll", "label_smoothing"} and set(kd_weight["alpha"]) == {0.5}
     assert (kd_weight["n"] == 1).all()
     assert "| α | KD, MLL | KD, LS | KD, Δ |" in (res / "tables" / "kd_weight.md").read_text()
+    sweep = pd.read_csv(res / "tables" / "lambda_sweep.csv")
+    assert sweep["teacher_variant"].tolist() == ["mll", "mcmi-0.25", "mcmi-0.5"]
+    assert sweep["teacher_cmi"].notna().all() and sweep["teacher_acc"].notna().all()
+    assert "| Pair | Teacher | λ | Teacher acc. | Teacher CMI | KD student | Δ over MLL |" in (
+        res / "tables" / "lambda_sweep.md").read_text()
+    assert (res / "figures" / "lambda_sweep.png").stat().st_size > 1000
     student = next((res / "students" / "resnet8" / "label_smoothing-0.2").rglob("alpha0.5/seed0.json"))
     assert '"alpha": 0.5' in student.read_text() and '"gamma": 0.5' in student.read_text()

@@ -142,33 +142,6 @@ def test_the_figure_renders(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- end to end
-@pytest.mark.slow
-def test_end_to_end_on_the_tiny_config(tmp_path):
-    from test_workflow import Workspace, snakemake, write_config
 
-    ws = Workspace(work=tmp_path)
 
-    def mutate(c):
-        c["teachers"]["objectives"] = ["mll", "mcmi"]
-        c["students"]["seeds"] = [0]
-        for body in c["experiments"].values():
-            body["enabled"] = False
-        c["experiments"]["lambda_sweep"] = {"pairs": [{"teacher": "resnet8", "student": "resnet8"}],
-                                            "lambdas": [0.1, 0.5], "seeds": [0]}
-
-    write_config(ws, mutate)
-    snakemake(ws)
-    res = tmp_path / "results" / "tiny"
-    for ext in ("csv", "md", "tex"):
-        assert (res / "tables" / f"lambda_sweep.{ext}").stat().st_size > 0
-    for ext in ("png", "pdf"):
-        assert (res / "figures" / f"lambda_sweep.{ext}").stat().st_size > 0
-    assert sorted(p.name for p in (res / "teachers" / "resnet8").iterdir()) == ["mcmi-0.1", "mcmi-0.5", "mll"]
-    numbers = pd.read_csv(res / "tables" / "lambda_sweep.csv")
-    assert numbers["teacher_variant"].tolist() == ["mll", "mcmi-0.1", "mcmi-0.5"]
-    assert numbers["teacher_cmi"].notna().all() and numbers["teacher_acc"].notna().all()
-    ok = ~numbers["collapsed"]
-    assert (numbers.loc[ok, "n"] == 1).all()
-    md = (res / "tables" / "lambda_sweep.md").read_text()
-    assert "| Pair | Teacher | λ | Teacher acc. | Teacher CMI | KD student | Δ over MLL |" in md
-    assert not (res / "tables" / "main.md").exists()
+# End to end, the kind runs on the tiny config in tests/test_extensions.py (one run for every extension).
