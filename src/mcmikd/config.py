@@ -383,7 +383,7 @@ class Grid:
     def cmi_temperatures(self) -> list[float]:
         temps = set(float(t) for t in self.config["teachers"]["cmi_temperatures"])
         for exp in self.experiments.values():
-            temps.update(getattr(exp, "cmi_temperatures", lambda: [])())
+            temps.update(exp.cmi_temperatures())
         return sorted(temps)
 
     def cmi_params(self) -> dict:
@@ -440,9 +440,6 @@ class Grid:
             figures["teachers_finetuning"] = Figure("teachers_finetuning", "mcmikd.plots:teachers_finetuning_figure",
                                                     inputs, FINETUNING_CAPTION, "Teachers", "fine-tuning", layout)
         return figures
-
-    def enabled(self, exp: str) -> bool:
-        return exp in self.experiments
 
 
 def _excluded(rules: list[dict], method: str, pair: dict) -> bool:

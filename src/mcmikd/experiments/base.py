@@ -121,6 +121,10 @@ class Experiment:
         """(data setting, method hyper-parameter overrides) of a student whose setting this kind owns."""
         return parsed, {}
 
+    def cmi_temperatures(self) -> list[float]:
+        """Temperatures at which this kind needs every teacher's CMI measured (besides teachers.cmi_temperatures)."""
+        return []
+
     def teacher_archs(self) -> list[str]:
         """Teachers an experiment without students needs (one per compared objective)."""
         return []
