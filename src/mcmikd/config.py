@@ -224,6 +224,7 @@ class Grid:
     variants: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)  # (arch, variant) -> objective, hp
     runs: dict[str, list[StudentRun]] = field(default_factory=dict)  # experiment -> its student runs
     experiments: dict[str, object] = field(default_factory=dict)  # enabled experiment name -> Experiment
+    _figures: dict | None = field(default=None, repr=False)  # built once (the rules ask for it per job)
 
     # ---------------- construction
     @classmethod
@@ -425,7 +426,13 @@ class Grid:
         return {**exp.job_params(arch, variants), "runtime": self.runtime()}
 
     def figures(self) -> dict:
-        """Every figure of the enabled experiments, and the fine-tuning curves of the fine-tuned teachers."""
+        """Every figure of the enabled experiments, and the fine-tuning curves of the fine-tuned teachers (built
+        once, after the grid is complete: the figure rule's input and params functions ask for it for every job)."""
+        if self._figures is None:
+            self._figures = self._build_figures()
+        return self._figures
+
+    def _build_figures(self) -> dict:
         from mcmikd.experiments.base import Figure
         from mcmikd.teachers import FINETUNING_CAPTION
 

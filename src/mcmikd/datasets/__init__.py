@@ -20,10 +20,6 @@ DATASETS: dict[str, str] = {
 }
 
 
-def dataset_names() -> list[str]:
-    return list(DATASETS)
-
-
 def get_dataset(name: str):
     """The `DatasetSpec` subclass registered under `name`. Raises a one-line ConfigError for an unknown name."""
     from mcmikd.registry import lookup
