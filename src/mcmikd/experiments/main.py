@@ -41,7 +41,7 @@ class Main(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, fmt, fmt_delta, method_label,
+        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, compare_cells, fmt, fmt_delta, method_label,
                                       not_raised_footnote, pair_label, show)
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
@@ -72,28 +72,25 @@ class Main(Experiment):
             for method in methods:
                 sel = students[(students["method"] == method) & (students["teacher_arch"] == t_arch)
                                & (students["student"] == s_arch)]
-                measured = {o: cell(sel[sel["teacher_objective"] == o], metric) for o in objectives}
-                ref = measured[reference]
-                for objective in objectives:
-                    c, row = measured[objective], {}
-                    gains = []  # (Δ, against whom): the reference (the paper's comparison), then the control
-                    if objective != reference:
-                        row["delta"] = c["mean"] - ref["mean"]
-                        gains.append((row["delta"], labels[reference]))
-                    if objective in controls:
-                        row["delta_control"] = c["mean"] - measured[controls[objective]]["mean"]
-                        gains.append((row["delta_control"], labels[controls[objective]]))
-                    gains = [(d, who) for d, who in gains if not math.isnan(d)]
+                # the numbers and both gains (over the reference, over the control) as every table computes them
+                _, rows = compare_cells(sel, method, layout, metric, flagged=flagged)
+                for numbers in rows:
+                    objective = numbers.pop("teacher_objective")
+                    numbers.pop("method")
+                    marked = (t_arch, objective) in flagged
+                    numbers.pop("cmi_not_raised")
+                    gains = [(numbers[key], labels[who]) for key, who in (("delta", reference),
+                                                                          ("delta_control", controls.get(objective)))
+                             if key in numbers and not math.isnan(numbers[key])]
                     if len(gains) == 1 and objective not in controls:
                         bracket = f" ({fmt_delta(gains[0][0])})"  # the plain form when no control is compared
                     else:
                         bracket = f" ({', '.join(f'{fmt_delta(d)} vs {who}' for d, who in gains)})" if gains else ""
-                    mark = NOT_RAISED if (t_arch, objective) in flagged else ""
                     name = (method_label(method) if objective == reference
                             else f"{method_label(method)} + {labels[objective]} teacher")
-                    cells[name] = show(c) + mark + bracket
-                    long_rows.append({"pair": col, "row": method, "teacher_objective": objective, **c, **row,
-                                      "cmi_not_raised": bool(mark)})
+                    cells[name] = show(numbers) + (NOT_RAISED if marked else "") + bracket
+                    long_rows.append({"pair": col, "row": method, "teacher_objective": objective, **numbers,
+                                      "cmi_not_raised": marked})
             display[col] = cells
         frame = pd.DataFrame(display)
         frame.insert(0, f"Top-1 % ({metric} epoch)", frame.index)
