@@ -116,6 +116,97 @@ def test_the_step_is_bit_identical_to_the_engine_before_it_was_sync_free(case):
     assert _digest(*_train(case)) == GOLDEN[case]
 
 
+# ------------------------------------------------------------------------------------------------ runtime.compile
+@pytest.mark.parametrize("case", list(CASES))
+def test_graphs_on_cpu_run_the_static_buffer_step_and_give_the_eager_numbers(case, monkeypatch):
+    from mcmikd import step
+
+    made = []
+    real = step.StepRunner.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(step.StepRunner, "__init__", spy)
+    runtime = _runtime(compile="graphs")
+    assert runtime.compile == "graphs"
+    # static buffers on CPU: the same step on copies of the batch, so exactly the eager numbers, not just close
+    assert _digest(*_train(case, runtime)) == GOLDEN[case]
+    # the static-buffer path really ran: buffers for the full batch and the shapes that recur (zero-shot)
+    assert all(r.static and not r.capture for r in made) and sum(r.captures for r in made) >= 1
+
+
+def test_graphs_key_drops_buffers_when_the_lr_or_the_step_key_changes():
+    from mcmikd.step import StepRunner
+
+    runtime = _runtime(compile="graphs")
+    module, _, stream = _build("dkd", runtime)
+    opt = torch.optim.SGD(module.learnable_parameters(), lr=0.1, momentum=0.9)
+    runner = StepRunner(module, opt, runtime, mode="graphs")
+    gen = torch.Generator().manual_seed(0)
+    keys = []
+    for epoch, lr in [(1, 0.1), (2, 0.1), (3, 0.1), (4, 0.1), (5, 0.01)]:  # dkd warmup 2: weight 0.5 then 1
+        opt.param_groups[0]["lr"] = lr
+        runner.start_epoch(epoch)
+        for batch in stream.batches(gen, 64):
+            runner.step(*batch, gen)
+        keys.append((runner.key, len(runner.buffers)))
+        means, acc = runner.end_epoch()
+        assert set(means) == {"ce", "dkd", "total"} and 0 <= acc <= 100
+    assert [k for k, _ in keys] == [((0.1,), 0.5)] + [((0.1,), 1.0)] * 3 + [((0.01,), 1.0)]
+    # 300 images: four batches of 64 and one of 44 per epoch; a shape gets buffers once seen more than
+    # WARMUP_STEPS (2) times under one key: the 64s in each key's first epoch, the 44 in the 3rd epoch of key 2
+    assert [n for _, n in keys] == [1, 1, 1, 2, 1]
+
+
+def test_compile_config_values():
+    assert _runtime().compile == "none"
+    assert _runtime(compile="auto").compile == "none"  # auto = graphs on CUDA only; CPU stays eager
+    assert _runtime(compile="graphs").compile == "graphs"  # on CPU: static buffers, eager (no capture)
+    from mcmikd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="runtime.compile"):
+        _runtime(compile="max-autotune")
+
+
+def test_graphs_resume_exactly_after_an_interruption(tmp_path):
+    runtime = _runtime(compile="graphs")
+    full = _digest(*_train("crd", runtime))
+    calls = {"n": 0}
+    data = _data()
+
+    def dying(model, stream):
+        def ev():
+            calls["n"] += 1
+            if calls["n"] == 2:  # killed during epoch 2, after epoch 1's checkpoint
+                raise KeyboardInterrupt
+            return evaluate(model, data.test_images, data.test_labels, stream.normalize, runtime, data.num_classes)
+        return ev
+
+    resume = ResumeFile(tmp_path / "r.pt", "crd")
+    module, model, stream = _build("crd", runtime)
+    with pytest.raises(KeyboardInterrupt):
+        fit(module, stream, Recipe.from_dict(RECIPE), evaluator=dying(model, stream), runtime=runtime, seed=0,
+            resume=resume)
+    assert (tmp_path / "r.pt").exists()
+    assert _digest(*_train("crd", runtime, resume=resume)) == full == GOLDEN["crd"]
+
+
+def test_every_method_that_reads_epoch_in_its_step_declares_a_step_key():
+    """A captured step bakes in Python numbers: a method whose forward_train uses `epoch` must key its graphs."""
+    import inspect
+
+    from mcmikd.distill import METHODS, get_method
+    from mcmikd.distill.base import Distiller
+
+    for name in METHODS:
+        cls = get_method(name)
+        body = inspect.getsource(cls.forward_train).split(":", 1)[1].split(")", 1)[1]  # after the signature
+        if "epoch" in body:
+            assert cls.step_key is not Distiller.step_key, f"{name} uses epoch in forward_train but has no step_key"
+
+
 if __name__ == "__main__":  # print the digests (how GOLDEN was recorded)
     torch.set_num_threads(1)
     for case in CASES:

@@ -97,7 +97,22 @@ class Distiller(nn.Module):
 
     def forward_train(self, images: torch.Tensor, targets: torch.Tensor, *, epoch: int,
                       indices: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        """(student logits (B, C), {term: weighted 0-dim loss}) of one batch. It must not sync with the host
+        (no `.item()`, boolean-mask indexing or data-dependent shapes) and must update device state in place:
+        the engine may capture it into a CUDA graph (`mcmikd.step`). The engine passes `generator=None`;
+        random numbers come from `step_inputs`; Python values taken from `epoch` must be in `step_key`."""
         raise NotImplementedError
+
+    def step_inputs(self, targets: torch.Tensor, indices: torch.Tensor,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Tensors drawn from the training `generator` for one step, before it (passed to `forward_train` as
+        keyword arguments); default: none."""
+        return {}
+
+    def step_key(self, epoch: int):
+        """The Python values `forward_train` derives from `epoch` (e.g. a warm-up weight), hashable: a captured
+        step is reused only while this stays equal. Default None: forward_train does not use `epoch`."""
+        return None
 
     # --- helpers shared by the methods --------------------------------------------------------------------
     @torch.no_grad()

@@ -58,10 +58,14 @@ class DKD(Distiller):
         beta = self.hp["beta"]
         self.beta = float(beta) if beta is not None else self.official_beta(ctx.teacher_arch, ctx.student_arch)
 
+    def step_key(self, epoch: int) -> float:
+        """The warm-up weight min(epoch / warmup, 1) of 1-based `epoch` (all forward_train takes from it)."""
+        return min(epoch / self.hp["warmup"], 1.0) if self.hp["warmup"] else 1.0
+
     def forward_train(self, images, targets, *, epoch, indices=None, generator=None):
         logits = self.student(images)
         teacher_logits = self.teacher_logits(images)
-        warm = min(epoch / self.hp["warmup"], 1.0) if self.hp["warmup"] else 1.0
+        warm = self.step_key(epoch)
         terms = {"ce": self.ce_term(logits, targets)}
         with full_precision(images):
             terms["dkd"] = warm * dkd_loss(logits.float(), teacher_logits.float(), targets, self.hp["alpha"],
