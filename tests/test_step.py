@@ -170,6 +170,27 @@ def test_compile_config_values():
         _runtime(compile="max-autotune")
 
 
+def test_compile_enters_the_job_params_only_when_set():
+    """Its default `none` is the engine as before: existing results keep their params (nothing reruns)."""
+    from pathlib import Path
+
+    import yaml
+
+    from mcmikd.config import load_grid
+
+    root = Path(__file__).resolve().parents[1]
+    schema = root / "workflow" / "schemas" / "config.schema.yaml"
+    config = yaml.safe_load((root / "tests" / "tiny.yaml").read_text())
+    assert "compile" not in load_grid(config, schema).runtime()
+    config["runtime"] = {**config.get("runtime", {}), "compile": "graphs"}
+    assert load_grid(config, schema).runtime()["compile"] == "graphs"
+    from mcmikd.errors import ConfigError
+
+    config["runtime"]["compile"] = "reduce-overhead"
+    with pytest.raises(ConfigError, match="compile"):
+        load_grid(config, schema)
+
+
 def test_graphs_resume_exactly_after_an_interruption(tmp_path):
     runtime = _runtime(compile="graphs")
     full = _digest(*_train("crd", runtime))

@@ -353,8 +353,10 @@ class Grid:
 
     # ---------------- each job's params (only what that job depends on)
     def runtime(self) -> dict:
-        # threads are left out: they come through the rule's `threads:` and must not rerun jobs when changed
-        return {k: v for k, v in self.config["runtime"].items() if k != "threads"}
+        # threads are left out: they come through the rule's `threads:` and must not rerun jobs when changed;
+        # compile only when set (its default "none" is the engine as before, so existing results keep their params)
+        return {k: v for k, v in self.config["runtime"].items()
+                if k != "threads" and not (k == "compile" and v == "none")}
 
     def data_params(self) -> dict:
         # only the keys the dataset uses (its spec's config_keys): changing another one reruns nothing
