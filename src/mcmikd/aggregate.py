@@ -333,6 +333,11 @@ def not_raised_footnote(flagged: dict) -> list[str]:
             f"from it."]
 
 
+VALIDATION_NOTE = ("Evaluated on validation data: a seeded, stratified held-out part of the training set "
+                   "(dataset.validation); the test set was not used. Accuracies and CMI called \"test\" in this run "
+                   "are validation numbers.")
+
+
 def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_out: str, md_out: str,
                 tex_out: str) -> pd.DataFrame:
     """The experiment's table (`mcmikd.experiments`) as long numbers (CSV) and as displayed (Markdown, LaTeX)."""
@@ -341,6 +346,10 @@ def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_o
     kind = get_experiment(experiment)
     numbers, display = kind.table(read_runs(runs_csv), layout, metric)
     caption = f"{kind.caption} ({metric}-epoch accuracy)."
+    if layout.get("evaluated_on") == "validation":  # dataset.validation: no number here comes from the test set
+        caption = caption.replace(" test ", " validation ")
+        display.attrs["footnotes"] = [VALIDATION_NOTE, *display.attrs.get("footnotes", [])]
+        numbers = numbers.assign(evaluated_on="validation")
     md, tex = to_markdown(display, caption), to_latex(display, caption)
     reference = layout.get("reference")
     if reference:  # the paper's numbers beside ours (mcmikd.references)

@@ -168,9 +168,13 @@ class Experiment:
     def report_note(self) -> str:
         """The table's description in the report: `note`, and what the "CMI not raised" mark means where a compared
         objective must raise the CMI (`TeacherObjective.must_raise_cmi_over`)."""
+        note = self.note
+        if self.grid.config.get("dataset", {}).get("validation"):
+            note = (f"{note} Evaluated on VALIDATION data (``dataset.validation``): a held-out part of the training "
+                    f"set; the test set was not used, so read \"test\" as \"validation\" here.").strip()
         if not any(self.grid.objective_class(o).must_raise_cmi_over for o in self.objectives()):
-            return self.note
-        return (f"{self.note} {CMI_NOT_RAISED_NOTE}").strip()
+            return note
+        return (f"{note} {CMI_NOT_RAISED_NOTE}").strip()
 
     def extra_layout(self) -> dict:
         return {}
