@@ -8,8 +8,9 @@ KD student (setting `full`) the main experiment's KD student. The other compared
 `teachers.objectives`, minus the swept one) are reference rows: the first (MLL, λ = 0 conceptually) is the
 reference of every Δ, and the λ = 0 control (`ce_finetune`) shows what the extra fine-tuning alone does.
 
-Choosing λ on held-out data is not done here: the sweep reports test accuracy at every λ, and the λ every other
-experiment uses stays fixed in `teachers.hp.<objective>` (or an experiment's `hp` override).
+The sweep reports accuracy at every λ and chooses nothing; the λ every other experiment uses stays fixed in
+`teachers.hp.<objective>` (or an experiment's `hp` override). To choose λ on held-out training data rather than the
+test set, run the sweep in a config of its own with `dataset.validation` on (its tables then say "validation").
 """
 
 from __future__ import annotations
