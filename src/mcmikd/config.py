@@ -409,8 +409,10 @@ class Grid:
         setting: dict = {}
         owner = self.setting_owner(run.setting)
         if owner is not None:
-            setting, overrides = owner.setting_params(owner.parse_setting(split_setting(run.setting)[1]))
+            parsed = owner.parse_setting(split_setting(run.setting)[1])
+            setting, overrides = owner.setting_params(parsed)
             hp.update(overrides)
+            hp.update(owner.run_hp(run, parsed))
         teacher = None
         if run.t_arch != NO_TEACHER:
             teacher = {"arch": run.t_arch, "objective": self.variants[(run.t_arch, run.t_variant)][0],

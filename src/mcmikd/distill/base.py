@@ -51,6 +51,12 @@ class Distiller(nn.Module):
     uses_teacher: ClassVar[bool] = True
     # hyper-parameters with RepDistiller's defaults; a config block may override any of them, and only them
     defaults: ClassVar[dict[str, Any]] = {"gamma": 1.0, "alpha": 0.0, "beta": 0.0, "temperature": 4.0}
+    # the key of `defaults` that weights the method's own term (what the method-weight selection scales;
+    # `mcmikd.distill.weights` reads it, and `weight_table`, from the source: keep them literals)
+    weight_key: ClassVar[str | None] = "beta"
+    # for a weight whose default is None (the official value per pair): (module-level {(teacher, student): value}
+    # dict, module-level fallback value), both by name
+    weight_table: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, hp: dict, ctx: DistillContext):
         super().__init__()

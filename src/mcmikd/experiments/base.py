@@ -121,6 +121,11 @@ class Experiment:
         """(data setting, method hyper-parameter overrides) of a student whose setting this kind owns."""
         return parsed, {}
 
+    def run_hp(self, run, parsed: dict) -> dict:
+        """Method hyper-parameter overrides that depend on the run too (its method, teacher, student), e.g. a
+        multiple of the method's own weight; {} by default."""
+        return {}
+
     def cmi_temperatures(self) -> list[float]:
         """Temperatures at which this kind needs every teacher's CMI measured (besides teachers.cmi_temperatures)."""
         return []
@@ -147,6 +152,12 @@ class Experiment:
         layout = {"pairs": [[p["teacher"], p["student"]] for p in self.pairs()], "methods": methods,
                   "objectives": objectives, "labels": labels, "colors": colors, "controls": controls,
                   "must_raise": must_raise, **self.extra_layout()}
+        # only when set, so that the tables of configurations without them are unchanged (and not rerun)
+        margin = (self.grid.config.get("tables") or {}).get("not_working_margin")
+        if margin is not None:
+            layout["not_working_margin"] = float(margin)
+        if self.grid.config.get("dataset", {}).get("validation"):
+            layout["evaluated_on"] = "validation"
         reference = self.grid.config.get("reference") or {}
         if reference:  # the paper's numbers for this experiment, its claims and our differences (mcmikd.references)
             layout["reference"] = {"entries": list((reference.get("experiments") or {}).get(self.name) or []),
@@ -157,9 +168,13 @@ class Experiment:
     def report_note(self) -> str:
         """The table's description in the report: `note`, and what the "CMI not raised" mark means where a compared
         objective must raise the CMI (`TeacherObjective.must_raise_cmi_over`)."""
+        note = self.note
+        if self.grid.config.get("dataset", {}).get("validation"):
+            note = (f"{note} Evaluated on VALIDATION data (``dataset.validation``): a held-out part of the training "
+                    f"set; the test set was not used, so read \"test\" as \"validation\" here.").strip()
         if not any(self.grid.objective_class(o).must_raise_cmi_over for o in self.objectives()):
-            return self.note
-        return (f"{self.note} {CMI_NOT_RAISED_NOTE}").strip()
+            return note
+        return (f"{note} {CMI_NOT_RAISED_NOTE}").strip()
 
     def extra_layout(self) -> dict:
         return {}

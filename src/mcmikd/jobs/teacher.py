@@ -59,7 +59,8 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
                epoch=chosen["epoch"], test_acc=chosen["test_acc"])
     metrics = {"role": "teacher", "teacher": teacher, "checkpoint": params["checkpoint"],
                "model_acc": chosen["test_acc"], "start_acc": start_acc, "collapsed": reason is not None,
-               "collapse_reason": reason, **objective.extra_metrics(state), **summarize(result)}
+               "collapse_reason": reason, **objective.extra_metrics(state), **summarize(result),
+               **data.evaluation_record()}
     return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 
@@ -110,7 +111,7 @@ def measure_cmi(data_path: str, model_path: str, params: dict, output: str, thre
                 for t in params["temperatures"]},
     }
     result = {"arch": ckpt["arch"], "objective": ckpt["objective"], "variant": ckpt["variant"],
-              "temperatures": params["temperatures"], **out,
+              "temperatures": params["temperatures"], **out, **data.evaluation_record(),
               "provenance": provenance(params, None, str(runtime.device), time.perf_counter() - t0)}
     write_json(output, result)
     return result

@@ -48,6 +48,8 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
 class DKD(Distiller):
     name = "dkd"
     defaults = {"gamma": 1.0, "alpha": 1.0, "beta": None, "temperature": 4.0, "warmup": 20}
+    weight_key = "beta"  # NCKD, the term DKD tunes per pair (α, TCKD, stays 1)
+    weight_table = ("OFFICIAL_BETA", "DEFAULT_BETA")
 
     @staticmethod
     def official_beta(teacher_arch: str, student_arch: str) -> float:

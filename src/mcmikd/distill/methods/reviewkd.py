@@ -83,6 +83,8 @@ def _levels(shapes: dict, preact: bool) -> list[tuple[int, int, int]]:
 class ReviewKD(Distiller):
     name = "reviewkd"
     defaults = {"gamma": 1.0, "alpha": 0.0, "beta": None, "temperature": 4.0, "warmup": 20}
+    weight_key = "beta"  # the HCL weight (official --kd-loss-weight)
+    weight_table = ("OFFICIAL_WEIGHT", "DEFAULT_WEIGHT")
 
     @staticmethod
     def official_weight(teacher_arch: str, student_arch: str) -> float:
