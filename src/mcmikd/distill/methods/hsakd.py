@@ -197,7 +197,12 @@ class HSAKD(Distiller):
     def learnable_parameters(self):
         return list(self.student.parameters()) + list(self.heads["student_aux"].parameters())
 
-    def _teacher_aux_logits(self, feats) -> list[torch.Tensor]:
+    def student_aux_logits(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The student's paired auxiliary logits, each (n, 4·K), from its `Features.feats` (n images)."""
+        return [head(feats[1 + i]) for head, i in zip(self.heads["student_aux"], self.s_idx)]
+
+    def teacher_aux_logits(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The teacher's paired auxiliary logits, each (n, 4·K), from its `Features.feats` (n images)."""
         return [head(feats[1 + i]) for head, i in zip(self.heads["teacher_aux"], self.t_idx)]
 
     def _init_loss(self, images, targets):
@@ -206,7 +211,7 @@ class HSAKD(Distiller):
             feats = self.teacher.forward_features(x).feats
         self.heads["teacher_aux"].train(self.training)
         try:
-            logits = self._teacher_aux_logits(feats)
+            logits = self.teacher_aux_logits(feats)
         finally:
             self.heads["teacher_aux"].eval()
         with full_precision(images):
@@ -224,10 +229,10 @@ class HSAKD(Distiller):
         b = images.shape[0]
         x, _ = rotate_batch(images, targets)
         out = self.student.forward_features(x)
-        s_aux = [head(out.feats[1 + i]) for head, i in zip(self.heads["student_aux"], self.s_idx)]
+        s_aux = self.student_aux_logits(out.feats)
         with torch.no_grad():
             t = self.teacher.forward_features(x)
-            t_aux = self._teacher_aux_logits(t.feats)
+            t_aux = self.teacher_aux_logits(t.feats)
         with full_precision(images):
             terms = hsakd_loss(out.logits.float(), t.logits.float(), [z.float() for z in s_aux],
                                [z.float() for z in t_aux], targets, gamma=self.hp["gamma"], alpha=self.hp["alpha"],
