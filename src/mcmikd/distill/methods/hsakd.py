@@ -1,26 +1,28 @@
-"""Yang, Xu, An, Xu, "Hierarchical Self-supervised Augmented Knowledge Distillation" (IJCAI 2021), after its
-official CIFAR-100 code (github.com/winycg/HSAKD: `train_teacher_cifar.py`, `train_student_cifar.py`,
-`models/{resnet,wrn,vgg,mobilenetv2}.py`).
+"""Yang, An, Cai, Xu, "Hierarchical Self-supervised Augmented Knowledge Distillation" (IJCAI 2021, arXiv
+2107.13715), after its official CIFAR-100 code (github.com/winycg/HSAKD: `train_teacher_cifar.py`,
+`train_student_cifar.py`, `models/{resnet,wrn,vgg,mobilenetv2}.py`).
 
-Self-supervised augmented task (paper §3.1–3.2): every image is seen under the 4 rotations 0/90/180/270°, and
+Self-supervised augmented task (paper §3, method): every image is seen under the 4 rotations 0/90/180/270°, and
 an image of class y rotated by k·90° has the joint label y·4 + k among K·4 classes.
 
-Auxiliary classifiers (paper §3.3, official `Auxiliary_Classifier`): one per stage output `feats[1:]` of a
-network (RepDistiller's f1..f_L); the head on stage l repeats the network's deeper stages — for every later
-stage j one stage of `aux_blocks` building blocks to stage j's channels, stride 2 where stage j's map is smaller,
-stride 1 otherwise — and the head on the last stage gets one stride-1 stage at the last width, so all heads end
-at about the depth of the network; then global average pooling and a linear layer to K·4 joint classes.
+Auxiliary classifiers (paper §3; official `Auxiliary_Classifier` of each model file): one per stage output
+`feats[1:]` of a network (RepDistiller's f1..f_L); the head on stage l repeats the network's deeper stages —
+for every later stage j one stage of `aux_blocks` building blocks to stage j's channels, stride 2 where stage j's
+map is smaller, stride 1 otherwise — and the head on the last stage gets one stride-1 stage at the last width, so
+all heads end at about the depth of the network; then global average pooling and a linear layer to K·4 joint
+classes.
 
-Teacher (paper §3.4; official `train_teacher_cifar.py --freezed`, `train_teacher_freezed.sh`): here the teacher
+Teacher (official `train_teacher_cifar.py --freezed`, `train_teacher_freezed.sh`): here the teacher
 (MLL or MCMI) is given and its backbone stays frozen, so its auxiliary classifiers are trained first, as this
 method's init stage: Σ_l CE(c_l^t(f_l^t(rot x)), joint label) on the frozen teacher's maps (eval-mode backbone,
 no grad), heads in train mode. The official frozen-backbone run trains them 100 epochs (SGD lr 0.05, Nesterov,
 wd 5e-4, ×0.1 at epochs 30/60/90, batch 64): `init_epochs` 100 and `init_lr` 0.05 are those values; the engine's
-init stage keeps its learning rate constant and uses the student recipe's optimizer settings (deviation). The
-paper's own teacher was trained jointly with its heads from scratch over the whole schedule, which would change
-the teacher under comparison; that variant is not offered.
+init stage keeps its learning rate constant, uses the student recipe's momentum and weight decay without Nesterov,
+and keeps the last heads (official: the heads of the best test epoch) (deviations). The official code also trains
+a teacher jointly with its heads from scratch over the whole 240-epoch schedule (`train_teacher_cifar.py` without
+`--freezed`); that would change the teacher under comparison (MLL or MCMI), so it is not offered.
 
-Student (paper Eq. 10–12; official `train_student_cifar.py`): the student and its own auxiliary classifiers are
+Student (paper §3; official `train_student_cifar.py`): the student and its own auxiliary classifiers are
 trained together on the 4·b rotated batch (gradients reach the student backbone through its heads):
     ce     = γ · CE(student logits of the unrotated images, y)
     kd     = α · KL_T(teacher ‖ student) · T² over all 4·b rotated images (main heads, K classes)
@@ -51,7 +53,7 @@ from mcmikd.errors import ConfigError
 from mcmikd.models.base import init_weights
 from mcmikd.models.resnet import BasicBlock
 
-ROTATIONS = 4  # 0°, 90°, 180°, 270° (paper §3.2, official `torch.rot90(input, k, (2, 3)) for k in range(4)`)
+ROTATIONS = 4  # 0°, 90°, 180°, 270° (official `torch.rot90(input, k, (2, 3)) for k in range(4)`)
 
 
 # --------------------------------------------------------------------------------------------- the augmented task
@@ -60,7 +62,7 @@ def rotate_batch(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 
     Returns ((4·b, C, H, W) images, (4·b,) labels) laid out rotation-major: rows k·b … k·b + b − 1 hold the batch
     rotated by k·90° (counter-clockwise in the (H, W) plane, `torch.rot90(x, k, (2, 3))`), so rows 0 … b − 1 are
-    the images themselves. Joint labels follow the official indexing y·4 + k (paper §3.2).
+    the images themselves. Joint labels follow the official indexing y·4 + k.
     """
     x = torch.cat([torch.rot90(images, k, (2, 3)) for k in range(ROTATIONS)], dim=0)
     k = torch.arange(ROTATIONS, device=targets.device).unsqueeze(1)
@@ -77,7 +79,7 @@ def kl_t(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature
 def hsakd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, student_aux: list[torch.Tensor],
                teacher_aux: list[torch.Tensor], targets: torch.Tensor, *, gamma: float = 1.0, alpha: float = 1.0,
                beta: float = 1.0, temperature: float = 3.0) -> dict[str, torch.Tensor]:
-    """The student's named loss terms on a rotated batch (paper Eq. 10–12, official `train_student_cifar.py`).
+    """The student's named loss terms on a rotated batch (official `train_student_cifar.py`, `train`).
 
     `student_logits`, `teacher_logits`: (4·b, K) main-head logits of `rotate_batch` images (rows 0 … b − 1
     unrotated); `student_aux`, `teacher_aux`: paired lists of (4·b, 4·K) auxiliary logits; `targets`: (b,) labels.
@@ -92,7 +94,8 @@ def hsakd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, stude
 
 
 def aux_ce_loss(aux_logits: list[torch.Tensor], joint_targets: torch.Tensor) -> torch.Tensor:
-    """Σ_l CE(aux logits_l, joint labels): the teacher heads' self-supervised augmented task (paper Eq. 8)."""
+    """Σ_l CE(aux logits_l, joint labels): the teacher heads' self-supervised augmented task
+    (official `train_teacher_cifar.py`, `train`; the main head's CE there has no gradient with a frozen backbone)."""
     return sum(F.cross_entropy(z, joint_targets) for z in aux_logits)
 
 
