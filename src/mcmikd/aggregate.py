@@ -150,7 +150,8 @@ def to_latex(frame: pd.DataFrame, caption: str = "") -> str:
 # --------------------------------------------------------------------------------------------- tables
 METHOD_LABELS = {"ce": "Student (no KD)", "kd": "KD", "fitnet": "FitNet", "at": "AT", "sp": "SP", "cc": "CC",
                  "vid": "VID", "rkd": "RKD", "pkt": "PKT", "ab": "AB", "ft": "FT", "fsp": "FSP", "nst": "NST",
-                 "crd": "CRD", "dkd": "DKD", "reviewkd": "ReviewKD", "dist": "DIST"}
+                 "crd": "CRD", "dkd": "DKD", "reviewkd": "ReviewKD", "dist": "DIST",
+                 "hsakd": "HSAKD"}
 
 
 def method_label(method: str) -> str:
