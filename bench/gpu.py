@@ -370,9 +370,9 @@ def render(rows: list[Row], header: list[str], args, command: str, notes: list[s
 
     lines = [f"# GPU training speed ({args.teacher} → {args.student} KD, batch {args.batch})", "",
              *header, f"* Command: `{command}`", "",
-             f"Each row: a warm-up epoch of {args.warmup_steps} steps, then a measured epoch of "
+             f"Each row: a warm-up epoch of {args.warmup_steps} step(s), then a measured epoch of "
              f"{args.steps or 'all'} steps of batch {args.batch} and a test pass over {args.test_images} test "
-             f"images ({'scaled from a full epoch of 782 steps + 10,000 test images' if args.steps else 'full epoch'}); "
+             f"images ({f'scaled from a full epoch of {args.full_steps:,} steps + {args.n_test:,} test images' if args.steps else 'a full epoch'}); "
              f"images/s = training images / wall time of the measured epoch with its test pass. Packed rows: "
              f"all jobs' training images / (last end − first start), the jobs released together after warm-up.", "",
              "| run | jobs | images/s (aggregate) | images/s per job | × RepDistiller-style loop | status |",
@@ -416,6 +416,7 @@ def main() -> None:
     jobs = [int(n) for n in (args.jobs or ("1,2" if smoke else "1,2,4,8")).split(",")]
     n_train, n_test = (640, 128) if smoke else (FULL_TRAIN, FULL_TEST)
     args.test_images = n_test if not args.steps else max(1, min(n_test, args.steps * args.batch * n_test // n_train))
+    args.full_steps, args.n_test = -(-n_train // args.batch), n_test
 
     modes = [m for m in (args.modes or ("paper" if smoke else ",".join(MODES))).split(",") if m]
     unknown = sorted(set(modes) - set(MODES))
@@ -461,6 +462,9 @@ def main() -> None:
                       "verify_checksums": False}, str(work / "data.pt"))
         notes.append(f"Fake CIFAR-100 folder: {n_train:,} train / {n_test:,} test images, written and prepared "
                      f"in {time.monotonic() - t0:.1f} s.")
+        notes.append("The RepDistiller-style loop keeps PyTorch's defaults besides cudnn.benchmark, as RepDistiller "
+                     "does: fp32 tensors, with TF32 convolutions allowed (torch.backends.cudnn.allow_tf32) on GPUs "
+                     "that have TF32.")
         common = {"device": device, "teacher": args.teacher, "student": args.student, "batch": args.batch,
                   "steps": args.steps, "warmup_steps": args.warmup_steps, "test_images": args.test_images}
 
