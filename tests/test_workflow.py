@@ -273,10 +273,10 @@ def test_editing_the_plotting_code_reruns_only_figures_and_tables(finished_run, 
     # a seed of the zero-shot experiment: the same four students for the new seed
     (lambda c: c["experiments"]["zeroshot"].update(seeds=[0, 1]),
      {"train_student": 4, "collect_runs": 1, "make_table": 1, "plot_figure": 2}),
-    # a λ for the CAM experiment: one more MCMI teacher (fine-tuned from the existing MLL one), its Eigen-CAM
-    # panel, and the fine-tuning curves that show every fine-tuned teacher
+    # a λ for the CAM experiment: one more MCMI teacher per teacher seed (fine-tuned from the existing MLL one of
+    # its seed), its Eigen-CAM panel, and the fine-tuning curves that show every fine-tuned teacher
     (lambda c: c["experiments"]["cam"].update(hp={"mcmi": {"lambda": 0.5}}),
-     {"finetune_teacher": 1, "eigen_cam": 1, "plot_figure": 2}),
+     {"finetune_teacher": 2, "eigen_cam": 1, "plot_figure": 2}),
     # the control teacher dropped from the comparisons: nothing to train, every table and figure redrawn
     (lambda c: c["teachers"].update(objectives=["mll", "mcmi"]),
      {"collect_runs": 4, "make_table": 4, "eigen_cam": 1, "plot_figure": 7}),

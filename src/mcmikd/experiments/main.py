@@ -22,7 +22,7 @@ class Main(Experiment):
     caption = "Top-1 test accuracy (%) of students distilled from each compared teacher, mean ± std over seeds"
     note = (
         "Main table (the paper's Table 1 layout). For each teacher → student pair: each compared teacher's test "
-        "accuracy and CMI (train set, T = 1), the student trained without a teacher, then for every framework the "
+        "accuracy and CMI (train set, T = 1), mean ± std over the teacher seeds (``teachers.seeds``), the student trained without a teacher, then for every framework the "
         "student distilled from the reference (first) teacher and, below it, from each other compared teacher with "
         "its gain Δ in brackets; where the teacher's control is compared too (e.g. MCMI and its λ = 0 "
         "fine-tuning CE-FT), the bracket gives both gains, \"(+x vs MLL, +y vs CE-FT)\": the paper's comparison and "
