@@ -39,6 +39,7 @@ wildcard_constraints:
     method=r"[a-z0-9_]+",
     setting=GRID.setting_pattern(),
     seed=r"[0-9]+",
+    tseed=_alternatives(str(t) for t in GRID.teacher_seeds()),
     experiment=_alternatives(GRID.runs),
     figure=_alternatives(GRID.figures()),
 
@@ -93,22 +94,23 @@ THREADS = config["runtime"]["threads"]
 
 
 # ----------------------------------------------------------------------------------------------- paths
-def teacher_files(arch, variant):
-    base = f"<results>/teachers/{arch}/{variant}"
-    return {"model": f"{base}/model.pt", "metrics": f"{base}/metrics.json"}
+def teacher_files(arch, variant, tseed):
+    base = f"<results>/teachers/{arch}/{variant}/seed{tseed}"
+    return {"model": f"{base}/model.pt", "metrics": f"{base}/metrics.json", "cmi": f"{base}/cmi.json"}
 
 
 def start_inputs(wildcards):
-    """A fine-tuned teacher's start model and metrics (the teacher of the objective it starts from)."""
+    """A fine-tuned teacher's start model and metrics (the teacher of the objective it starts from, same seed)."""
     start = GRID.start_variant(wildcards.arch, wildcards.variant)
-    files = teacher_files(wildcards.arch, start)
+    files = teacher_files(wildcards.arch, start, wildcards.tseed)
     return {"start_model": files["model"], "start_metrics": files["metrics"]}
 
 
 def student_teacher_inputs(wildcards):
+    """The teacher of a student run: teacher seed `GRID.teacher_seed(student seed)`."""
     if wildcards.t_arch == NO_TEACHER:
         return {}
-    files = teacher_files(wildcards.t_arch, wildcards.t_variant)
+    files = teacher_files(wildcards.t_arch, wildcards.t_variant, GRID.teacher_seed(int(wildcards.seed)))
     return {"teacher_model": files["model"], "teacher_metrics": files["metrics"]}
 
 
@@ -136,18 +138,19 @@ def experiment_runs(wildcards):
 
 
 def experiment_teachers(wildcards):
-    """Teacher metrics and CMI files of the pairs of an experiment (for teacher rows and Fig. 1)."""
+    """Teacher metrics and CMI files of the pairs of an experiment, every teacher seed (teacher rows, Fig. 1)."""
     files = []
     for run in GRID.runs.get(wildcards.experiment, []):
         if run.t_arch != NO_TEACHER:
-            base = f"<results>/teachers/{run.t_arch}/{run.t_variant}"
-            files += [f"{base}/metrics.json", f"{base}/cmi.json"]
+            for tseed in GRID.teacher_seeds():
+                f = teacher_files(run.t_arch, run.t_variant, tseed)
+                files += [f["metrics"], f["cmi"]]
     return sorted(set(files))
 
 
 def cam_models(wildcards):
-    variants = GRID.cam_params(wildcards.arch)["variants"]
-    return [teacher_files(wildcards.arch, v)["model"] for v in variants.values()]
+    params = GRID.cam_params(wildcards.arch)
+    return [teacher_files(wildcards.arch, v, params["teacher_seed"])["model"] for v in params["variants"].values()]
 
 
 def figure_spec(wildcards):

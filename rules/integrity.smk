@@ -6,7 +6,7 @@ from mcmikd.repair import repair_damaged
 
 
 def intermediate_files():
-    files = ["<results>/data.pt"] + [teacher_files(a, v)["model"] for a, v in GRID.teacher_dirs()]
+    files = ["<results>/data.pt"] + [teacher_files(a, v, t)["model"] for a, v, t in GRID.teacher_jobs()]
     files += [f"<results>/cam/{arch}.pt" for exp in GRID.cam_experiments() for arch in exp.teacher_archs()]
     return [workflow.pathvars.apply(f) for f in dict.fromkeys(files)]
 

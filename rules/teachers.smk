@@ -8,17 +8,17 @@ rule train_teacher:
         data="<results>/data.pt",
         code=job_code("train_teacher", teacher_modules),
     output:
-        model="<results>/teachers/{arch}/{variant}/model.pt",
-        metrics="<results>/teachers/{arch}/{variant}/metrics.json",
+        model="<results>/teachers/{arch}/{variant}/seed{tseed}/model.pt",
+        metrics="<results>/teachers/{arch}/{variant}/seed{tseed}/metrics.json",
     wildcard_constraints:
         variant=_alternatives(GRID.variant_names(False)),
     params:
-        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant),
+        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
         resume=lambda wc, output: resume_path(output.model),
     log:
-        "<logs>/train_teacher/{arch}.{variant}.log",
+        "<logs>/train_teacher/{arch}.{variant}.seed{tseed}.log",
     benchmark:
-        "<benchmarks>/train_teacher/{arch}.{variant}.tsv"
+        "<benchmarks>/train_teacher/{arch}.{variant}.seed{tseed}.tsv"
     threads: res("train_teacher", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("train_teacher", "mem_mb", 4000),
@@ -38,17 +38,17 @@ rule finetune_teacher:
         data="<results>/data.pt",
         code=job_code("train_teacher", teacher_modules),
     output:
-        model="<results>/teachers/{arch}/{variant}/model.pt",
-        metrics="<results>/teachers/{arch}/{variant}/metrics.json",
+        model="<results>/teachers/{arch}/{variant}/seed{tseed}/model.pt",
+        metrics="<results>/teachers/{arch}/{variant}/seed{tseed}/metrics.json",
     wildcard_constraints:
         variant=_alternatives(GRID.variant_names(True)),
     params:
-        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant),
+        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
         resume=lambda wc, output: resume_path(output.model),
     log:
-        "<logs>/finetune_teacher/{arch}.{variant}.log",
+        "<logs>/finetune_teacher/{arch}.{variant}.seed{tseed}.log",
     benchmark:
-        "<benchmarks>/finetune_teacher/{arch}.{variant}.tsv"
+        "<benchmarks>/finetune_teacher/{arch}.{variant}.seed{tseed}.tsv"
     threads: res("finetune_teacher", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("finetune_teacher", "mem_mb", 4000),
@@ -64,16 +64,16 @@ rule measure_cmi:
     """Teacher CMI on the training set (eval mode, no augmentation) at every KD temperature, and accuracy."""
     input:
         data="<results>/data.pt",
-        model="<results>/teachers/{arch}/{variant}/model.pt",
+        model="<results>/teachers/{arch}/{variant}/seed{tseed}/model.pt",
         code=job_code("measure_cmi", lambda wc: [MODELS[wc.arch]]),
     output:
-        "<results>/teachers/{arch}/{variant}/cmi.json",
+        "<results>/teachers/{arch}/{variant}/seed{tseed}/cmi.json",
     params:
         cfg=GRID.cmi_params(),
     log:
-        "<logs>/measure_cmi/{arch}.{variant}.log",
+        "<logs>/measure_cmi/{arch}.{variant}.seed{tseed}.log",
     benchmark:
-        "<benchmarks>/measure_cmi/{arch}.{variant}.tsv"
+        "<benchmarks>/measure_cmi/{arch}.{variant}.seed{tseed}.tsv"
     threads: res("measure_cmi", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("measure_cmi", "mem_mb", 4000),

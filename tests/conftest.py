@@ -47,7 +47,9 @@ def append(path: Path, text: str) -> None:
 
 
 def small_grid(c):
-    """The tiny config's main experiment only (every job kind but CAM and the other experiments' students)."""
+    """The tiny config's main experiment only, one teacher and one student seed (every job kind but CAM and the
+    other experiments' students)."""
+    c["teachers"]["seeds"] = [0]
     c["students"]["seeds"] = [0]
     c["experiments"]["main"]["methods"] = ["kd"]
     for name in ("fewshot", "zeroshot", "temperature", "cam"):

@@ -137,7 +137,7 @@ def test_an_mcmi_teacher_whose_cmi_is_not_above_its_control_is_marked_in_the_tab
     assert "MLL" not in cmi_not_raised(teachers, LAYOUT)[("resnet32", "mcmi")].split("≤")[1]  # it beat MLL
     numbers, display = Main.table(pd.concat([_students(ACCS), teachers]), LAYOUT, "best")
     col = display.set_index("Top-1 % (best epoch)")["resnet32 → resnet8"]
-    assert col["Teacher CMI (MCMI)"] == "0.1500" + NOT_RAISED and col["Teacher acc. (MCMI)"].endswith(NOT_RAISED)
+    assert col["Teacher CMI (MCMI)"] == "0.1500 (n = 1)" + NOT_RAISED and col["Teacher acc. (MCMI)"].endswith(NOT_RAISED)
     assert col["KD + MCMI teacher"] == f"83.00 ± 0.00{NOT_RAISED} (+2.00 vs MLL, +0.00 vs CE-FT)"
     assert not col["KD + CE-FT teacher"].endswith(NOT_RAISED) and not col["Teacher CMI (MLL)"].endswith(NOT_RAISED)
     assert numbers.groupby("teacher_objective")["cmi_not_raised"].any().to_dict() == {
@@ -147,3 +147,47 @@ def test_an_mcmi_teacher_whose_cmi_is_not_above_its_control_is_marked_in_the_tab
     assert r"\footnotesize † CMI not raised" in to_latex(display)
     lower = _teachers({"mll": 0.16, "mcmi": 0.15})  # below its MLL teacher, no control in the runs table
     assert "MLL 0.1600" in cmi_not_raised(lower, LAYOUT)[("resnet32", "mcmi")]
+
+
+# ----------------------------------------------------------------------- teacher seeds
+def _seeded_teachers(cmi: dict, acc: dict | None = None) -> pd.DataFrame:
+    """Teacher rows per (objective, teacher seed): `cmi[o]` and `acc[o]` list one value per seed."""
+    acc = acc or {}
+    return pd.DataFrame([{"role": "teacher", "teacher_arch": "resnet32", "teacher_objective": o, "teacher_label": o,
+                          "teacher_seed": seed, "status": "ok", "cmi_T1": v,
+                          "model_acc": (acc.get(o) or [90.0] * len(values))[seed]}
+                         for o, values in cmi.items() for seed, v in enumerate(values)])
+
+
+def test_teacher_rows_over_two_seeds_give_mean_std_and_the_cmi_check_counts_failing_seeds():
+    from mcmikd.aggregate import NOT_RAISED, cmi_not_raised, not_raised_footnote
+    from mcmikd.experiments.main import Main
+
+    # seed 0: MCMI 0.20 above MLL 0.10 and CE-FT 0.15; seed 1: MCMI 0.12 not above CE-FT 0.14 (but above MLL 0.11)
+    teachers = _seeded_teachers({"mll": [0.10, 0.11], "mcmi": [0.20, 0.12], "ce_finetune": [0.15, 0.14]},
+                                {"mll": [90.0, 92.0], "mcmi": [91.0, 91.0], "ce_finetune": [89.0, 93.0]})
+    flagged = cmi_not_raised(teachers, LAYOUT)
+    assert list(flagged) == [("resnet32", "mcmi")]
+    assert "CMI not raised for 1 of 2 teacher seeds" in flagged[("resnet32", "mcmi")]
+    assert "seed 1: 0.1200 ≤ CE-FT 0.1400" in flagged[("resnet32", "mcmi")] and "seed 0" not in flagged[("resnet32", "mcmi")]
+    # compared across seeds it would pass (mean 0.16 > 0.145 > 0.105): the check is per seed
+    assert cmi_not_raised(_seeded_teachers({"mll": [0.10], "mcmi": [0.16], "ce_finetune": [0.145]}), LAYOUT) == {}
+    numbers, display = Main.table(pd.concat([_students(ACCS), teachers]), LAYOUT, "best")
+    col = display.set_index("Top-1 % (best epoch)")["resnet32 → resnet8"]
+    assert col["Teacher acc. (MLL)"] == "91.00 ± 1.41" and col["Teacher acc. (MCMI)"] == "91.00 ± 0.00" + NOT_RAISED
+    assert col["Teacher CMI (MLL)"] == "0.1050 ± 0.0071" and col["Teacher CMI (MCMI)"] == "0.1600 ± 0.0566" + NOT_RAISED
+    mll = numbers[(numbers["row"] == "teacher") & (numbers["teacher_objective"] == "mll")].iloc[0]
+    assert (mll["mean"], mll["n"], round(mll["cmi"], 4)) == (91.0, 2, 0.105)
+    assert "CMI not raised for 1 of 2 teacher seeds" in not_raised_footnote(flagged)[0]
+    # both seeds fail: 2 of 2
+    both = _seeded_teachers({"mll": [0.10, 0.11], "mcmi": [0.09, 0.12], "ce_finetune": [0.15, 0.14]})
+    assert "for 2 of 2 teacher seeds" in cmi_not_raised(both, LAYOUT)[("resnet32", "mcmi")]
+
+
+def test_a_collapsed_teacher_seed_is_counted_in_its_cell():
+    from mcmikd.aggregate import show_teacher, teacher_cell
+
+    rows = _seeded_teachers({"mcmi": [0.2, 0.3, 0.4]}, {"mcmi": [90.0, 10.0, 92.0]})
+    rows.loc[1, "status"] = "collapsed"
+    assert show_teacher(teacher_cell(rows, "model_acc")) == "64.00 ± 46.78 (collapsed: 1 of 3 seeds)"
+    assert show_teacher(teacher_cell(rows.iloc[[1]], "model_acc")) == "10.00 (n = 1) (collapsed)"

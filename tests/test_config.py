@@ -110,9 +110,9 @@ def test_every_comparison_gets_its_fine_tuning_control_and_the_start_teacher(loa
     grid = load()
     for exp in ("main", "fewshot", "zeroshot", "temperature"):
         assert {r.t_variant for r in grid.runs[exp] if r.method == "kd"} == {"mll", "mcmi-0.25", "ce_finetune"}
-    params = grid.teacher_params("resnet20", "ce_finetune")
+    params = grid.teacher_params("resnet20", "ce_finetune", 0)
     assert params["objective"] == "ce_finetune" and params["hp"] == {} and params["collapse_ratio"] == 0.5
-    assert params["recipe"] == grid.teacher_params("resnet20", "mcmi-0.25")["recipe"]  # the same fine-tuning
+    assert params["recipe"] == grid.teacher_params("resnet20", "mcmi-0.25", 0)["recipe"]  # the same fine-tuning
     assert grid.start_variant("resnet20", "ce_finetune") == "mll" and grid.start_variant("resnet20", "mll") is None
     # a comparison without the control trains none
     only = load(lambda c: c["teachers"].update(objectives=["mll", "mcmi"]))
@@ -120,7 +120,30 @@ def test_every_comparison_gets_its_fine_tuning_control_and_the_start_teacher(loa
     # an experiment's own λ: its own MCMI teacher, fine-tuned from the shared MLL teacher
     own = load(lambda c: c["experiments"]["fewshot"].update(hp={"mcmi": {"lambda": 0.15}}))
     assert own.teachers == {"resnet20": {"mll", "mcmi-0.25", "mcmi-0.15", "ce_finetune"}}
-    assert own.teacher_params("resnet20", "mcmi-0.15")["hp"] == {"lambda": 0.15, "centroids": "eval"}
+    assert own.teacher_params("resnet20", "mcmi-0.15", 0)["hp"] == {"lambda": 0.15, "centroids": "eval"}
+
+
+def test_teachers_are_planned_per_teacher_seed_and_student_seed_s_learns_from_teacher_seed_s(load):
+    grid = load()
+    assert grid.teacher_seeds() == [0, 1, 2]
+    assert grid.teacher_jobs() == [("resnet20", v, t) for v in ("ce_finetune", "mcmi-0.25", "mll") for t in (0, 1, 2)]
+    assert [grid.teacher_params("resnet20", "mcmi-0.25", t)["seed"] for t in (0, 1, 2)] == [0, 1, 2]
+    for run in (r for runs in grid.runs.values() for r in runs if r.t_arch != "none"):
+        assert grid.student_params(run)["teacher"]["seed"] == run.seed  # seeds [0, 1, 2]: s -> s
+    # value-based and the same in every experiment: seeds [4, 7] -> student 0, 1, 2 learn from 4, 7, 4
+    other = load(lambda c: c["teachers"].update(seeds=[4, 7]))
+    assert [other.teacher_seed(s) for s in (0, 1, 2)] == [4, 7, 4]
+    assert {t for _, _, t in other.teacher_jobs()} == {4, 7}
+    # the student grid does not grow with the teacher seeds
+    one = load(lambda c: c["teachers"].update(seeds=[0]))
+    assert one.all_runs() == grid.all_runs() and len(one.teacher_jobs()) * 3 == len(grid.teacher_jobs())
+    assert {one.student_params(r)["teacher"]["seed"] for r in one.all_runs() if r.t_arch != "none"} == {0}
+
+
+def test_the_old_single_teacher_seed_key_names_the_fix(load):
+    message = _error(load, lambda c: (c["teachers"].pop("seeds"), c["teachers"].update(seed=3)))
+    assert message.startswith("config key 'teachers.seed': replaced by 'teachers.seeds'") and "seeds: [3]" in message
+    assert "teachers.seeds" in _error(load, lambda c: c["teachers"].update(seeds=[1, 1]))
 
 
 def test_zero_shot_and_main_get_a_ce_baseline(load):

@@ -38,9 +38,10 @@ def run(small_project, tmp_path_factory):
 
 
 def teacher_dir(ws, objective: str) -> Path:
-    """The results folder of the one teacher of an objective (its variant name holds its hyper-parameters)."""
+    """The results folder of the one teacher (teacher seed 0) of an objective (its variant name holds its
+    hyper-parameters)."""
     (found,) = [p.relative_to(ws.work) for p in (ws.work / TEACHERS).iterdir() if p.name.split("-")[0] == objective]
-    return found
+    return found / "seed0"
 
 
 def result_mtimes(ws) -> dict[str, int]:
@@ -94,7 +95,7 @@ def test_the_advice_a_reading_job_prints_repairs_the_file(run, monkeypatch):
     control = teacher_dir(run, "ce_finetune")
     before = result_mtimes(run)
     flip_byte_keep_mtime(run.work / control / "model.pt")
-    student = f"{RES}/students/resnet8/{control.name}/resnet8/kd/full/seed0.json"
+    student = f"{RES}/students/resnet8/{control.parent.name}/resnet8/kd/full/seed0.json"
     assert planned_jobs(run) == Counter()  # invisible before a job reads it
     failed = snakemake(run, "--forcerun", student, check=False)
     assert failed.returncode != 0

@@ -26,7 +26,7 @@ def test_the_grid_plans_one_fine_tuned_teacher_and_one_kd_student_per_lambda(loa
         assert grid.variants[("resnet20", v)][0] == "mcmi"
         assert grid.variants[("resnet20", v)][1]["lambda"] == float(v.split("-")[1])
         assert grid.start_variant("resnet20", v) == "mll"  # all fine-tuned from the one MLL teacher
-        assert grid.teacher_params("resnet20", v)["hp"]["lambda"] == float(v.split("-")[1])
+        assert grid.teacher_params("resnet20", v, 0)["hp"]["lambda"] == float(v.split("-")[1])
     assert [v for v in grid.teachers["resnet20"] if v.startswith("mll")] == ["mll"]
     runs = grid.runs["lambda_sweep"]
     assert [(r.t_variant, r.method, r.setting, r.seed) for r in runs] == [
@@ -114,10 +114,10 @@ def test_the_table_on_hand_numbers():
     assert list(display.columns) == ["Pair", "Teacher", "λ", "Teacher acc.", "Teacher CMI", "KD student",
                                      "Δ over MLL"]
     assert display.values.tolist() == [
-        ["resnet20 → resnet8", "MLL (reference)", "–", "70.00", "0.1235", "61.00 ± 1.41", ""],
-        ["resnet20 → resnet8", "CE-FT", "–", "70.50", "0.1000", "61.00 ± 0.00", "+0.00"],
-        ["resnet20 → resnet8", "MCMI", "0.1", "71.00", "0.5000", "64.00 ± 1.41", "+3.00"],
-        ["resnet20 → resnet8", "MCMI", "0.5", "10.00 (collapsed)", "0.9000", "collapsed teacher", "–"],
+        ["resnet20 → resnet8", "MLL (reference)", "–", "70.00 (n = 1)", "0.1235 (n = 1)", "61.00 ± 1.41", ""],
+        ["resnet20 → resnet8", "CE-FT", "–", "70.50 (n = 1)", "0.1000 (n = 1)", "61.00 ± 0.00", "+0.00"],
+        ["resnet20 → resnet8", "MCMI", "0.1", "71.00 (n = 1)", "0.5000 (n = 1)", "64.00 ± 1.41", "+3.00"],
+        ["resnet20 → resnet8", "MCMI", "0.5", "10.00 (n = 1) (collapsed)", "0.9000 (n = 1)", "collapsed teacher", "–"],
     ]
     assert numbers["teacher_variant"].tolist() == ["mll", "ce_finetune", "mcmi-0.1", "mcmi-0.5"]
     assert numbers["lambda"].iloc[2:].tolist() == [0.1, 0.5] and numbers["lambda"].iloc[:2].isna().all()

@@ -3,6 +3,7 @@
 The module's finished run uses a private copy of the workflow (Snakefile, rules, scripts and the package), so
 tests may edit its code and check, with Snakemake's dry run, that exactly the dependent jobs would rerun."""
 
+import json
 import os
 import re
 import shutil
@@ -113,6 +114,22 @@ def test_every_table_and_figure_exists_with_the_expected_rows(finished_run):
     assert set(main["row"]) == {"teacher", "ce", "kd", "at"}
     kd = main[main["row"] == "kd"].set_index("teacher_objective")
     assert set(kd.index) == {"mll", "mcmi", "ce_finetune"} and (kd["n"] == 2).all()  # two seeds each
+    # teachers.seeds [0, 1]: every teacher trained per seed, its table row the mean over both; student seed s
+    # learned from teacher seed s (recorded in its result and read from that seed's model)
+    assert (main[main["row"] == "teacher"]["n"] == 2).all()
+    runs = pd.read_csv(res / "runs" / "main.csv")
+    teachers, students = runs[runs["role"] == "teacher"], runs[(runs["role"] == "student") & (runs["method"] != "ce")]
+    assert teachers.groupby("teacher_variant")["teacher_seed"].apply(sorted).map(tuple).to_dict() == {
+        v: (0, 1) for v in ("mll", "mcmi-0.25", "ce_finetune")}
+    assert (students["teacher_seed"] == students["seed"]).all() and set(students["seed"]) == {0, 1}
+    temperature = pd.read_csv(res / "tables" / "temperature.csv")
+    assert (temperature["teacher_cmi_n"] == 2).all()  # its students use teacher seed 0 only; its CMI spans both
+    one = json.loads((res / "students/resnet8/mcmi-0.25/resnet8/kd/full/seed1.json").read_text())
+    assert one["teacher_seed"] == 1 and one["teacher"]["seed"] == 1
+    mcmi1 = json.loads((res / "teachers/resnet8/mcmi-0.25/seed1/metrics.json").read_text())
+    assert mcmi1["seed"] == 1 and mcmi1["provenance"]["config"]["seed"] == 1
+    assert ((res / "teachers/resnet8/mll/seed1/model.pt").read_bytes()
+            != (res / "teachers/resnet8/mll/seed0/model.pt").read_bytes())  # two teachers, not one twice
     md = (res / "tables" / "main.md").read_text()
     for label in ("Teacher acc. (MLL)", "Teacher CMI (MCMI)", "Teacher CMI (CE-FT)", "Student (no KD)",
                   "KD + MCMI teacher", "KD + CE-FT teacher"):
@@ -173,6 +190,9 @@ BAD_CONFIGS = {
                                   "(= layer3) or another layer of resnet8, e.g. layer3, "),
     "CAM layer without a map": (lambda c: c["experiments"]["cam"].update(layer="fc"),
                                 "config key 'experiments.cam.layer': layer 'fc' of resnet8 gives no (N, C, H, W) map"),
+    "the old single teacher seed": (lambda c: (c["teachers"].pop("seeds"), c["teachers"].update(seed=0)),
+                                    "config key 'teachers.seed': replaced by 'teachers.seeds', a list of teacher "
+                                    "seeds (each teacher is trained per seed); write seeds: [0]"),
 }
 
 
@@ -253,10 +273,10 @@ def test_editing_the_plotting_code_reruns_only_figures_and_tables(finished_run, 
     # a seed of the zero-shot experiment: the same four students for the new seed
     (lambda c: c["experiments"]["zeroshot"].update(seeds=[0, 1]),
      {"train_student": 4, "collect_runs": 1, "make_table": 1, "plot_figure": 2}),
-    # a λ for the CAM experiment: one more MCMI teacher (fine-tuned from the existing MLL one), its Eigen-CAM
-    # panel, and the fine-tuning curves that show every fine-tuned teacher
+    # a λ for the CAM experiment: one more MCMI teacher per teacher seed (fine-tuned from the existing MLL one of
+    # its seed), its Eigen-CAM panel, and the fine-tuning curves that show every fine-tuned teacher
     (lambda c: c["experiments"]["cam"].update(hp={"mcmi": {"lambda": 0.5}}),
-     {"finetune_teacher": 1, "eigen_cam": 1, "plot_figure": 2}),
+     {"finetune_teacher": 2, "eigen_cam": 1, "plot_figure": 2}),
     # the control teacher dropped from the comparisons: nothing to train, every table and figure redrawn
     (lambda c: c["teachers"].update(objectives=["mll", "mcmi"]),
      {"collect_runs": 4, "make_table": 4, "eigen_cam": 1, "plot_figure": 7}),
@@ -306,7 +326,7 @@ def test_retries_rerun_a_job_that_failed_once(tmp_path):
     script.write_text(f"import pathlib\nmarker = pathlib.Path({str(marker)!r})\nif not marker.exists():\n"
                       f"    marker.touch()\n    raise RuntimeError('injected transient failure')\n"
                       + script.read_text())
-    target = "results/tiny/teachers/resnet8/mll/metrics.json"
+    target = "results/tiny/teachers/resnet8/mll/seed0/metrics.json"
     failed = snakemake(ws, target, check=False)
     assert failed.returncode != 0 and marker.exists() and not (ws.work / target).exists()
     marker.unlink()

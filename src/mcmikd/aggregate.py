@@ -27,7 +27,8 @@ def _student_row(path: str, experiment: str) -> dict:
         "setting": Path(path).parent.name, "fraction": setting.get("fraction", 1.0),
         "omitted": ".".join(str(c) for c in setting.get("omitted", [])),
         "temperature": hp.get("temperature"), "hp": json.dumps(hp, sort_keys=True),
-        "seed": r["seed"], "status": r.get("status", "ok"), "reason": r.get("reason"),
+        "seed": r["seed"], "teacher_seed": r.get("teacher_seed", teacher.get("seed")),
+        "status": r.get("status", "ok"), "reason": r.get("reason"),
     }
     if row["status"] in ("ok", "diverged"):
         row.update(best_acc=r["best_acc"], last_acc=r["last_acc"], best_epoch=r["best_epoch"],
@@ -43,8 +44,9 @@ def _teacher_row(metrics_path: str, cmi_path: str | None, experiment: str) -> di
 
     m = read_json(metrics_path)
     t = m["teacher"]
+    seed = m.get("seed", m.get("provenance", {}).get("seed"))
     row = {"experiment": experiment, "role": "teacher", "file": metrics_path, "teacher_arch": t["arch"],
-           "teacher_objective": t["objective"], "teacher_variant": t["variant"],
+           "teacher_objective": t["objective"], "teacher_variant": t["variant"], "teacher_seed": seed,
            "teacher_label": get_objective(t["objective"]).describe(t["hp"]),
            "status": "collapsed" if m.get("collapsed") else "ok",
            "reason": m.get("collapse_reason"), "best_acc": m["best_acc"], "last_acc": m["last_acc"],
@@ -63,7 +65,8 @@ def _teacher_row(metrics_path: str, cmi_path: str | None, experiment: str) -> di
 
 
 def collect_runs(student_files: list[str], teacher_files: list[str], experiment: str) -> pd.DataFrame:
-    """One row per student run and per teacher (teacher files: metrics.json and cmi.json pairs)."""
+    """One row per student run and per teacher seed (teacher files: metrics.json and cmi.json pairs, one pair per
+    teachers/<arch>/<variant>/seed<t>/); column `teacher_seed` says which teacher seed a row is or learned from."""
     rows = [_student_row(f, experiment) for f in student_files]
     metrics = sorted(f for f in teacher_files if f.endswith("metrics.json"))
     for path in metrics:
@@ -294,6 +297,33 @@ def not_working_footnote(layout: dict, rows: list[dict],
     return [note]
 
 
+# --------------------------------------------------------------------------------------------- teacher rows
+def teacher_seeds(teachers: pd.DataFrame) -> pd.Series:
+    """The teacher seed of each teacher row (0 for rows written before teachers had seeds)."""
+    if "teacher_seed" not in teachers:
+        return pd.Series(0, index=teachers.index)
+    return teachers["teacher_seed"].fillna(0).astype(int)
+
+
+def teacher_cell(teachers: pd.DataFrame, column: str) -> dict:
+    """mean ± std over the teacher seeds (rows of one teacher, e.g. one arch and objective) of a teacher column
+    (`model_acc` in %, `cmi_T1` in nats, ...), as `cell` gives it for students (`show` prints it; n = 1: no
+    spread); `collapsed`: how many of those seeds collapsed (their accuracy is still in the mean)."""
+    values = teachers[column] if column in teachers else []
+    mean, std, n = mean_std(values)
+    collapsed = int((teachers["status"] == "collapsed").sum()) if "status" in teachers else 0
+    return {"mean": mean, "std": std, "n": n, "skipped": 0, "reason": None, "failure": None, "collapsed": collapsed,
+            "seeds": len(teachers)}
+
+
+def show_teacher(c: dict, digits: int = 2) -> str:
+    """A teacher cell: mean ± std over teacher seeds ('(n = 1)' for one), and how many seeds collapsed."""
+    text = fmt(c["mean"], c["std"], digits=digits, n=c["n"])
+    if c.get("collapsed"):
+        text += " (collapsed)" if c["seeds"] == 1 else f" (collapsed: {c['collapsed']} of {c['seeds']} seeds)"
+    return text
+
+
 # --------------------------------------------------------------------------------------------- CMI not raised
 NOT_RAISED = " †"
 
@@ -302,26 +332,37 @@ def cmi_not_raised(runs: pd.DataFrame, layout: dict) -> dict[tuple[str, str], st
     """The compared fine-tuned teachers whose measured CMI (cmi.json: training images, eval mode, T = 1, nats;
     runs-table column `cmi_T1`) is not above that of every teacher their objective must beat
     (`layout['must_raise']`, from `TeacherObjective.must_raise_cmi_over`; e.g. MCMI: its MLL start teacher and its
-    λ = 0 control, ../shared/SPEC.md §8), as {(teacher arch, objective): why}. A teacher without a measured CMI, or
-    one to beat that is not in the runs table, is not checked against it. Information only: such a teacher's
-    students are still distilled."""
+    λ = 0 control, ../shared/SPEC.md §8), checked per teacher seed (MCMI seed t against MLL seed t and the control
+    seed t), as {(teacher arch, objective): why}, the why naming for how many of the checked seeds it failed. A
+    teacher seed without a measured CMI, or one to beat that is not in the runs table, is not checked against it.
+    Information only: such a teacher's students are still distilled."""
     teachers = runs[runs["role"] == "teacher"] if "role" in runs else runs.iloc[0:0]
     if "cmi_T1" not in teachers:
         return {}
     cmi = {}
-    for _, t in teachers.iterrows():
-        cmi.setdefault((t["teacher_arch"], t["teacher_objective"]), float(t["cmi_T1"]))
+    for seed, (_, t) in zip(teacher_seeds(teachers), teachers.iterrows()):
+        cmi.setdefault((t["teacher_arch"], t["teacher_objective"]), {}).setdefault(seed, float(t["cmi_T1"]))
     labels, flagged = layout["labels"], {}
-    for (arch, objective), value in cmi.items():
-        if objective not in layout["objectives"] or math.isnan(value):
+    for (arch, objective), per_seed in cmi.items():
+        if objective not in layout["objectives"]:
             continue
-        beaten = [(o, cmi[(arch, o)]) for o in layout.get("must_raise", {}).get(objective, [])
-                  if (arch, o) in cmi and not math.isnan(cmi[(arch, o)])]
-        failed = [(o, v) for o, v in beaten if not value > v]
-        if failed:
+        checked, failures = 0, []
+        for seed, value in sorted(per_seed.items()):
+            if math.isnan(value):
+                continue
+            beaten = [(o, cmi[(arch, o)][seed]) for o in layout.get("must_raise", {}).get(objective, [])
+                      if seed in cmi.get((arch, o), {}) and not math.isnan(cmi[(arch, o)][seed])]
+            if not beaten:
+                continue
+            checked += 1
+            failed = [(o, v) for o, v in beaten if not value > v]
+            if failed:
+                failures.append(f"seed {seed}: {value:.4f} ≤ " + ", ".join(f"{labels.get(o, o)} {v:.4f}"
+                                                                          for o, v in failed))
+        if failures:
             flagged[(arch, objective)] = (
-                f"{arch} {labels.get(objective, objective)} teacher CMI {value:.4f} ≤ "
-                + ", ".join(f"{labels.get(o, o)} {v:.4f}" for o, v in failed))
+                f"{arch} {labels.get(objective, objective)} teacher: CMI not raised for {len(failures)} of {checked} "
+                f"teacher seed{'s' if checked != 1 else ''} ({'; '.join(failures)})")
     return flagged
 
 
@@ -330,8 +371,8 @@ def not_raised_footnote(flagged: dict) -> list[str]:
     if not flagged:
         return []
     return [f"{NOT_RAISED.strip()} CMI not raised: the fine-tuned teacher's training CMI (T = 1, nats) is not above "
-            f"that of every teacher it must beat ({'; '.join(flagged.values())}); its students were still distilled "
-            f"from it."]
+            f"that of every teacher it must beat, compared seed by seed ({' | '.join(flagged.values())}); its "
+            f"students were still distilled from it."]
 
 
 VALIDATION_NOTE = ("Evaluated on validation data: a seeded, stratified held-out part of the training set "

@@ -7,10 +7,12 @@ job the config asks for, with each job's own slice of the config.
 
 Output layout (all under results/<name>/):
   data.pt
-  teachers/<arch>/<variant>/{model.pt, metrics.json, cmi.json}   variant = objective[-path hyper-parameters],
-                                                                  e.g. mll, mcmi-0.25, ce_finetune
+  teachers/<arch>/<variant>/seed<t>/{model.pt, metrics.json, cmi.json}   variant = objective[-path hyper-parameters],
+        e.g. mll, mcmi-0.25, ce_finetune; t = every seed in teachers.seeds (a fine-tuned teacher of seed t starts
+        from its start variant's seed-t model)
   students/<t_arch>/<t_variant>/<student>/<method>/<setting>/seed<s>.json
-        t_arch = t_variant = none for teacher-free runs (method ce)
+        t_arch = t_variant = none for teacher-free runs (method ce); the teacher seed is implied by s
+        (`Grid.teacher_seed`: teachers.seeds[s % len(teachers.seeds)])
         setting = full | frac<f> | omit<c1>.<c2>... | T<t>; each prefix is owned by one experiment kind
   cam/<arch>.pt, runs/<experiment>.csv, tables/<experiment>.{csv,md,tex}, figures/<figure>.{png,pdf}
 """
@@ -56,7 +58,19 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Check `config` against the JSON schema, filling in defaults; one-line ConfigError on the first problem."""
     import yaml
 
+    _check_renamed(config)
     return validate_block(config, yaml.safe_load(Path(schema_path).read_text()))
+
+
+def _check_renamed(config: dict) -> None:
+    """Keys that were renamed: one line naming the new spelling (before the schema's "unknown key")."""
+    teachers = config.get("teachers")
+    if isinstance(teachers, dict) and "seed" in teachers:
+        old = teachers["seed"]
+        fix = f"seeds: [{old}]" if isinstance(old, int) else "seeds: [0]"
+        raise ConfigError(f"config key 'teachers.seed': replaced by 'teachers.seeds', a list of teacher seeds "
+                          f"(each teacher is trained per seed); write {fix} (one teacher per architecture, as "
+                          f"before) or e.g. seeds: [0, 1, 2]")
 
 
 def validate_block(instance: dict, schema: dict, prefix: str = "") -> dict:
@@ -314,6 +328,22 @@ class Grid:
     def teacher_dirs(self) -> list[tuple[str, str]]:
         return sorted((arch, variant) for arch, variants in self.teachers.items() for variant in variants)
 
+    def teacher_seeds(self) -> list[int]:
+        """`teachers.seeds`: every teacher (arch, variant) is trained once per seed, all of them (whether or not a
+        student run uses it), so teacher rows span the same seeds in every experiment."""
+        return list(self.config["teachers"]["seeds"])
+
+    def teacher_seed(self, student_seed: int) -> int:
+        """The teacher seed a student run of seed `student_seed` is distilled from: `teachers.seeds[s % len]`
+        (value-based, the same in every experiment; seeds [0, 1, 2] and student seeds [0, 1, 2]: s -> s), so the
+        grid does not grow and a mean over student seeds spans teacher seeds too."""
+        seeds = self.teacher_seeds()
+        return seeds[student_seed % len(seeds)]
+
+    def teacher_jobs(self) -> list[tuple[str, str, int]]:
+        """Every teacher job (arch, variant, teacher seed)."""
+        return [(a, v, t) for a, v in self.teacher_dirs() for t in self.teacher_seeds()]
+
     def start_variant(self, arch: str, variant: str) -> str | None:
         """The variant a fine-tuned teacher starts from (None for one trained from scratch)."""
         cls = self.objective_class(self.variants[(arch, variant)][0])
@@ -371,12 +401,13 @@ class Grid:
             recipe["lr"] = small
         return recipe
 
-    def teacher_params(self, arch: str, variant: str) -> dict:
+    def teacher_params(self, arch: str, variant: str, seed: int) -> dict:
+        """The params of teacher job (arch, variant, seed); `seed` (one of `teachers.seeds`) seeds its training."""
         objective, hp = self.variants[(arch, variant)]
         fine_tuned = self.objective_class(objective).start_from is not None
         t = self.config["teachers"]
         block = t["finetuning" if fine_tuned else "training"]
-        params = {"arch": arch, "objective": objective, "variant": variant, "hp": hp, "seed": t["seed"],
+        params = {"arch": arch, "objective": objective, "variant": variant, "hp": hp, "seed": int(seed),
                   "recipe": self._recipe(block, arch), "checkpoint": block.get("checkpoint", "last"),
                   "augment": dict(self.config["augment"]), "runtime": self.runtime()}
         if fine_tuned:
@@ -416,7 +447,7 @@ class Grid:
         teacher = None
         if run.t_arch != NO_TEACHER:
             teacher = {"arch": run.t_arch, "objective": self.variants[(run.t_arch, run.t_variant)][0],
-                       "variant": run.t_variant}
+                       "variant": run.t_variant, "seed": self.teacher_seed(run.seed)}
         return {"teacher": teacher, "student": run.student, "method": run.method, "hp": hp,
                 "recipe": self._recipe(self.config["students"]["training"], run.student), "setting": setting,
                 "seed": run.seed, "augment": dict(self.config["augment"]), "runtime": self.runtime()}
@@ -447,7 +478,7 @@ class Grid:
         if starts:
             layout = {"start_from": starts, "labels": {o: self.objective_class(o).label for o in objectives},
                       "colors": {o: self.objective_class(o).color for o in objectives}}
-            inputs = tuple(f"teachers/{a}/{v}/metrics.json" for a, v in self.teacher_dirs())
+            inputs = tuple(f"teachers/{a}/{v}/seed{t}/metrics.json" for a, v, t in self.teacher_jobs())
             figures["teachers_finetuning"] = Figure("teachers_finetuning", "mcmikd.plots:teachers_finetuning_figure",
                                                     inputs, FINETUNING_CAPTION, "Teachers", "fine-tuning", layout)
         return figures

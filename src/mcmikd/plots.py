@@ -228,16 +228,19 @@ def _main_phase(metrics: dict) -> list[dict]:
     return [r for r in metrics.get("history", []) if r.get("phase", "main") == "main"]
 
 
-def _teacher_check(ax, history: list[dict], colour: str) -> None:
+def _teacher_check(ax, histories: list[list[dict]], colour: str) -> None:
     """The teacher's CMI on the clean training images (eval mode, T = 1, fresh centroids), the mean KL to the
-    centroids its loss uses and their difference, the drift (../shared/SPEC.md §8), after each epoch."""
-    epochs = [r["epoch"] for r in history]
+    centroids its loss uses and their difference, the drift (../shared/SPEC.md §8), after each epoch; one thin
+    line per teacher seed (`histories`)."""
+    epochs = sorted({r["epoch"] for history in histories for r in history})
     drawn = False
     for label, (key, style) in _CHECK.items():
-        ys = [_value(lambda r, _: r["teacher"][key], r, {}) for r in history]
-        if not all(math.isnan(y) for y in ys):
-            ax.plot(epochs, ys, color=colour, ls=style, marker="o", ms=3, label=label)
-            drawn = True
+        for i, history in enumerate(histories):
+            ys = [_value(lambda r, _: r["teacher"][key], r, {}) for r in history]
+            if not all(math.isnan(y) for y in ys):
+                ax.plot([r["epoch"] for r in history], ys, color=colour, ls=style, marker="o", ms=2.5,
+                        lw=1.5 if len(histories) == 1 else 1.0, label=label if i == 0 else None)
+                drawn = True
     ax.set(title=_CHECK_TITLE, xlabel="fine-tuning epoch")
     if drawn:
         ax.legend(fontsize=7, loc="best")
@@ -247,52 +250,76 @@ def _teacher_check(ax, history: list[dict], colour: str) -> None:
         ax.set_xticks(epochs)
 
 
+def teacher_seed(metrics: dict) -> int:
+    """The teacher seed of a teacher's metrics.json (`seed`; older files: their provenance's seed)."""
+    return int(metrics.get("seed", metrics.get("provenance", {}).get("seed", 0)) or 0)
+
+
 def teachers_finetuning_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
-    """Fine-tuning curves of every fine-tuned teacher (one row each, `inputs` = all teachers' metrics.json) with
-    the final values of the teacher it started from as dashed references; a collapsed teacher's row says so in red.
+    """Fine-tuning curves of every fine-tuned teacher (one row per architecture and variant, one thin line per
+    teacher seed; `inputs` = all teachers' metrics.json, every seed) with the final values of the teacher of the
+    same seed it started from as dashed references; a row with a collapsed seed says so in red.
     The last panel is the teacher-side check of each epoch (`TeacherObjective.epoch_diagnostics`): the true CMI,
     the KL to the loss's centroids and the drift, in nats.
     `layout['start_from']` maps each fine-tuning objective to the objective it starts from."""
     with theme():
         metrics = [read_json(f) for f in inputs]
         starts = layout["start_from"]
-        by_key = {(m["teacher"]["arch"], m["teacher"]["objective"]): m for m in metrics}
+        by_key = {(m["teacher"]["arch"], m["teacher"]["objective"], teacher_seed(m)): m for m in metrics}
         order = list(starts)
-        tuned = sorted((m for m in metrics if m["teacher"]["objective"] in starts),
-                       key=lambda m: (m["teacher"]["arch"], order.index(m["teacher"]["objective"]),
-                                      m["teacher"]["variant"]))
+        groups: dict[tuple, list[dict]] = {}
+        for m in sorted((m for m in metrics if m["teacher"]["objective"] in starts), key=teacher_seed):
+            t = m["teacher"]
+            groups.setdefault((t["arch"], order.index(t["objective"]), t["variant"]), []).append(m)
+        tuned = [groups[k] for k in sorted(groups)]
         fig = Figure(figsize=(3.2 * (len(_CURVES) + 1), 0.6 + 2.8 * max(len(tuned), 1)), layout="constrained")
         if not tuned:
             note(fig.subplots(), "no fine-tuned teacher in this workflow")
-        for sub, m in zip(np.atleast_1d(fig.subfigures(max(len(tuned), 1), 1)), tuned):
-            t = m["teacher"]
-            history = _main_phase(m)
-            ref = by_key.get((t["arch"], starts[t["objective"]]))
-            ref_last = (_main_phase(ref) or [None])[-1] if ref else None
+        for sub, seeds in zip(np.atleast_1d(fig.subfigures(max(len(tuned), 1), 1)), tuned):
+            t = seeds[0]["teacher"]
+            thin = len(seeds) > 1
             colour = layout["colors"].get(t["objective"], "#555555")
             ref_colour = layout["colors"].get(starts[t["objective"]], "#555555")
-            title = f"{t['arch']}: {t['variant']} teacher (model accuracy {m['model_acc']:.2f} %)"
-            if m.get("collapsed"):
-                title += "\nCOLLAPSED: " + textwrap.shorten(str(m.get("collapse_reason")), 110)
-            sub.suptitle(title, color=OMITTED_COLOR if m.get("collapsed") else "black", fontweight="bold")
+            accs = [m["model_acc"] for m in seeds]
+            if thin:
+                mean = sum(accs) / len(accs)
+                std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
+                title = (f"{t['arch']}: {t['variant']} teacher, {len(seeds)} seeds (model accuracy {mean:.2f} ± "
+                         f"{std:.2f} %)")
+            else:
+                title = (f"{t['arch']}: {t['variant']} teacher, seed {teacher_seed(seeds[0])} (model accuracy "
+                         f"{accs[0]:.2f} %)")
+            collapsed = [m for m in seeds if m.get("collapsed")]
+            for m in collapsed:
+                title += (f"\nCOLLAPSED (seed {teacher_seed(m)}): "
+                          + textwrap.shorten(str(m.get("collapse_reason")), 100))
+            sub.suptitle(title, color=OMITTED_COLOR if collapsed else "black", fontweight="bold")
             axes = sub.subplots(1, len(_CURVES) + 1)
-            _teacher_check(axes[-1], history, colour)
+            _teacher_check(axes[-1], [_main_phase(m) for m in seeds], colour)
             for ax, (name, curve) in zip(axes, _CURVES.items()):
-                ys = [_value(curve, r, t["hp"]) for r in history]
-                ax.plot([r["epoch"] for r in history], ys, color=colour, marker="o", ms=3.5)
-                reference = (_value(lambda r, _: r["model_acc"], ref, t["hp"]) if name.startswith("test acc") and ref
-                             else _value(curve, ref_last, t["hp"]))
-                if not math.isnan(reference):
-                    ax.axhline(reference, color=ref_colour, ls="--", lw=1.5)
+                all_nan, epochs = True, set()
+                for m in seeds:
+                    history = _main_phase(m)
+                    ref = by_key.get((t["arch"], starts[t["objective"]], teacher_seed(m)))
+                    ref_last = (_main_phase(ref) or [None])[-1] if ref else None
+                    ys = [_value(curve, r, t["hp"]) for r in history]
+                    all_nan &= all(math.isnan(y) for y in ys)
+                    epochs |= {r["epoch"] for r in history}
+                    ax.plot([r["epoch"] for r in history], ys, color=colour, marker="o", ms=2.5 if thin else 3.5,
+                            lw=1.0 if thin else 1.5)
+                    reference = (_value(lambda r, _: r["model_acc"], ref, t["hp"])
+                                 if name.startswith("test acc") and ref else _value(curve, ref_last, t["hp"]))
+                    if not math.isnan(reference):
+                        ax.axhline(reference, color=ref_colour, ls="--", lw=1.0 if thin else 1.5)
                 ax.set(title=name, xlabel="fine-tuning epoch")
-                epochs = [r["epoch"] for r in history]
+                epochs = sorted(epochs)
                 if 0 < len(epochs) <= 12:
                     ax.set_xticks(epochs)  # whole epochs only, also for one or two epochs
                 else:
                     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                if not history:
+                if not epochs:
                     note(ax, "no epochs recorded")
-                elif all(math.isnan(y) for y in ys):
+                elif all_nan:
                     note(ax, "not part of this objective's loss")
                     ax.set(xticks=[], yticks=[])
         handles = [Line2D([], [], color=layout["colors"][o], marker="o", ms=3.5, label=f"{layout['labels'][o]} "

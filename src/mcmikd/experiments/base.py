@@ -32,7 +32,8 @@ EXCLUDE = {
 CMI_NOT_RAISED_NOTE = (
     "A † (\"CMI not raised\") marks a fine-tuned teacher, and its students' cells, whose measured CMI (training "
     "images, eval mode, T = 1) is not above that of every teacher it must beat (MCMI: its MLL start teacher and its "
-    "λ = 0 control, ../shared/SPEC.md §8); the footnote under the Markdown/LaTeX table gives the numbers, and the "
+    "λ = 0 control, ../shared/SPEC.md §8), compared seed by seed (MCMI teacher seed t against MLL and control seed "
+    "t); the footnote under the Markdown/LaTeX table says for how many teacher seeds and gives the numbers, and the "
     "CSV's ``cmi_not_raised`` column the flag. Its students were still distilled from it.")
 COMMON = {
     "enabled": {"type": "boolean", "default": True},

@@ -12,7 +12,8 @@ CAPTION = (
     "same fixed test images. Each image is shown as the input (left) beside its map overlaid in a jet colour map "
     "(right; red = strongest); the title is the true class and the text under each map the teacher's prediction "
     "(red ✗ when wrong). The paper reports that MCMI teachers attend to more of the object than MLL teachers, whose "
-    "maps concentrate on a few discriminative parts.")
+    "maps concentrate on a few discriminative parts. The maps are those of teacher seed "
+    "{{ snakemake.params.layout.teacher_seed }}, the first of teachers.seeds (one teacher per objective is shown).")
 
 
 class Cam(Experiment):
@@ -41,17 +42,22 @@ class Cam(Experiment):
     def teacher_archs(self) -> list[str]:
         return list(self.body["teachers"])
 
+    def teacher_seed(self) -> int:
+        """The teacher seed whose maps are drawn: the first of `teachers.seeds`."""
+        return self.grid.teacher_seeds()[0]
+
     def job_params(self, arch: str, variants: dict[str, str]) -> dict:
-        """The Eigen-CAM job's own slice of the config (`variants`: objective -> result folder)."""
+        """The Eigen-CAM job's own slice of the config (`variants`: objective -> result folder; `teacher_seed`: the
+        first of `teachers.seeds`, whose teachers are shown)."""
         body = self.body
-        return {"arch": arch, "variants": variants, "indices": list(body.get("indices") or []),
+        return {"arch": arch, "variants": variants, "teacher_seed": self.teacher_seed(), "indices": list(body.get("indices") or []),
                 "per_class": body["per_class"], "classes": body.get("classes"), "layer": body["layer"],
                 "center": body["center"]}
 
     def figures(self) -> list[Figure]:
         layout = self.layout()
         return [Figure(f"cam_{arch}", "mcmikd.experiments.cam:figure", (f"cam/{arch}.pt",), CAPTION, self.title,
-                       f"Eigen-CAM {arch}", {**layout, "arch": arch}) for arch in self.body["teachers"]]
+                       f"Eigen-CAM {arch}", {**layout, "arch": arch, "teacher_seed": self.teacher_seed()}) for arch in self.body["teachers"]]
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str, per_row: int = 5) -> None:
@@ -100,7 +106,9 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str, per
                 ax_cam.set_xlabel(f"pred: {plots.class_label(pred, names)}" + ("" if pred == labels[i] else " ✗"),
                                   fontsize=8, color="0.25" if pred == labels[i] else plots.OMITTED_COLOR, labelpad=2)
         arch, layer = next(((t["arch"], t["layer"]) for _, t in teachers if t), ("?", "?"))
-        fig.suptitle(f"Eigen-CAM of the {arch} teachers at {layer} (each pair: input, map over the input)",
+        seed = layout.get("teacher_seed")
+        fig.suptitle(f"Eigen-CAM of the {arch} teachers" + ("" if seed is None else f" (teacher seed {seed})")
+                     + f" at {layer} (each pair: input, map over the input)",
                      fontweight="bold")
         fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), "jet"),
                      cax=fig.add_axes((0.92, 0.3, 0.012, 0.4)), label="Eigen-CAM (min–max scaled)")

@@ -20,10 +20,11 @@ from mcmikd.experiments.base import NUMBERS, PAIR, Experiment, Figure
 
 CAPTION = (
     "The λ sweep: for each teacher → student pair, left, each swept teacher's conditional mutual information on the "
-    "training set (nats, T = 1) against the swept hyper-parameter; right, the top-1 test accuracy (%, "
+    "training set (nats, T = 1; mean ± std over the teacher seeds) against the swept hyper-parameter; right, the top-1 test accuracy (%, "
     "{{ snakemake.params.metric }} epoch, mean ± std over seeds) of the KD student distilled from it. Horizontal "
     "dashed lines: the reference teacher (MLL, λ = 0) and any other compared teacher (the λ = 0 fine-tuning "
-    "control), which the sweep does not change. A cross marks a collapsed teacher (no student distilled).")
+    "control), which the sweep does not change. A cross marks a λ with a collapsed teacher seed (no student "
+    "distilled from that seed).")
 
 
 class LambdaSweep(Experiment):
@@ -123,11 +124,10 @@ class LambdaSweep(Experiment):
     def rows(cls, runs, layout: dict, metric: str) -> list[dict]:
         """One dict per (pair, compared teacher): references first, then the swept teachers in λ order, each with
         pair, teacher_objective, teacher_variant, lambda (None for a reference), teacher_acc (%), teacher_cmi
-        (nats, train set, T = 1), collapsed, and the KD students' `cell` (mean, std, n, ...) plus delta over the
-        reference teacher's students (points)."""
-        import math
-
-        from mcmikd.aggregate import cell, not_working_verdict, pair_label
+        (nats, train set, T = 1), each a mean over the teacher seeds with its `_std` and `teacher_n` (seeds),
+        collapsed (how many teacher seeds collapsed), and the KD students' `cell` (mean, std, n, ...) plus delta
+        over the reference teacher's students (points)."""
+        from mcmikd.aggregate import cell, not_working_verdict, pair_label, teacher_cell
 
         if not len(runs):
             runs = runs.reindex(columns=["role", "teacher_arch", "teacher_variant", "student", "method", "status",
@@ -143,9 +143,7 @@ class LambdaSweep(Experiment):
             floor = cell(ce, metric) if len(ce) else None  # the sweep runs no CE student: normally not checked
             for objective, variant, lam in entries:
                 t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_variant"] == variant)]
-                acc = float(t["model_acc"].iloc[0]) if len(t) and "model_acc" in t else math.nan
-                cmi = float(t["cmi_T1"].iloc[0]) if len(t) and "cmi_T1" in t else math.nan
-                collapsed = bool(len(t)) and t["status"].iloc[0] == "collapsed"
+                acc, cmi = teacher_cell(t, "model_acc"), teacher_cell(t, "cmi_T1")  # over the teacher seeds
                 sel = students[(students["teacher_arch"] == t_arch) & (students["teacher_variant"] == variant)
                                & (students["student"] == s_arch) & (students["method"] == "kd")]
                 c = cell(sel, metric)
@@ -153,8 +151,10 @@ class LambdaSweep(Experiment):
                 extra = ({"not_working": not_working_verdict(ref, floor, layout["not_working_margin"])}
                          if "not_working_margin" in layout else {})
                 out.append({"pair": pair_label(t_arch, s_arch), "teacher_objective": objective,
-                            "teacher_variant": variant, "lambda": lam, "teacher_acc": acc, "teacher_cmi": cmi,
-                            "collapsed": collapsed, **c, "delta": c["mean"] - ref["mean"], **extra})
+                            "teacher_variant": variant, "lambda": lam, "teacher_acc": acc["mean"],
+                            "teacher_acc_std": acc["std"], "teacher_cmi": cmi["mean"], "teacher_cmi_std": cmi["std"],
+                            "teacher_n": acc["n"], "teacher_seeds": acc["seeds"], "collapsed": acc["collapsed"],
+                            **c, "delta": c["mean"] - ref["mean"], **extra})
         return out
 
     @classmethod
@@ -163,7 +163,7 @@ class LambdaSweep(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import NOT_WORKING, bracketed, fmt, fmt_delta, not_working_footnote, show
+        from mcmikd.aggregate import NOT_WORKING, bracketed, fmt_delta, not_working_footnote, show, show_teacher
 
         rows = cls.rows(runs, layout, metric)
         display = []
@@ -175,8 +175,8 @@ class LambdaSweep(Experiment):
                 "Teacher": layout["labels"][r["teacher_objective"]] + (" (reference)" if r["teacher_objective"]
                                                                        == reference else ""),
                 "λ": "–" if is_ref else f"{r['lambda']:g}",
-                "Teacher acc.": fmt(r["teacher_acc"]) + (" (collapsed)" if r["collapsed"] else ""),
-                "Teacher CMI": fmt(r["teacher_cmi"], digits=4),
+                "Teacher acc.": show_teacher(_teacher(r, "acc")),
+                "Teacher CMI": show_teacher({**_teacher(r, "cmi"), "collapsed": 0}, digits=4),
                 "KD student": show(r) + (NOT_WORKING if r.get("not_working") else ""),
                 f"Δ over {layout['labels'][reference]}": ("" if r["teacher_objective"] == reference and is_ref
                                                           else (bracketed if r.get("not_working")
@@ -190,10 +190,17 @@ class LambdaSweep(Experiment):
         return numbers, display
 
 
+def _teacher(row: dict, what: str) -> dict:
+    """A `rows` entry's teacher accuracy or CMI as an `aggregate.teacher_cell` (for `show_teacher`)."""
+    return {"mean": row[f"teacher_{what}"], "std": row[f"teacher_{what}_std"], "n": row["teacher_n"],
+            "collapsed": row["collapsed"], "seeds": row["teacher_seeds"]}
+
+
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
     """Per pair (one row of panels): the swept teachers' train-set CMI (nats, T = 1; left panel) and their KD
     students' test accuracy (%, mean ± std over seeds; right panel) against λ, with each reference teacher (MLL,
-    the control) as a dashed horizontal line. Collapsed teachers are crosses; a panel without data says why."""
+    the control) as a dashed horizontal line. The CMI is the mean ± std over the teacher seeds. A λ with a
+    collapsed teacher seed is a cross; a panel without data says why."""
     import math
 
     import numpy as np
@@ -219,7 +226,8 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
                                      teacher_variant=row["teacher_variant"])
                 return plots.stat(plots.ok(sel)[f"{metric}_acc"])
 
-            values = {"cmi": [(r["teacher_cmi"], math.nan) for r in sweep], "acc": [accuracy(r) for r in sweep]}
+            values = {"cmi": [(r["teacher_cmi"], r["teacher_cmi_std"] if r["teacher_n"] > 1 else math.nan)
+                              for r in sweep], "acc": [accuracy(r) for r in sweep]}
             refs = {o: next(r for r in mine if r["teacher_objective"] == o and r["lambda"] is None)
                     for o in layout["references"]}
             ref_values = {"cmi": {o: r["teacher_cmi"] for o, r in refs.items()},

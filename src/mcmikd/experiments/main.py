@@ -22,7 +22,7 @@ class Main(Experiment):
     caption = "Top-1 test accuracy (%) of students distilled from each compared teacher, mean ± std over seeds"
     note = (
         "Main table (the paper's Table 1 layout). For each teacher → student pair: each compared teacher's test "
-        "accuracy and CMI (train set, T = 1), the student trained without a teacher, then for every framework the "
+        "accuracy and CMI (train set, T = 1), mean ± std over the teacher seeds (``teachers.seeds``), the student trained without a teacher, then for every framework the "
         "student distilled from the reference (first) teacher and, below it, from each other compared teacher with "
         "its gain Δ in brackets; where the teacher's control is compared too (e.g. MCMI and its λ = 0 "
         "fine-tuning CE-FT), the bracket gives both gains, \"(+x vs MLL, +y vs CE-FT)\": the paper's comparison and "
@@ -41,9 +41,9 @@ class Main(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_RAISED, NOT_WORKING, bracketed, cell, cmi_not_raised, compare_cells, fmt,
+        from mcmikd.aggregate import (NOT_RAISED, NOT_WORKING, bracketed, cell, cmi_not_raised, compare_cells,
                                       fmt_delta, method_label, not_raised_footnote, not_working_footnote, pair_label,
-                                      show)
+                                      show, show_teacher, teacher_cell)
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
         objectives, labels = layout["objectives"], layout["labels"]
@@ -57,15 +57,14 @@ class Main(Experiment):
             cells: dict[str, str] = {}
             for objective in objectives:
                 t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_objective"] == objective)]
-                acc = float(t["model_acc"].iloc[0]) if len(t) else math.nan
-                cmi = float(t["cmi_T1"].iloc[0]) if len(t) and "cmi_T1" in t else math.nan
-                collapsed = bool(len(t)) and t["status"].iloc[0] == "collapsed"
+                acc, cmi = teacher_cell(t, "model_acc"), teacher_cell(t, "cmi_T1")  # over the teacher seeds
                 mark = NOT_RAISED if (t_arch, objective) in flagged else ""
-                cells[f"Teacher acc. ({labels[objective]})"] = fmt(acc) + (" (collapsed)" if collapsed else "") + mark
-                cells[f"Teacher CMI ({labels[objective]})"] = fmt(cmi, digits=4) + mark
+                cells[f"Teacher acc. ({labels[objective]})"] = show_teacher(acc) + mark
+                cells[f"Teacher CMI ({labels[objective]})"] = show_teacher({**cmi, "collapsed": 0}, digits=4) + mark
                 long_rows.append({"pair": col, "row": "teacher", "teacher_objective": objective,
-                                  "label": t["teacher_label"].iloc[0] if len(t) else labels[objective], "mean": acc,
-                                  "std": None, "n": 1, "cmi": cmi, "collapsed": collapsed,
+                                  "label": t["teacher_label"].iloc[0] if len(t) else labels[objective],
+                                  "mean": acc["mean"], "std": acc["std"], "n": acc["n"], "cmi": cmi["mean"],
+                                  "cmi_std": cmi["std"], "collapsed": acc["collapsed"],
                                   "cmi_not_raised": bool(mark)})
             ce = cell(students[(students["method"] == "ce") & (students["student"] == s_arch)], metric)
             cells[method_label("ce")] = show(ce)

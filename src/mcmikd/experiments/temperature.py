@@ -9,7 +9,8 @@ CAPTION = (
     "The paper's Fig. 1: for each teacher–student pair, bars give the KD student's top-1 test accuracy "
     "(%, {{ snakemake.params.metric }} epoch, left axis; mean over seeds ± std) at each KD temperature T, one colour "
     "per compared teacher objective; lines with markers give each teacher's conditional mutual information on the "
-    "training set (nats), computed from softmax(z/T) at the same T (right axis). The paper's claim is that students "
+    "training set (nats), computed from softmax(z/T) at the same T (right axis; mean over the teacher seeds, band ± "
+    "one std). The paper's claim is that students "
     "learn more from teachers, and temperatures, with higher CMI.")
 
 
@@ -21,7 +22,7 @@ class Temperature(Experiment):
     setting_prefix = "T"
     caption = "Teacher CMI and KD student accuracy (%) against the KD temperature T"
     note = ("Fig. 1 in numbers: for each pair and KD temperature T, each compared teacher's CMI on the training set "
-            "computed from softmax(z/T), and the accuracy of the KD student distilled at that T (mean ± std over "
+            "computed from softmax(z/T) (mean ± std over the teacher seeds), and the accuracy of the KD student distilled at that T (mean ± std over "
             "seeds), with the gain Δ over the reference (first) teacher.")
 
     def methods(self) -> list[str]:
@@ -53,12 +54,11 @@ class Temperature(Experiment):
 
     @classmethod
     def table(cls, runs, layout, metric):
-        import math
 
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, compare_cells, fmt, not_raised_footnote,
-                                      not_working_footnote, pair_label)
+        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, compare_cells, not_raised_footnote,
+                                      not_working_footnote, pair_label, show_teacher, teacher_cell)
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
         flagged = cmi_not_raised(runs, layout)
@@ -71,16 +71,20 @@ class Temperature(Experiment):
                 cmis = {}
                 for objective in layout["objectives"]:
                     t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_objective"] == objective)]
-                    col = f"cmi_T{float(temp):g}"
-                    cmis[objective] = float(t[col].iloc[0]) if len(t) and col in t else math.nan
+                    c = teacher_cell(t, f"cmi_T{float(temp):g}")  # mean ± std over the teacher seeds
+                    cmis[objective] = c
                     row[f"Teacher CMI, {layout['labels'][objective]}"] = (
-                        fmt(cmis[objective], digits=4) + (NOT_RAISED if (t_arch, objective) in flagged else ""))
+                        show_teacher({**c, "collapsed": 0}, digits=4)
+                        + (NOT_RAISED if (t_arch, objective) in flagged else ""))
                 # the no-teacher student does not depend on T: any CE student of this student in the runs is the floor
                 ce = students[(students["method"] == "ce") & (students["student"] == s_arch)]
                 cells, numbers = compare_cells(sel, "kd", layout, metric, prefix="KD student", delta_prefix="",
                                                flagged=flagged, floor=cell(ce, metric) if len(ce) else None)
                 row.update(cells)
-                long_rows += [{"pair": row["Pair"], "temperature": temp, "teacher_cmi": cmis[n["teacher_objective"]],
+                long_rows += [{"pair": row["Pair"], "temperature": temp,
+                               "teacher_cmi": cmis[n["teacher_objective"]]["mean"],
+                               "teacher_cmi_std": cmis[n["teacher_objective"]]["std"],
+                               "teacher_cmi_n": cmis[n["teacher_objective"]]["n"],
                                **{k: v for k, v in n.items() if k != "method"}} for n in numbers]
                 rows.append(row)
         display = pd.DataFrame(rows)
@@ -88,18 +92,17 @@ class Temperature(Experiment):
         return pd.DataFrame(long_rows), display
 
 
-def _teacher_cmi(teachers, temps: list[float]) -> list[float]:
-    import math
+def _teacher_cmi(teachers, temps: list[float]) -> tuple[list[float], list[float]]:
+    """Mean and std (NaN below two seeds) over the teacher seeds (rows) of the CMI at each temperature."""
+    from mcmikd.aggregate import teacher_cell
 
-    if not len(teachers):
-        return [math.nan] * len(temps)
-    row = teachers.iloc[0]
-    return [float(row.get(f"cmi_T{t:g}", math.nan)) for t in temps]
+    cells = [teacher_cell(teachers, f"cmi_T{t:g}") for t in temps]
+    return [c["mean"] for c in cells], [c["std"] if c["n"] > 1 else float("nan") for c in cells]
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
     """Fig. 1: KD student accuracy (bars, left axis, from 0) and each teacher's train-set CMI (lines, right axis)
-    against the KD temperature T; one panel per teacher–student pair."""
+    against the KD temperature T (mean over the teacher seeds, band ± one std); one panel per teacher–student pair."""
     import math
 
     import numpy as np
@@ -135,10 +138,13 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
             twin.grid(False)
             teachers = runs[runs["role"] == "teacher"]
             for objective in objectives:
-                cmi = _teacher_cmi(teachers[(teachers["teacher_arch"] == teacher)
-                                            & (teachers["teacher_objective"] == objective)], temps)
+                cmi, spread = _teacher_cmi(teachers[(teachers["teacher_arch"] == teacher)
+                                                    & (teachers["teacher_objective"] == objective)], temps)
                 twin.plot(np.arange(len(temps)), cmi, color=plots.color(objective, layout),
                           marker=markers[objective], markeredgecolor="white", markersize=7, lw=2)
+                low, high = np.subtract(cmi, spread), np.add(cmi, spread)  # ± one std over teacher seeds
+                twin.fill_between(np.arange(len(temps)), low, high, color=plots.color(objective, layout), alpha=0.15,
+                                  lw=0)
                 if all(math.isnan(c) for c in cmi):
                     notes.append(f"{plots.label(objective, layout)}: no CMI measured")
             twin.set_ylim(0, None)

@@ -26,14 +26,17 @@ def student_pool(data: DatasetTensors, setting: dict, seed: int) -> tuple[torch.
 def train_student(data_path: str, params: dict, metrics_out: str, teacher_model: str | None = None,
                   teacher_metrics: str | None = None, resume_path: str | None = None,
                   threads: int | None = None) -> dict:
-    """Distil student `params['student']` with method `params['method']` (or train it alone for `ce`)."""
+    """Distil student `params['student']` with method `params['method']` (or train it alone for `ce`) from the
+    teacher `params['teacher']` (arch, objective, variant and `seed`: the teacher seed `mcmikd.config.Grid.teacher_seed`
+    maps the student seed to), recorded as `teacher_seed` in the result."""
     from mcmikd.distill import get_method
     from mcmikd.distill.base import DistillContext
 
     t0 = time.perf_counter()
     seed = params["seed"]
     base = {"role": "student", "teacher": params["teacher"], "student": params["student"],
-            "method": params["method"], "setting": params["setting"], "seed": seed}
+            "method": params["method"], "setting": params["setting"], "seed": seed,
+            "teacher_seed": (params["teacher"] or {}).get("seed")}
     if teacher_metrics and read_json(teacher_metrics).get("collapsed"):
         reason = read_json(teacher_metrics).get("collapse_reason")
         log(f"skipping: the teacher collapsed during fine-tuning ({reason})")

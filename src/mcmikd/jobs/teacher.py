@@ -17,7 +17,8 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
                   start_metrics: str | None = None, resume_path: str | None = None,
                   threads: int | None = None) -> dict:
     """Train one teacher with its objective (`params['objective']`, `mcmikd.teachers`): from scratch, or
-    fine-tuning the model of the objective it starts from (`start_model`, with that teacher's `start_metrics`).
+    fine-tuning the model of the objective it starts from (`start_model`, with that teacher's `start_metrics`: the
+    start objective's teacher of the same seed). `params['seed']` (one of `teachers.seeds`) seeds the training.
 
     A fine-tuned teacher whose chosen-epoch test accuracy falls below `collapse_ratio` × its start model's, or
     whose objective stopped it (e.g. a non-finite loss), is marked collapsed; students skip it."""
@@ -57,7 +58,7 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     teacher = {"arch": params["arch"], "objective": cls.name, "variant": params["variant"], "hp": params["hp"]}
     save_model(model, model_out, num_classes=data.num_classes, in_channels=data.in_channels, **teacher,
                epoch=chosen["epoch"], test_acc=chosen["test_acc"])
-    metrics = {"role": "teacher", "teacher": teacher, "checkpoint": params["checkpoint"],
+    metrics = {"role": "teacher", "teacher": teacher, "seed": params["seed"], "checkpoint": params["checkpoint"],
                "model_acc": chosen["test_acc"], "start_acc": start_acc, "collapsed": reason is not None,
                "collapse_reason": reason, **objective.extra_metrics(state), **summarize(result),
                **data.evaluation_record()}

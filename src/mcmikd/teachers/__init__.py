@@ -21,15 +21,15 @@ OBJECTIVES: dict[str, str] = {
 }
 
 FINETUNING_CAPTION = (
-    "Fine-tuning of every fine-tuned teacher (one row each; e.g. MCMI and its λ = 0 control), starting from the "
-    "teacher it fine-tunes: training cross-entropy, the training CMI term of the loss where the objective has one "
+    "Fine-tuning of every fine-tuned teacher (one row each; e.g. MCMI and its λ = 0 control; one thin line per "
+    "teacher seed, teachers.seeds), starting from the teacher of the same seed it fine-tunes: training cross-entropy, the training CMI term of the loss where the objective has one "
     "(−neg_cmi/λ, the mean KL divergence between each sample's prediction and its frozen class centroid, nats), "
     "test accuracy and test CMI (nats) after each fine-tuning epoch, and the teacher check (last panel): the "
     "teacher's true CMI on the clean training images (eval mode, T = 1, fresh centroids), the mean KL to the "
     "centroids its loss uses, and their difference, the drift of the class means away from those centroids "
     "(nats; the KL is CMI + drift, and only the CMI is what the paper means). Dashed lines are the final values of the start "
-    "teacher (its training CE, its model accuracy and its test CMI). A teacher whose accuracy fell below the collapse "
-    "threshold is titled COLLAPSED in red, and no students were distilled from it.")
+    "teacher of each seed (its training CE, its model accuracy and its test CMI). A teacher seed whose accuracy fell "
+    "below the collapse threshold is titled COLLAPSED in red, and no students were distilled from it.")
 
 
 def get_objective(name: str):
