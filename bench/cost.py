@@ -162,17 +162,18 @@ def main() -> None:
     for (arch, _, _), sec, psec in zip(teacher_jobs, single, packed):
         variants = grid.teachers[arch]
         tuned = sum(grid.start_variant(arch, v) is not None for v in variants)
+        seeds = len(grid.teacher_seeds())  # every teacher variant is trained once per teacher seed
         row = f"| teacher {arch} |"
         for step, share, total in ((sec, 1, totals), (psec, pack, packed_totals)):
             if step is None:
                 continue
-            scratch = (len(variants) - tuned) * step * steps_per_epoch(t_cfg["batch_size"]) * t_cfg["epochs"] / 3600
-            finetune = tuned * step * steps_per_epoch(f_cfg["batch_size"]) * f_cfg["epochs"] / 3600
+            scratch = seeds * (len(variants) - tuned) * step * steps_per_epoch(t_cfg["batch_size"]) * t_cfg["epochs"] / 3600
+            finetune = seeds * tuned * step * steps_per_epoch(f_cfg["batch_size"]) * f_cfg["epochs"] / 3600
             scratch, finetune = scratch / share, finetune / share
             total["teachers from scratch"] += scratch
             total["fine-tuned teachers"] += finetune
-            row += (f" {1000 * step:.0f} ms | {scratch:.2f} h (from scratch, {len(variants) - tuned}×) + "
-                    f"{finetune:.2f} h (fine-tuned, {tuned}×) |")
+            row += (f" {1000 * step:.0f} ms | {scratch:.2f} h (from scratch, {len(variants) - tuned}× {seeds} seeds) + "
+                    f"{finetune:.2f} h (fine-tuned, {tuned}× {seeds} seeds) |")
         rows.append(row)
     for ((t_arch, s_arch), count), sec, psec in zip(pairs, single[len(teacher_jobs):], packed[len(teacher_jobs):]):
         row = f"| {t_arch} → {s_arch}: {count} student runs |"
