@@ -42,7 +42,15 @@ COMMON = {
     "hp": {"type": "object", "additionalProperties": {"type": "object"},
            "description": "per-objective hyper-parameter overrides for this experiment, e.g. {mcmi: {lambda: 0.15}}"},
     "seeds": SEEDS,
+    "teacher_checkpoint": {
+        "enum": ["last", "best"], "default": "last",
+        "description": "which state of every compared fine-tuned teacher (MCMI and its control alike) the students "
+                       "distil from: last (SPEC §1: no model selection on the test set) or best (the best-on-test "
+                       "epoch, best.pt; the official few-shot run's MCMI checkpoint). Teachers trained from scratch "
+                       "(MLL) use teachers.training.checkpoint"},
 }
+CHECKPOINT_NOTE = ("Fine-tuned teachers (MCMI and its λ = 0 control alike): best-on-test checkpoint (official), selected "
+                   "on the test set; MLL teacher: teachers.training.checkpoint.")
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,16 @@ class Experiment:
         """(data setting, method hyper-parameter overrides) of a student whose setting this kind owns."""
         return parsed, {}
 
+    def method_overrides(self, method: str) -> dict:
+        """Hyper-parameter overrides of `method` for the students whose setting this kind owns (e.g. few-shot CRD's
+        memory bank); applied after `setting_params`'s. Only a kind with a `setting_prefix` can have them (its
+        students' result folders are its own)."""
+        return {}
+
+    def teacher_checkpoint(self) -> str:
+        """`last` or `best`: the state of the compared fine-tuned teachers its students distil from."""
+        return self.body.get("teacher_checkpoint", "last")
+
     def cmi_temperatures(self) -> list[float]:
         """Temperatures at which this kind needs every teacher's CMI measured (besides teachers.cmi_temperatures)."""
         return []
@@ -147,6 +165,8 @@ class Experiment:
         layout = {"pairs": [[p["teacher"], p["student"]] for p in self.pairs()], "methods": methods,
                   "objectives": objectives, "labels": labels, "colors": colors, "controls": controls,
                   "must_raise": must_raise, **self.extra_layout()}
+        if self.teacher_checkpoint() == "best":  # only then (the layout is a table job's params)
+            layout["teacher_checkpoint"] = "best"
         reference = self.grid.config.get("reference") or {}
         if reference:  # the paper's numbers for this experiment, its claims and our differences (mcmikd.references)
             layout["reference"] = {"entries": list((reference.get("experiments") or {}).get(self.name) or []),
@@ -155,11 +175,15 @@ class Experiment:
         return layout
 
     def report_note(self) -> str:
-        """The table's description in the report: `note`, and what the "CMI not raised" mark means where a compared
-        objective must raise the CMI (`TeacherObjective.must_raise_cmi_over`)."""
+        """The table's description in the report: `note`, which teacher checkpoint its students used when it is the
+        best-on-test one, and what the "CMI not raised" mark means where a compared objective must raise the CMI
+        (`TeacherObjective.must_raise_cmi_over`)."""
+        note = self.note
+        if self.teacher_checkpoint() == "best":
+            note = f"{note} {CHECKPOINT_NOTE}".strip()
         if not any(self.grid.objective_class(o).must_raise_cmi_over for o in self.objectives()):
-            return self.note
-        return (f"{self.note} {CMI_NOT_RAISED_NOTE}").strip()
+            return note
+        return (f"{note} {CMI_NOT_RAISED_NOTE}").strip()
 
     def extra_layout(self) -> dict:
         return {}
