@@ -229,7 +229,7 @@ class StudentRun:
 
 
 def split_teacher_folder(text: str) -> tuple[str, str]:
-    """'mcmi-0.15@best' -> ('mcmi-0.15', 'best'); 'mll' -> ('mll', 'model') (`StudentRun.t_folder`)."""
+    """'<variant>@best' -> ('<variant>', 'best'); '<variant>' -> ('<variant>', 'model') (`StudentRun.t_folder`)."""
     if text.endswith(BEST_SUFFIX):
         return text[: -len(BEST_SUFFIX)], "best"
     return text, "model"
@@ -322,15 +322,15 @@ class Grid:
     def teacher_model(self, objective: str, exp) -> str:
         """The teacher file ('model' or 'best') `exp`'s students of `objective` distil from.
 
-        `exp`'s `teacher_checkpoint` (last | best, default last: no model selection on the test set, SPEC §1)
-        applies to every compared *fine-tuned* teacher alike (MCMI and its λ = 0 control: like with like); a
+        `exp`'s `teacher_checkpoint` (last | best, default: the one teachers.finetuning.checkpoint keeps, last
+        unless set: no model selection on the test set, SPEC §1) applies to every compared *fine-tuned* teacher alike (MCMI and its λ = 0 control: like with like); a
         teacher trained from scratch (MLL) is always its model.pt (`teachers.training.checkpoint`). model.pt is
         already the state `teachers.finetuning.checkpoint` chooses; `best` otherwise reads best.pt, which every
         fine-tuning job also writes (no teacher is retrained for it). ConfigError: `last` while fine-tuned
         teachers keep their best state (no last state is kept then)."""
         if self.objective_class(objective).start_from is None:
             return "model"
-        choice = exp.body.get("teacher_checkpoint", "last")
+        choice = exp.teacher_checkpoint()
         kept = self.config["teachers"]["finetuning"].get("checkpoint", "last")
         if choice == kept:
             return "model"

@@ -43,11 +43,12 @@ COMMON = {
            "description": "per-objective hyper-parameter overrides for this experiment, e.g. {mcmi: {lambda: 0.15}}"},
     "seeds": SEEDS,
     "teacher_checkpoint": {
-        "enum": ["last", "best"], "default": "last",
+        "enum": ["last", "best"],
         "description": "which state of every compared fine-tuned teacher (MCMI and its control alike) the students "
                        "distil from: last (SPEC §1: no model selection on the test set) or best (the best-on-test "
-                       "epoch, best.pt; the official few-shot run's MCMI checkpoint). Teachers trained from scratch "
-                       "(MLL) use teachers.training.checkpoint"},
+                       "epoch, best.pt; the official few-shot run's MCMI checkpoint); default: the one "
+                       "teachers.finetuning.checkpoint keeps (last unless set). Teachers trained from scratch (MLL) "
+                       "use teachers.training.checkpoint"},
 }
 CHECKPOINT_NOTE = ("Fine-tuned teachers (MCMI and its λ = 0 control alike): best-on-test checkpoint (official), selected "
                    "on the test set; MLL teacher: teachers.training.checkpoint.")
@@ -136,8 +137,10 @@ class Experiment:
         return {}
 
     def teacher_checkpoint(self) -> str:
-        """`last` or `best`: the state of the compared fine-tuned teachers its students distil from."""
-        return self.body.get("teacher_checkpoint", "last")
+        """`last` or `best`: the state of the compared fine-tuned teachers its students distil from (default: the
+        one teachers.finetuning.checkpoint keeps in model.pt)."""
+        kept = self.grid.config["teachers"]["finetuning"].get("checkpoint", "last")
+        return self.body.get("teacher_checkpoint") or kept
 
     def cmi_temperatures(self) -> list[float]:
         """Temperatures at which this kind needs every teacher's CMI measured (besides teachers.cmi_temperatures)."""

@@ -101,7 +101,7 @@ def setup_footnotes(layout: dict) -> list[str]:
     for method, hp in sorted((layout.get("method_hp") or {}).items()):
         text = ", ".join(f"{k} = {v}" for k, v in sorted(hp.items()))
         extra = (" (memory bank and negatives over the full training set, as the official few-shot code; the "
-                 "student still sees only its subset)") if method == "crd" and hp.get("bank") == "full" else ""
+                 "student still sees only its subset)") if hp.get("bank") == "full" else ""
         notes.append(f"{method.upper()}: {text}{extra}.")
     return notes
 
