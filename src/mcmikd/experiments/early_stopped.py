@@ -91,7 +91,8 @@ class EarlyStopped(Experiment):
     @classmethod
     def rows(cls, runs, layout: dict, metric: str) -> list[dict]:
         """One dict per (pair, teacher) in bar order: pair, teacher_objective, teacher_variant, stop_epoch (None:
-        not stopped), teacher_acc (% test, its model.pt), teacher_cmi (nats, train set, T = 1), collapsed, and per
+        not stopped), teacher_acc (% test, its model.pt; a fine-tuned teacher's best.pt with teacher_checkpoint:
+        best), teacher_cmi (nats, train set, T = 1), collapsed, and per
         method `<method>` (the students' cell: mean, std, n, ...) and `<method>_delta` over the full (reference)
         teacher's students (points)."""
         import math
@@ -110,7 +111,10 @@ class EarlyStopped(Experiment):
             rows = []
             for objective, variant, stop in entries:
                 t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_variant"] == variant)]
-                acc = float(t["model_acc"].iloc[0]) if len(t) and "model_acc" in t else math.nan
+                # students of a fine-tuned teacher used its best.pt with teacher_checkpoint: best: its accuracy then
+                fine_tuned_best = layout.get("teacher_checkpoint") == "best" and objective != layout["stopped"]
+                column = "best_acc" if fine_tuned_best else "model_acc"
+                acc = float(t[column].iloc[0]) if len(t) and column in t else math.nan
                 cmi = float(t["cmi_T1"].iloc[0]) if len(t) and "cmi_T1" in t else math.nan
                 row = {"pair": pair_label(t_arch, s_arch), "teacher_objective": objective, "teacher_variant": variant,
                        "stop_epoch": stop, "teacher_acc": acc, "teacher_cmi": cmi,
@@ -167,6 +171,9 @@ class EarlyStopped(Experiment):
         from mcmikd.experiments.fewshot import setup_footnotes
 
         frame.attrs["footnotes"] = setup_footnotes(layout)
+        if layout.get("teacher_checkpoint") == "best":
+            frame.attrs["footnotes"].append("Fine-tuned teachers: accuracy of their best-on-test state (the one the "
+                                            "students used); their CMI is measured on model.pt.")
         return pd.DataFrame(numbers), frame
 
 
@@ -198,7 +205,7 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
         n_stop = len(layout["epochs"])
         for panels, (teacher, student) in zip(axes, pairs):
             mine = [r for r in rows if r["pair"] == f"{teacher} → {student}"]
-            names = [EarlyStopped.teacher_name(r, layout).replace(" (reference)", "").replace(", epoch ", "\ne")
+            names = [EarlyStopped.teacher_name(r, layout).replace(" (reference)", " (full)").replace(", epoch ", "\ne")
                      for r in mine]
             colors = []
             for i, r in enumerate(mine):
@@ -213,9 +220,9 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
                        for m in methods]
             x = np.arange(len(mine))
             for ax, (what, ys, errs, ylabel, missing) in zip(panels, series):
-                ys, errs = np.array(ys, dtype=float), np.array(errs, dtype=float)
+                ys, errs = np.array(ys, dtype=float), np.nan_to_num(np.array(errs, dtype=float))
                 ax.bar(x, np.nan_to_num(ys), color=colors, edgecolor="white",
-                       yerr=np.where(np.isnan(errs), 0, errs), capsize=3)
+                       **({"yerr": errs, "capsize": 3} if errs.any() else {}))
                 ax.set_xticks(x, names, fontsize=8)
                 ax.set(ylabel=ylabel, title=f"{teacher} → {student}" if what not in ("acc", "cmi")
                        else f"teacher {teacher}")
@@ -223,10 +230,11 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
                 if len(finite):
                     low, high = float(finite.min()), float(finite.max())
                     pad = max(0.15 * (high - low), 0.02 * abs(high) or 0.01)
-                    ax.set_ylim(max(0.0, low - 4 * pad) if what != "cmi" else 0.0, high + 2 * pad)
-                    for xi, y in zip(x, ys):
+                    top = high + float(errs.max())
+                    ax.set_ylim(max(0.0, low - 4 * pad) if what != "cmi" else 0.0, top + 2 * pad)
+                    for xi, y, err in zip(x, ys, errs):
                         if not np.isnan(y):
-                            ax.annotate(f"{y:.3f}" if what == "cmi" else f"{y:.1f}", (xi, y), ha="center",
+                            ax.annotate(f"{y:.3f}" if what == "cmi" else f"{y:.1f}", (xi, y + err), ha="center",
                                         va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
                 else:
                     plots.note(ax, missing)
