@@ -1,6 +1,6 @@
 """Exact reruns and exact resume on the machine at hand (the device check of `runtime.deterministic: true`).
 
-    .venv/bin/python bench/determinism.py [--device cuda] [--epochs 3] [--out docs/determinism-cuda.md]
+    .venv/bin/python bench/determinism.py [--device cuda] [--epochs 3] [--compile graphs] [--out docs/determinism-cuda.md]
 
 On digits (8×8, the tiny test config's recipe), for an MLL teacher, its MCMI fine-tuning and students of kd, crd, at
 and reviewkd: each job runs twice from scratch and once killed after its first epoch and resumed, and the script
@@ -60,9 +60,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--compile", default="none", choices=["none", "graphs", "auto"], help="runtime.compile")
     parser.add_argument("--out")
     args = parser.parse_args()
-    runtime = {"device": args.device, "channels_last": "auto", "precision": "fp32", "deterministic": True}
+    runtime = {"device": args.device, "channels_last": "auto", "precision": "fp32", "deterministic": True,
+               "compile": args.compile}
     recipe = {"epochs": args.epochs, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
               "schedule": "multistep", "milestones": [args.epochs - 1], "gamma": 0.1}
     augment = {"crop_padding": 1, "hflip": False}
@@ -105,7 +107,8 @@ def main() -> int:
     device = common.Runtime.from_config(runtime).device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     text = "\n".join([f"Exact reruns on {device} ({name}), torch {torch.__version__}, `runtime.deterministic: true`, "
-                      f"{args.epochs} epochs (`bench/determinism.py --device {args.device}`):", "",
+                      f"`runtime.compile: {args.compile}`, {args.epochs} epochs "
+                      f"(`bench/determinism.py --device {args.device} --compile {args.compile}`):", "",
                       "| job | second run from scratch | killed after epoch 1, resumed |", "|---|---|---|",
                       *rows]) + "\n"
     print(text)

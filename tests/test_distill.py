@@ -16,9 +16,10 @@ from mcmikd.models import create_model, feature_shapes
 NUM_CLASSES, CHANNELS, SIZE, N_TRAIN, BATCH = 10, 1, 16, 40, 8
 FEATURE_METHODS = [m for m in METHODS if m not in ("ce", "kd")]
 TWO_STAGE = {"ab", "ft", "fsp"}
+WITH_INIT = TWO_STAGE | {"hsakd"}  # methods with an init stage (HSAKD: the teacher's auxiliary heads)
 SAME_PAIR = ("resnet14", "resnet8")
 # a cross-architecture pair each method can match (AB needs as many stages, FSP the same channels)
-CROSS_PAIR = {"ab": ("resnet14", "ShuffleV1"), "fsp": ("resnet14", "wrn_16_1")}
+CROSS_PAIR = {"ab": ("resnet14", "ShuffleV1"), "fsp": ("resnet14", "wrn_16_1"), "hsakd": ("resnet14", "MobileNetV2")}
 DEFAULT_CROSS = ("vgg8", "ShuffleV1")
 
 
@@ -77,7 +78,7 @@ def _train_and_check(method, pair, hp=None, steps=6):
     x, y, idx = _batch()
     gen = torch.Generator().manual_seed(0)
     init = d.init_stage()
-    if method in TWO_STAGE and (hp or {}).get("init_epochs", 1):
+    if method in WITH_INIT and (hp or {}).get("init_epochs", 1):
         assert init is not None and init.epochs == d.hp["init_epochs"]
         init_losses = _steps(d, init.parameters, lambda: init.loss(x, y), steps, lr=init.lr or 0.01, momentum=0.9)
         assert init_losses[-1] < init_losses[0], (method, pair, init_losses)
@@ -115,11 +116,11 @@ def test_defaults_follow_repdistiller_and_the_papers():
     beta = {m: get_method(m).defaults.get("beta") for m in FEATURE_METHODS}
     assert beta == {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "cc": 0.02, "vid": 1.0, "rkd": 1.0, "pkt": 30000.0,
                     "ab": 1.0, "ft": 200.0, "fsp": 50.0, "nst": 50.0, "crd": 0.8, "dkd": None, "reviewkd": None,
-                    "dist": 2.0}
+                    "dist": 2.0, "hsakd": 1.0}
     for m in FEATURE_METHODS:
         d = get_method(m).defaults
         assert d["gamma"] == 1.0 and "temperature" in d
-        if m != "dkd":
+        if m not in ("dkd", "hsakd"):
             assert d["alpha"] == 0.0
     for m in TWO_STAGE:
         assert get_method(m).defaults["init_epochs"] == 30
@@ -129,6 +130,9 @@ def test_defaults_follow_repdistiller_and_the_papers():
     assert (dkd["alpha"], dkd["temperature"], dkd["warmup"]) == (1.0, 4.0, 20)
     assert get_method("reviewkd").defaults["warmup"] == 20
     assert get_method("dist").defaults["temperature"] == 4.0
+    hsakd = get_method("hsakd").defaults  # official train_student_cifar.py / train_teacher_freezed.sh
+    assert (hsakd["gamma"], hsakd["alpha"], hsakd["beta"], hsakd["temperature"]) == (1.0, 1.0, 1.0, 3.0)
+    assert (hsakd["init_epochs"], hsakd["init_lr"], hsakd["aux_blocks"]) == (100, 0.05, None)
 
 
 @pytest.mark.parametrize("method, pair, hp, fragment", [
@@ -349,6 +353,69 @@ def test_crd_step_updates_the_anchor_slots_and_fixes_z():
     assert torch.equal(d.z, z)
 
 
+# ----------------------------------------------------------------------------------------------- HSAKD
+def _config_pairs() -> set[tuple[str, str]]:
+    import yaml
+
+    root = Path(__file__).parents[1] / "config"
+    return {(p["teacher"], p["student"]) for name in ("cifar100.yaml", "digits-full.yaml")
+            for p in yaml.safe_load((root / name).read_text())["experiments"]["main"]["pairs"]}
+
+
+@pytest.mark.parametrize("size, channels", [(32, 3), (16, 1), (8, 1)])
+def test_hsakd_aux_heads_fit_every_configured_architecture_at_8_16_32_px(size, channels):
+    from mcmikd.distill.methods.hsakd import build_aux_heads
+
+    import re
+
+    # the depth of a family does not change its stage shapes: the shallowest member stands for it (faster)
+    def shallowest(arch):
+        return re.sub(r"^wrn_\d+_", "wrn_16_", re.sub(r"^resnet\d+", "resnet8", re.sub(r"^vgg\d+$", "vgg8", arch)))
+
+    for arch in sorted({shallowest(a) for pair in _config_pairs() for a in pair}):
+        stages = feature_shapes(arch, NUM_CLASSES, channels, size)["feats"][1:]
+        with torch.device("meta"):  # one block per stage: the shapes do not depend on the depth
+            heads = build_aux_heads(stages, list(range(len(stages))), 1, 4 * NUM_CLASSES)
+            outs = [head(torch.empty(5, *shape)) for head, shape in zip(heads, stages)]
+        assert [tuple(z.shape) for z in outs] == [(5, 4 * NUM_CLASSES)] * len(stages), (arch, size)
+    if size != 8:
+        return
+    # real tensors where the deepest maps are 1×1 (MobileNetV2 at 8 px); stages of unequal count pair the deepest
+    d = _build("hsakd", "resnet14", "MobileNetV2").train()
+    assert (d.s_idx, d.t_idx) == ([1, 2, 3], [0, 1, 2])
+    feats = d.student.forward_features(torch.randn(8, CHANNELS, 8, 8)).feats
+    assert feats[-1].shape[2:] == (1, 1)
+    assert [tuple(z.shape) for z in d.student_aux_logits(feats)] == [(8, 4 * NUM_CLASSES)] * 3
+
+
+def test_hsakd_teacher_stays_frozen_and_its_heads_train_only_in_the_init_stage():
+    d = _build("hsakd", *SAME_PAIR)
+    d.train()
+    x, y, _ = _batch()
+    teacher_before = copy.deepcopy(d.teacher.state_dict())
+    aux_before = copy.deepcopy(d.heads["teacher_aux"].state_dict())
+    init = d.init_stage()
+    assert init.epochs == 100 and init.lr == 0.05
+    assert {id(p) for p in init.parameters} == {id(p) for p in d.heads["teacher_aux"].parameters()}
+    _steps(d, init.parameters, lambda: init.loss(x, y), 2, lr=init.lr, momentum=0.9)
+    assert not d.teacher.training and not d.heads["teacher_aux"].training
+    after = d.teacher.state_dict()
+    assert all(torch.equal(teacher_before[k], after[k]) for k in after)  # weights and BN statistics
+    trained = d.heads["teacher_aux"].state_dict()
+    assert not all(torch.equal(aux_before[k], trained[k]) for k in trained)
+    trained = copy.deepcopy(trained)
+    # main stage: the student and its heads learn; the teacher and its heads (eval mode, no grad) do not
+    learnable = {id(p) for p in d.learnable_parameters()}
+    assert not learnable & {id(p) for p in d.teacher.parameters()}
+    assert not learnable & {id(p) for p in d.heads["teacher_aux"].parameters()}
+    assert {id(p) for p in d.heads["student_aux"].parameters()} <= learnable
+    student_before = copy.deepcopy(d.student.state_dict())
+    _steps(d, d.learnable_parameters(), lambda: d.forward_train(x, y, epoch=1)[1], 2, lr=0.01)
+    assert all(torch.equal(teacher_before[k], v) for k, v in d.teacher.state_dict().items())
+    assert all(torch.equal(trained[k], v) for k, v in d.heads["teacher_aux"].state_dict().items())
+    assert not all(torch.equal(student_before[k], v) for k, v in d.student.state_dict().items())
+
+
 # ----------------------------------------------------------------------------------------------- engine
 def _tiny_data():
     from mcmikd.data import DatasetTensors
@@ -381,11 +448,14 @@ def _fit(method, resume_path, hp, epoch_hook=None, epochs=2, **stream_kw):
                   epoch_hook=epoch_hook)
 
 
-def test_two_stage_method_runs_its_init_stage_in_the_engine():
-    _, result = _fit("ab", None, {"init_epochs": 1})
+@pytest.mark.parametrize("method, init_term, main_terms", [("ab", "ab_init", {"ce"}),
+                                                          ("hsakd", "teacher_aux_ce", {"ce", "kd", "kd_aux"})])
+def test_two_stage_method_runs_its_init_stage_in_the_engine(method, init_term, main_terms):
+    _, result = _fit(method, None, {"init_epochs": 1})
     phases = [(h["phase"], h["epoch"]) for h in result.history]
     assert phases == [("init", 1), ("main", 1), ("main", 2)]
-    assert "ab_init" in result.history[0]["train"]
+    assert set(result.history[0]["train"]) == {init_term, "total"}
+    assert set(result.history[1]["train"]) == main_terms | {"total"}
 
 
 def test_crd_run_resumed_after_a_kill_ends_like_an_uninterrupted_one(tmp_path):

@@ -297,6 +297,9 @@ def test_crd_full_bank_spans_the_allowed_training_set_and_draws_negatives_there(
     assert negatives.shape == (len(labels), n - 12) and int(negatives.max()) < n
     assert (full.labels[negatives] != labels.unsqueeze(1)).all()
     assert int(negatives.max()) >= 15 or n < 16  # drawn beyond the student's subset
+    # the same draw made before the step (mcmikd.step's step_inputs) is over the full bank too
+    early = full.step_inputs(labels, positions, torch.Generator().manual_seed(1))["negatives"]
+    assert early.shape == negatives.shape and (full.labels[early] != labels.unsqueeze(1)).all()
     changed = torch.nonzero((full.memory_s != before).any(1)).flatten()
     assert torch.equal(changed, torch.unique(full.slots[positions]))  # only the batch's own slots move
 

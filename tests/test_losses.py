@@ -70,6 +70,36 @@ def test_dkd_loss_is_tckd_plus_nckd():
     assert float(L.dkd_loss(_t(s), _t(s), torch.tensor(y))) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_hsakd_rotations_joint_labels_and_loss_terms_by_hand():
+    from mcmikd.distill.methods.hsakd import aux_ce_loss, rotate_batch
+
+    rng = np.random.default_rng(7)  # its own generator: the draws of the other tests stay as they were
+    x = np.arange(2 * 1 * 3 * 3, dtype=np.float64).reshape(2, 1, 3, 3)
+    y = np.array([2, 0])
+    x4, joint = rotate_batch(_t(x), torch.tensor(y))
+    expected = np.concatenate([np.rot90(x, k, axes=(2, 3)) for k in range(4)])  # rotation-major, 90° steps
+    assert np.array_equal(x4.numpy(), expected)
+    assert joint.tolist() == [8, 0, 9, 1, 10, 2, 11, 3]  # y·4 + k
+    b, k_cls, T, gamma, alpha, beta = 2, 3, 3.0, 1.0, 0.7, 2.0
+    s, t = rng.normal(size=(4 * b, k_cls)) * 2, rng.normal(size=(4 * b, k_cls)) * 2
+    s_aux = [rng.normal(size=(4 * b, 4 * k_cls)) for _ in range(2)]
+    t_aux = [rng.normal(size=(4 * b, 4 * k_cls)) for _ in range(2)]
+
+    def kl(zs, zt):  # KL(p_t ‖ p_s) at T, × T², mean over the rows
+        p_s, p_t = _softmax(zs / T), _softmax(zt / T)
+        return (p_t * np.log(p_t / p_s)).sum(1).mean() * T**2
+
+    ce = -np.log(_softmax(s[:b])[np.arange(b), y]).mean()  # the unrotated rows only
+    terms = L.hsakd_loss(_t(s), _t(t), [_t(a) for a in s_aux], [_t(a) for a in t_aux], torch.tensor(y),
+                         gamma=gamma, alpha=alpha, beta=beta, temperature=T)
+    assert set(terms) == {"ce", "kd", "kd_aux"}
+    _close(terms["ce"], gamma * ce)
+    _close(terms["kd"], alpha * kl(s, t))  # all 4·b rotated rows
+    _close(terms["kd_aux"], beta * (kl(s_aux[0], t_aux[0]) + kl(s_aux[1], t_aux[1])))
+    aux_ce = sum(-np.log(_softmax(a)[np.arange(4 * b), joint.numpy()]).mean() for a in t_aux)
+    _close(aux_ce_loss([_t(a) for a in t_aux], joint), aux_ce)
+
+
 def test_dist_loss_is_one_minus_pearson_both_ways():
     s, t = RNG.normal(size=(4, 7)), RNG.normal(size=(4, 7))
     T, beta, gamma = 4.0, 1.0, 2.0

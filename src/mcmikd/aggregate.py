@@ -151,7 +151,8 @@ def to_latex(frame: pd.DataFrame, caption: str = "") -> str:
 # --------------------------------------------------------------------------------------------- tables
 METHOD_LABELS = {"ce": "Student (no KD)", "kd": "KD", "fitnet": "FitNet", "at": "AT", "sp": "SP", "cc": "CC",
                  "vid": "VID", "rkd": "RKD", "pkt": "PKT", "ab": "AB", "ft": "FT", "fsp": "FSP", "nst": "NST",
-                 "crd": "CRD", "dkd": "DKD", "reviewkd": "ReviewKD", "dist": "DIST"}
+                 "crd": "CRD", "dkd": "DKD", "reviewkd": "ReviewKD", "dist": "DIST",
+                 "hsakd": "HSAKD"}
 
 
 def method_label(method: str) -> str:
@@ -192,7 +193,7 @@ def pair_label(teacher: str, student: str) -> str:
 
 def compare_cells(frame: pd.DataFrame, method: str, layout: dict, metric: str, *, measure=cell,
                   prefix: str | None = None, delta_prefix: str | None = None,
-                  flagged: dict | None = None) -> tuple[dict, list[dict]]:
+                  flagged: dict | None = None, floor: dict | None = None) -> tuple[dict, list[dict]]:
     """One method's students compared across the layout's teacher objectives (the first is the reference).
 
     Returns the display cells — '<prefix>, <label>' per objective, then the gain(s) over the reference:
@@ -201,7 +202,14 @@ def compare_cells(frame: pd.DataFrame, method: str, layout: dict, metric: str, *
     over the control: '<prefix>, Δ <label> vs <control label>' (the CMI term's own effect) — and the long rows
     {method, teacher_objective, mean, std, n, ..., delta, delta_control, cmi_not_raised}. Cells of students whose
     teacher is in `flagged` ((teacher arch, objective) → reason, `cmi_not_raised`) carry the `NOT_RAISED` mark.
-    The teacher-free `ce` student is one cell."""
+    The teacher-free `ce` student is one cell.
+
+    With `layout['not_working_margin']` (config `tables.not_working_margin`, points) and `floor` (the `cell` of the
+    no-teacher CE student of the same student and setting), a method whose reference-teacher students' mean accuracy
+    (`cell`, all classes, whatever `measure` is) is more than the margin below the floor is "not working at this
+    setting" (`not_working_verdict`): its cells carry the `NOT_WORKING` mark, its gains are shown in [brackets],
+    and its long rows get `not_working` True (False: checked and fine; None: not checked, no floor). Without the
+    margin the rows have no `not_working` key."""
     name = method_label(method) if prefix is None else prefix
     if method == "ce":
         c = measure(frame, metric)
@@ -211,24 +219,80 @@ def compare_cells(frame: pd.DataFrame, method: str, layout: dict, metric: str, *
     head = name if delta_prefix is None else delta_prefix
     flagged = flagged or {}
     cells, deltas, rows, measured = {}, {}, [], {}
+    margin = layout.get("not_working_margin")
+    broken = not_working_verdict(cell(frame[frame["teacher_objective"] == objectives[0]], metric), floor, margin)
+    mark, show_delta = (NOT_WORKING, bracketed) if broken else ("", fmt_delta)
     for objective in objectives:
         sel = frame[frame["teacher_objective"] == objective]
         c = measured[objective] = measure(sel, metric)
         marked = any((arch, objective) in flagged for arch in set(sel["teacher_arch"]))
-        cells[f"{name}, {labels[objective]}"] = show(c) + (NOT_RAISED if marked else "")
+        cells[f"{name}, {labels[objective]}"] = show(c) + (NOT_RAISED if marked else "") + mark
         row = {"method": method, "teacher_objective": objective, **c, "cmi_not_raised": marked}
+        if margin is not None:
+            row["not_working"] = broken
         if objective != objectives[0]:
             row["delta"] = c["mean"] - measured[objectives[0]]["mean"]
             d_name = "Δ" if len(objectives) == 2 else f"Δ {labels[objective]}"
-            deltas[f"{head}, {d_name}" if head else d_name] = fmt_delta(row["delta"])
+            deltas[f"{head}, {d_name}" if head else d_name] = show_delta(row["delta"])
         rows.append(row)
     for row in rows:
         control = controls.get(row["teacher_objective"])
         if control is not None:
             row["delta_control"] = row["mean"] - measured[control]["mean"]
             d_name = f"Δ {labels[row['teacher_objective']]} vs {labels[control]}"
-            deltas[f"{head}, {d_name}" if head else d_name] = fmt_delta(row["delta_control"])
+            deltas[f"{head}, {d_name}" if head else d_name] = show_delta(row["delta_control"])
     return {**cells, **deltas}, rows
+
+
+# --------------------------------------------------------------------------------------------- not working
+NOT_WORKING = " ‡"
+
+
+def bracketed(delta: float) -> str:
+    """A gain of a "not working" cell: shown, but in [brackets], not as a finding."""
+    return f"[{fmt_delta(delta)}]"
+
+
+def not_working_verdict(reference: dict, floor: dict | None, margin: float | None) -> bool | None:
+    """Whether a method is "not working at this setting": its reference-teacher students' mean accuracy
+    (`reference`, a `cell`, %) is more than `margin` points below the no-teacher CE student's (`floor`, a `cell`
+    of the same student and setting). None when not checked: no margin (`tables.not_working_margin: null`), no
+    floor, or either side without a finished run. Such a cell measures a loss weight that does not suit the
+    setting, not the teacher, so its gains are not findings."""
+    if margin is None or floor is None or not floor.get("n") or not reference.get("n"):
+        return None
+    return bool(reference["mean"] < floor["mean"] - float(margin))
+
+
+def not_working_footnote(layout: dict, rows: list[dict],
+                         floor_what: str = "the student trained without a teacher (same student, same setting)"
+                         ) -> list[str]:
+    """The footnote under a table checked for "not working" cells (`tables.not_working_margin`): what ‡ means, and
+    that cells without a no-teacher student to compare with are not checked. [] when the margin is off or no row
+    was checked or checkable."""
+    margin = layout.get("not_working_margin")
+    if margin is None:
+        return []
+    checked = [r for r in rows if r.get("method", r.get("row")) not in ("ce", "teacher") and "not_working" in r]
+    if not checked:
+        return []
+    reference = layout["labels"].get(layout["objectives"][0], layout["objectives"][0])
+    marked = any(r["not_working"] is True for r in checked)
+    unchecked = any(r["not_working"] is None for r in checked)
+    if marked:
+        note = (f"{NOT_WORKING.strip()} method not working at this setting: the student distilled from the "
+                f"{reference} teacher has a mean accuracy more than {float(margin):g} points "
+                f"(tables.not_working_margin) below {floor_what}; such a cell measures a loss weight that does not "
+                f"suit this setting, not the teacher, so its Δ are shown in [brackets] and are not findings (the "
+                f"CSV keeps the numbers, column not_working).")
+    else:
+        note = (f"No cell is marked {NOT_WORKING.strip()} (method not working at this setting): no "
+                f"{reference}-teacher student is more than {float(margin):g} points (tables.not_working_margin) "
+                f"below {floor_what}.")
+    if unchecked:
+        note += (" Cells without a finished no-teacher student of the same student and setting in this table are "
+                 "not checked (the mark is not applied to them).")
+    return [note]
 
 
 # --------------------------------------------------------------------------------------------- CMI not raised
@@ -271,6 +335,11 @@ def not_raised_footnote(flagged: dict) -> list[str]:
             f"from it."]
 
 
+VALIDATION_NOTE = ("Evaluated on validation data: a seeded, stratified held-out part of the training set "
+                   "(dataset.validation); the test set was not used. Accuracies and CMI called \"test\" in this run "
+                   "are validation numbers.")
+
+
 def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_out: str, md_out: str,
                 tex_out: str) -> pd.DataFrame:
     """The experiment's table (`mcmikd.experiments`) as long numbers (CSV) and as displayed (Markdown, LaTeX)."""
@@ -279,6 +348,10 @@ def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_o
     kind = get_experiment(experiment)
     numbers, display = kind.table(read_runs(runs_csv), layout, metric)
     caption = f"{kind.caption} ({metric}-epoch accuracy)."
+    if layout.get("evaluated_on") == "validation":  # dataset.validation: no number here comes from the test set
+        caption = caption.replace(" test ", " validation ")
+        display.attrs["footnotes"] = [VALIDATION_NOTE, *display.attrs.get("footnotes", [])]
+        numbers = numbers.assign(evaluated_on="validation")
     md, tex = to_markdown(display, caption), to_latex(display, caption)
     reference = layout.get("reference")
     if reference:  # the paper's numbers beside ours (mcmikd.references)

@@ -392,8 +392,10 @@ class Grid:
 
     # ---------------- each job's params (only what that job depends on)
     def runtime(self) -> dict:
-        # threads are left out: they come through the rule's `threads:` and must not rerun jobs when changed
-        return {k: v for k, v in self.config["runtime"].items() if k != "threads"}
+        # threads are left out: they come through the rule's `threads:` and must not rerun jobs when changed;
+        # compile only when set (its default "none" is the engine as before, so existing results keep their params)
+        return {k: v for k, v in self.config["runtime"].items()
+                if k != "threads" and not (k == "compile" and v == "none")}
 
     def data_params(self) -> dict:
         # only the keys the dataset uses (its spec's config_keys): changing another one reruns nothing
@@ -446,9 +448,11 @@ class Grid:
         setting: dict = {}
         owner = self.setting_owner(run.setting)
         if owner is not None:
-            setting, overrides = owner.setting_params(owner.parse_setting(split_setting(run.setting)[1]))
+            parsed = owner.parse_setting(split_setting(run.setting)[1])
+            setting, overrides = owner.setting_params(parsed)
             hp.update(overrides)
             hp.update(owner.method_overrides(run.method))
+            hp.update(owner.run_hp(run, parsed))
         teacher = None
         if run.t_arch != NO_TEACHER:
             teacher = {"arch": run.t_arch, "objective": self.variants[(run.t_arch, run.t_variant)][0],

@@ -34,6 +34,17 @@ class DatasetTensors:
     info: dict = field(default_factory=dict)
 
     @property
+    def evaluated_on(self) -> str:
+        """'test', or 'validation' when the evaluation split is a held-out part of the training set
+        (`mcmikd.datasets.hold_out_validation`, config `dataset.validation`)."""
+        return self.info.get("evaluated_on", "test")
+
+    def evaluation_record(self) -> dict:
+        """{'evaluated_on': 'validation'} for a result file of a validation run; {} otherwise (results of runs on
+        the test set stay as they were)."""
+        return {"evaluated_on": "validation"} if self.evaluated_on == "validation" else {}
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 

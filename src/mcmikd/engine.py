@@ -26,6 +26,7 @@ from mcmikd.augment import Normalizer, random_crop_flip
 from mcmikd.cmi import conditional_mutual_information
 from mcmikd.data import DatasetTensors
 from mcmikd.errors import ConfigError
+from mcmikd.step import StepRunner
 
 
 def log(message: str) -> None:
@@ -42,12 +43,18 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+# `runtime.compile`: how training steps run (mcmikd.step): eagerly, or replayed as CUDA graphs on static buffers
+# (on CPU the static buffers are used and the step runs eagerly on them); auto = graphs on CUDA, none on CPU
+COMPILE_MODES = ("none", "graphs", "auto")
+
+
 @dataclass
 class Runtime:
     device: torch.device
     channels_last: bool
     precision: str  # fp32 | bf16
     deterministic: bool
+    compile: str = "none"  # none | graphs (the training step; mcmikd.step)
 
     @classmethod
     def from_config(cls, cfg: dict, threads: int | None = None) -> "Runtime":
@@ -72,7 +79,13 @@ class Runtime:
         precision = cfg.get("precision", "fp32")
         if precision == "bf16" and device.type != "cuda":
             precision = "fp32"  # bf16 autocast only pays off on GPUs; CPU runs stay exact fp32
-        return cls(device=device, channels_last=channels_last, precision=precision, deterministic=deterministic)
+        compile_ = cfg.get("compile", "none")
+        if compile_ not in COMPILE_MODES:
+            raise ConfigError(f"runtime.compile is {compile_!r}; use one of {list(COMPILE_MODES)}")
+        if compile_ == "auto":
+            compile_ = "graphs" if device.type == "cuda" else "none"
+        return cls(device=device, channels_last=channels_last, precision=precision, deterministic=deterministic,
+                   compile=compile_)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
@@ -117,7 +130,13 @@ class Recipe:
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.SGD:
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    """SGD with momentum and weight decay (RepDistiller's). On CUDA the foreach implementation (a few fused
+    multi-tensor kernels per step instead of several per parameter; PyTorch's own default there, so CUDA bits
+    are unchanged); on CPU PyTorch's default (the per-parameter loop), so CPU results stay bit-identical."""
+    params = list(params)
+    foreach = True if params and params[0].is_cuda else None
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                           foreach=foreach)
 
 
 # --------------------------------------------------------------------------------------------- data streams
@@ -193,18 +212,27 @@ class TrainStream:
         `batch_size` without the omitted classes, empty ones skipped; a one-image chunk joins a neighbour
         (class docstring), so a batch is one chunk, or two (or three) whose concatenation has ≥ 2 images.
 
-        One chunk is held back until the next is known; no random numbers are drawn here.
+        One chunk is held back until the next is known; no random numbers are drawn here. The chunks' sizes
+        are known on the host: without omitted classes from the order's length, with them from one transfer
+        of the epoch's visibility mask (the only host sync of an epoch's batches); each chunk is a slice of
+        the visible order, with exactly the images, in the order, that filtering each chunk would give.
         """
-        held, carry = None, None
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            if self.omitted:
-                idx = idx[~torch.isin(self.labels[idx], self.omitted_dev)]
-                if len(idx) == 0:
-                    continue
+        if self.omitted:
+            keep = ~torch.isin(self.labels[order], self.omitted_dev)
+            visible = keep.cpu()  # the epoch's one transfer to the host
+            counts = [int(visible[s:s + batch_size].sum()) for s in range(0, len(visible), batch_size)]
+            order = order[keep]
+        else:
+            counts = [min(batch_size, len(order) - s) for s in range(0, len(order), batch_size)]
+        held, carry, start = None, None, 0
+        for count in counts:
+            idx = order[start:start + count]
+            start += count
+            if count == 0:
+                continue
             chunks = (idx,) if carry is None else (carry, idx)
             carry = None
-            if len(chunks) == 1 and len(idx) == 1:
+            if len(chunks) == 1 and count == 1:
                 carry = idx
                 continue
             if held is not None:
@@ -253,19 +281,29 @@ def predict(model: torch.nn.Module, images: torch.Tensor, normalize: Normalizer,
 
 
 def evaluate(model, images, labels, normalize, runtime, num_classes: int) -> Evaluation:
+    """Accuracy, per-class accuracy (%), confusion (true × predicted), CMI (nats) and CE loss of `model` on
+    `images` (uint8) and `labels`, computed on the device and read back in one transfer."""
     logits = predict(model, images, normalize, runtime)
     labels = labels.to(logits.device)
     pred = logits.argmax(dim=1)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
     support = confusion.sum(dim=1).clamp_min(1)
-    per_class = (confusion.diag().double() / support).tolist()
     probs = F.softmax(logits, dim=1)
+    stats = torch.cat([
+        ((pred == labels).double().mean() * 100).view(1),
+        conditional_mutual_information(probs, labels, num_classes).double().view(1),
+        F.cross_entropy(logits, labels).double().view(1),
+        confusion.diag().double() / support,
+        confusion.flatten().double(),  # counts, exact in float64
+    ]).tolist()  # the evaluation's one host read
+    per_class = stats[3:3 + num_classes]
+    counts = [int(v) for v in stats[3 + num_classes:]]
     return Evaluation(
-        acc=float((pred == labels).double().mean() * 100),
+        acc=stats[0],
         per_class_acc=[100 * v for v in per_class],
-        confusion=confusion.cpu().tolist(),
-        cmi=float(conditional_mutual_information(probs, labels, num_classes)),
-        loss=float(F.cross_entropy(logits, labels)),
+        confusion=[counts[i * num_classes:(i + 1) * num_classes] for i in range(num_classes)],
+        cmi=stats[1],
+        loss=stats[2],
     )
 
 
@@ -340,30 +378,13 @@ class FitResult:
     stopped_early: str | None = None
 
 
-def _epoch_pass(objective, stream, optimizer, params, generator, batch_size, epoch, runtime, loss_fn=None):
-    """One pass over the stream; returns the mean of each named loss term and the train accuracy."""
-    sums: dict[str, float] = {}
-    correct, seen = 0, 0
+def _epoch_pass(runner: StepRunner, stream: TrainStream, generator, batch_size: int, epoch: int):
+    """One pass over the stream with `runner` (whose optimizer already has the epoch's lr); returns the mean of
+    each named loss term (and "total") and the train accuracy, read from the device once (mcmikd.step)."""
+    runner.start_epoch(epoch)
     for images, labels, positions in stream.batches(generator, batch_size):
-        with runtime.autocast():
-            if loss_fn is None:
-                logits, terms = objective.forward_train(images, labels, epoch=epoch, indices=positions,
-                                                        generator=generator)
-            else:
-                logits, terms = None, loss_fn(images, labels)
-        loss = sum(terms.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        n = len(labels)
-        seen += n
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-        if logits is not None:
-            correct += int((logits.detach().argmax(1) == labels).sum())
-    means = {k: v / max(seen, 1) for k, v in sums.items()}
-    means["total"] = sum(means.values())
-    return means, 100.0 * correct / max(seen, 1)
+        runner.step(images, labels, positions, generator)
+    return runner.end_epoch()
 
 
 def divergence(means: dict[str, float], where: str) -> str | None:
@@ -402,6 +423,8 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
     if init is not None and init.epochs > 0:
         init_optimizer = make_optimizer(init.parameters, Recipe.from_dict(asdict(recipe), lr=init.lr or recipe.lr))
 
+    main_runner = StepRunner(objective, optimizer, runtime, mode=runtime.compile)
+
     history: list[dict] = []
     best: dict | None = None
     last: dict | None = None
@@ -432,11 +455,11 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
                      later=recipe.epochs if phase == "init" else 0, test_acc=(last or {}).get("test_acc"),
                      best_acc=(best or {}).get("test_acc"), stopped=stopped)
     if phase == "init":
+        init_runner = StepRunner(objective, init_optimizer, runtime, loss_fn=init.loss, mode=runtime.compile)
         for epoch in range(start_epoch, init.epochs + 1):
             t0 = time.perf_counter()
             objective.train()
-            means, _ = _epoch_pass(objective, stream, init_optimizer, init.parameters, generator,
-                                   recipe.batch_size, epoch, runtime, loss_fn=init.loss)
+            means, _ = _epoch_pass(init_runner, stream, generator, recipe.batch_size, epoch)
             record = {"phase": "init", "epoch": epoch, "train": means}
             log(f"init epoch {epoch}/{init.epochs} loss {means['total']:.4f}")
             stopped = divergence(means, f"init epoch {epoch}")
@@ -449,7 +472,7 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
             progress.epoch_done("init", epoch, init.epochs, history[-1]["seconds"],
                                 later=recipe.epochs, stopped=stopped)
             if epoch == init.epochs or stopped:
-                phase, start_epoch = "main", 1
+                phase, start_epoch, init_runner = "main", 1, None  # its graphs (if any) are freed
                 checkpoint("main", 1)
                 if stopped:
                     break
@@ -464,8 +487,7 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
         if hasattr(objective, "before_epoch"):
             objective.before_epoch(epoch)
         objective.train()
-        means, train_acc = _epoch_pass(objective, stream, optimizer, params, generator, recipe.batch_size,
-                                       epoch, runtime)
+        means, train_acc = _epoch_pass(main_runner, stream, generator, recipe.batch_size, epoch)
         diverged = divergence(means, f"epoch {epoch}")
         ev = evaluator()
         record = {"phase": "main", "epoch": epoch, "lr": lr, "train": means, "train_acc": train_acc,

@@ -10,6 +10,7 @@ uses the existing keys of the config's `dataset:` block).
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 DATASETS: dict[str, str] = {
@@ -58,16 +59,67 @@ def dataset_source_files(name: str) -> tuple[str, ...]:
 def load_dataset(name: str, **params):
     """Load dataset `name` (a key of `mcmikd.datasets.DATASETS`: digits | cifar10 | cifar100 | imagefolder) as
     uint8 tensors. `params` are keys of the config's `dataset:` block (root, image_size, test_fraction,
-    split_seed, download, verify_checksums); those the dataset does not use are ignored. Raises DataError for
-    an unknown name or missing/corrupt data, TypeError for a keyword no dataset knows."""
+    split_seed, download, verify_checksums, validation); those the dataset does not use are ignored.
+    `validation` ({fraction, seed} or None) is applied here, after the dataset's own loader, for every dataset
+    alike (`hold_out_validation`). Raises DataError for an unknown name or missing/corrupt data, TypeError for a
+    keyword no dataset knows."""
     from mcmikd.errors import ConfigError, DataError
 
     try:
         spec = get_dataset(name)
     except ConfigError as err:
         raise DataError(str(err)) from None
-    known = {key for entry in DATASETS for key in get_dataset(entry).config_keys}
+    known = {key for entry in DATASETS for key in get_dataset(entry).config_keys} | {"validation"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise TypeError(f"load_dataset() got unknown dataset keyword(s) {unknown}; known: {sorted(known)}")
-    return spec.load(**{k: v for k, v in params.items() if k in spec.config_keys})
+    data = spec.load(**{k: v for k, v in params.items() if k in spec.config_keys})
+    validation = params.get("validation")
+    if validation:
+        data = hold_out_validation(data, float(validation["fraction"]), int(validation.get("seed", 0)),
+                                   recompute_stats=spec.mean is None)
+    return data
+
+
+def hold_out_validation(data, fraction: float, seed: int = 0, recompute_stats: bool = True):
+    """`data` with a seeded, stratified `fraction` of its TRAINING images as the evaluation set and the rest as the
+    training set; its test images are dropped, so nothing can be selected on them (config `dataset.validation`).
+
+    Every class keeps ⌈fraction·N_c⌉ validation images (at least 1, and at least 1 training image); the
+    draw is `torch.randperm` per class with a generator seeded by `seed`. Both parts keep file order. The
+    returned `DatasetTensors` has `test_images`/`test_labels` = the validation part; `info` records
+    `evaluated_on: validation`, the fraction, the seed and the positions (into the original training split) of
+    both parts; its test-split index lists are removed. With `recompute_stats` (datasets whose mean/std are
+    computed from the training split: digits, image folders) mean/std are recomputed from the remaining training
+    images. Raises ValueError for a fraction outside (0, 1) or a class with fewer than 2 training images."""
+    import torch
+
+    from mcmikd.data import DatasetTensors
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    labels = data.train_labels
+    gen = torch.Generator().manual_seed(int(seed))
+    held = []
+    for c in torch.unique(labels):
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < 2:
+            raise ValueError(f"class {int(c)} has {len(members)} training image(s); a validation split needs 2")
+        k = min(max(1, math.ceil(fraction * len(members))), len(members) - 1)
+        held.append(members[torch.randperm(len(members), generator=gen)[:k]])
+    val_idx = torch.sort(torch.cat(held)).values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val_idx] = False
+    train_idx = torch.nonzero(keep).flatten()
+    train_images = data.train_images[train_idx].contiguous()
+    mean, std = data.mean, data.std
+    if recompute_stats:
+        scaled = train_images.float() / 255
+        mean = tuple(float(v) for v in scaled.mean(dim=(0, 2, 3)))
+        std = tuple(float(v) for v in scaled.std(dim=(0, 2, 3)))
+    info = {k: v for k, v in data.info.items() if not k.startswith("test_")}
+    info.update(evaluated_on="validation", validation_fraction=fraction, validation_seed=int(seed),
+                validation_positions=val_idx.tolist(), train_positions=train_idx.tolist())
+    return DatasetTensors(name=data.name, train_images=train_images, train_labels=labels[train_idx].clone(),
+                          test_images=data.train_images[val_idx].contiguous(), test_labels=labels[val_idx].clone(),
+                          mean=mean, std=std, class_names=list(data.class_names), hflip=data.hflip, info=info)

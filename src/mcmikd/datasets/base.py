@@ -26,8 +26,10 @@ class DatasetSpec:
     @classmethod
     def params(cls, ds: dict) -> dict:
         """The `dataset:` keys this dataset uses, in config order: a job's params, so changing any other key
-        reruns nothing."""
-        return {k: v for k, v in ds.items() if k == "name" or k in cls.config_keys}
+        reruns nothing. `validation` (a held-out part of the training set, applied by `load_dataset` for every
+        dataset) is included when it is set."""
+        return {k: v for k, v in ds.items()
+                if k == "name" or k in cls.config_keys or (k == "validation" and v is not None)}
 
     @classmethod
     def class_names_of(cls, ds: dict) -> list[str] | None:

@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "dkd": "mcmikd.distill.methods.dkd:DKD",
     "reviewkd": "mcmikd.distill.methods.reviewkd:ReviewKD",
     "dist": "mcmikd.distill.methods.dist:DIST",
+    "hsakd": "mcmikd.distill.methods.hsakd:HSAKD",
 }
 
 

@@ -56,6 +56,12 @@ class Distiller(nn.Module):
     uses_teacher: ClassVar[bool] = True
     # hyper-parameters with RepDistiller's defaults; a config block may override any of them, and only them
     defaults: ClassVar[dict[str, Any]] = {"gamma": 1.0, "alpha": 0.0, "beta": 0.0, "temperature": 4.0}
+    # the key of `defaults` that weights the method's own term (what the method-weight selection scales;
+    # `mcmikd.distill.weights` reads it, and `weight_table`, from the source: keep them literals)
+    weight_key: ClassVar[str | None] = "beta"
+    # for a weight whose default is None (the official value per pair): (module-level {(teacher, student): value}
+    # dict, module-level fallback value), both by name
+    weight_table: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, hp: dict, ctx: DistillContext):
         super().__init__()
@@ -102,7 +108,22 @@ class Distiller(nn.Module):
 
     def forward_train(self, images: torch.Tensor, targets: torch.Tensor, *, epoch: int,
                       indices: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        """(student logits (B, C), {term: weighted 0-dim loss}) of one batch. It must not sync with the host
+        (no `.item()`, boolean-mask indexing or data-dependent shapes) and must update device state in place:
+        the engine may capture it into a CUDA graph (`mcmikd.step`). The engine passes `generator=None`;
+        random numbers come from `step_inputs`; Python values taken from `epoch` must be in `step_key`."""
         raise NotImplementedError
+
+    def step_inputs(self, targets: torch.Tensor, indices: torch.Tensor,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Tensors drawn from the training `generator` for one step, before it (passed to `forward_train` as
+        keyword arguments); default: none."""
+        return {}
+
+    def step_key(self, epoch: int):
+        """The Python values `forward_train` derives from `epoch` (e.g. a warm-up weight), hashable: a captured
+        step is reused only while this stays equal. Default None: forward_train does not use `epoch`."""
+        return None
 
     # --- helpers shared by the methods --------------------------------------------------------------------
     @torch.no_grad()

@@ -12,6 +12,7 @@ from mcmikd.distill.methods.dkd import dkd_loss
 from mcmikd.distill.methods.fitnet import fitnet_loss
 from mcmikd.distill.methods.fsp import fsp_loss, fsp_matrix
 from mcmikd.distill.methods.ft import ft_loss, paraphraser_reconstruction_loss
+from mcmikd.distill.methods.hsakd import hsakd_loss
 from mcmikd.distill.methods.kd import kd_loss
 from mcmikd.distill.methods.nst import nst_loss
 from mcmikd.distill.methods.pkt import pkt_loss
@@ -22,6 +23,6 @@ from mcmikd.distill.methods.vid import vid_loss
 
 __all__ = [
     "ab_loss", "at_loss", "cc_loss", "contrast_scores", "crd_loss", "dist_loss", "dkd_loss", "fitnet_loss",
-    "fsp_loss", "fsp_matrix", "ft_loss", "hcl_loss", "kd_loss", "nce_loss", "nst_loss",
+    "fsp_loss", "fsp_matrix", "ft_loss", "hcl_loss", "hsakd_loss", "kd_loss", "nce_loss", "nst_loss",
     "paraphraser_reconstruction_loss", "pkt_loss", "rkd_loss", "sample_other_class", "sp_loss", "vid_loss",
 ]

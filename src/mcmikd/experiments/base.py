@@ -142,6 +142,11 @@ class Experiment:
         kept = self.grid.config["teachers"]["finetuning"].get("checkpoint", "last")
         return self.body.get("teacher_checkpoint") or kept
 
+    def run_hp(self, run, parsed: dict) -> dict:
+        """Method hyper-parameter overrides that depend on the run too (its method, teacher, student), e.g. a
+        multiple of the method's own weight; {} by default."""
+        return {}
+
     def cmi_temperatures(self) -> list[float]:
         """Temperatures at which this kind needs every teacher's CMI measured (besides teachers.cmi_temperatures)."""
         return []
@@ -170,6 +175,12 @@ class Experiment:
                   "must_raise": must_raise, **self.extra_layout()}
         if self.teacher_checkpoint() == "best":  # only then (the layout is a table job's params)
             layout["teacher_checkpoint"] = "best"
+        # only when set, so that the tables of configurations without them are unchanged (and not rerun)
+        margin = (self.grid.config.get("tables") or {}).get("not_working_margin")
+        if margin is not None:
+            layout["not_working_margin"] = float(margin)
+        if self.grid.config.get("dataset", {}).get("validation"):
+            layout["evaluated_on"] = "validation"
         reference = self.grid.config.get("reference") or {}
         if reference:  # the paper's numbers for this experiment, its claims and our differences (mcmikd.references)
             layout["reference"] = {"entries": list((reference.get("experiments") or {}).get(self.name) or []),
@@ -184,6 +195,9 @@ class Experiment:
         note = self.note
         if self.teacher_checkpoint() == "best":
             note = f"{note} {CHECKPOINT_NOTE}".strip()
+        if self.grid.config.get("dataset", {}).get("validation"):
+            note = (f"{note} Evaluated on VALIDATION data (``dataset.validation``): a held-out part of the training "
+                    f"set; the test set was not used, so read \"test\" as \"validation\" here.").strip()
         if not any(self.grid.objective_class(o).must_raise_cmi_over for o in self.objectives()):
             return note
         return (f"{note} {CMI_NOT_RAISED_NOTE}").strip()

@@ -73,7 +73,7 @@ class FewShot(Experiment):
     def table(cls, runs, layout, metric):
         import pandas as pd
 
-        from mcmikd.aggregate import cmi_not_raised, compare_cells, not_raised_footnote
+        from mcmikd.aggregate import cell, cmi_not_raised, compare_cells, not_raised_footnote, not_working_footnote
 
         students = runs[runs["role"] == "student"]
         flagged = cmi_not_raised(runs, layout)
@@ -81,13 +81,17 @@ class FewShot(Experiment):
         for fraction in sorted(layout["fractions"]):
             row = {"Fraction": f"{100 * fraction:g} %"}
             at = students[(students["fraction"] - fraction).abs() < 1e-12]
+            ce = at[at["method"] == "ce"]
+            floor = cell(ce, metric) if len(ce) else None  # a CE student at this fraction, when the block runs one
             for method in layout["methods"]:
-                cells, numbers = compare_cells(at[at["method"] == method], method, layout, metric, flagged=flagged)
+                cells, numbers = compare_cells(at[at["method"] == method], method, layout, metric, flagged=flagged,
+                                               floor=floor)
                 row.update(cells)
                 long_rows += [{"fraction": fraction, **n} for n in numbers]
             rows.append(row)
         display = pd.DataFrame(rows)
-        display.attrs["footnotes"] = not_raised_footnote(flagged) + setup_footnotes(layout)
+        display.attrs["footnotes"] = (not_raised_footnote(flagged) + not_working_footnote(layout, long_rows)
+                                      + setup_footnotes(layout))
         return pd.DataFrame(long_rows), display
 
 

@@ -8,8 +8,9 @@ KD student (setting `full`) the main experiment's KD student. The other compared
 `teachers.objectives`, minus the swept one) are reference rows: the first (MLL, λ = 0 conceptually) is the
 reference of every Δ, and the λ = 0 control (`ce_finetune`) shows what the extra fine-tuning alone does.
 
-Choosing λ on held-out data is not done here: the sweep reports test accuracy at every λ, and the λ every other
-experiment uses stays fixed in `teachers.hp.<objective>` (or an experiment's `hp` override).
+The sweep reports accuracy at every λ and chooses nothing; the λ every other experiment uses stays fixed in
+`teachers.hp.<objective>` (or an experiment's `hp` override). To choose λ on held-out training data rather than the
+test set, run the sweep in a config of its own with `dataset.validation` on (its tables then say "validation").
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class LambdaSweep(Experiment):
         reference teacher's students (points)."""
         import math
 
-        from mcmikd.aggregate import cell, pair_label
+        from mcmikd.aggregate import cell, not_working_verdict, pair_label
 
         if not len(runs):
             runs = runs.reindex(columns=["role", "teacher_arch", "teacher_variant", "student", "method", "status",
@@ -139,6 +140,8 @@ class LambdaSweep(Experiment):
             entries = ([(o, by["references"][o], None) for o in layout["references"]]
                        + [(layout["swept"], v, lam) for v, lam in zip(by["sweep"], layout["lambdas"])])
             ref = None
+            ce = students[(students["student"] == s_arch) & (students["method"] == "ce")]
+            floor = cell(ce, metric) if len(ce) else None  # the sweep runs no CE student: normally not checked
             for objective, variant, lam in entries:
                 t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_variant"] == variant)]
                 acc = float(t["model_acc"].iloc[0]) if len(t) and "model_acc" in t else math.nan
@@ -148,9 +151,11 @@ class LambdaSweep(Experiment):
                                & (students["student"] == s_arch) & (students["method"] == "kd")]
                 c = cell(sel, metric)
                 ref = c if ref is None else ref
+                extra = ({"not_working": not_working_verdict(ref, floor, layout["not_working_margin"])}
+                         if "not_working_margin" in layout else {})
                 out.append({"pair": pair_label(t_arch, s_arch), "teacher_objective": objective,
                             "teacher_variant": variant, "lambda": lam, "teacher_acc": acc, "teacher_cmi": cmi,
-                            "collapsed": collapsed, **c, "delta": c["mean"] - ref["mean"]})
+                            "collapsed": collapsed, **c, "delta": c["mean"] - ref["mean"], **extra})
         return out
 
     @classmethod
@@ -159,7 +164,7 @@ class LambdaSweep(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import fmt, fmt_delta, show
+        from mcmikd.aggregate import NOT_WORKING, bracketed, fmt, fmt_delta, not_working_footnote, show
 
         rows = cls.rows(runs, layout, metric)
         display = []
@@ -173,14 +178,17 @@ class LambdaSweep(Experiment):
                 "λ": "–" if is_ref else f"{r['lambda']:g}",
                 "Teacher acc.": fmt(r["teacher_acc"]) + (" (collapsed)" if r["collapsed"] else ""),
                 "Teacher CMI": fmt(r["teacher_cmi"], digits=4),
-                "KD student": show(r),
+                "KD student": show(r) + (NOT_WORKING if r.get("not_working") else ""),
                 f"Δ over {layout['labels'][reference]}": ("" if r["teacher_objective"] == reference and is_ref
-                                                          else fmt_delta(r["delta"])),
+                                                          else (bracketed if r.get("not_working")
+                                                                else fmt_delta)(r["delta"])),
             })
         numbers = pd.DataFrame(rows)
         if len(numbers):
             numbers["lambda"] = numbers["lambda"].map(lambda v: math.nan if v is None else v)
-        return numbers, pd.DataFrame(display)
+        display = pd.DataFrame(display)
+        display.attrs["footnotes"] = not_working_footnote(layout, rows, "the student trained without a teacher")
+        return numbers, display
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:

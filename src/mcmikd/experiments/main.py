@@ -41,8 +41,9 @@ class Main(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, compare_cells, fmt, fmt_delta, method_label,
-                                      not_raised_footnote, pair_label, show)
+        from mcmikd.aggregate import (NOT_RAISED, NOT_WORKING, bracketed, cell, cmi_not_raised, compare_cells, fmt,
+                                      fmt_delta, method_label, not_raised_footnote, not_working_footnote, pair_label,
+                                      show)
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
         objectives, labels = layout["objectives"], layout["labels"]
@@ -73,41 +74,48 @@ class Main(Experiment):
                 sel = students[(students["method"] == method) & (students["teacher_arch"] == t_arch)
                                & (students["student"] == s_arch)]
                 # the numbers and both gains (over the reference, over the control) as every table computes them
-                _, rows = compare_cells(sel, method, layout, metric, flagged=flagged)
+                _, rows = compare_cells(sel, method, layout, metric, flagged=flagged, floor=ce)
                 for numbers in rows:
                     objective = numbers.pop("teacher_objective")
                     numbers.pop("method")
                     marked = (t_arch, objective) in flagged
                     numbers.pop("cmi_not_raised")
+                    broken = numbers.pop("not_working", None)
+                    show_delta = bracketed if broken else fmt_delta
                     gains = [(numbers[key], labels[who]) for key, who in (("delta", reference),
                                                                           ("delta_control", controls.get(objective)))
                              if key in numbers and not math.isnan(numbers[key])]
                     if len(gains) == 1 and objective not in controls:
-                        bracket = f" ({fmt_delta(gains[0][0])})"  # the plain form when no control is compared
+                        bracket = f" ({show_delta(gains[0][0])})"  # the plain form when no control is compared
                     else:
-                        bracket = f" ({', '.join(f'{fmt_delta(d)} vs {who}' for d, who in gains)})" if gains else ""
+                        bracket = f" ({', '.join(f'{show_delta(d)} vs {who}' for d, who in gains)})" if gains else ""
                     name = (method_label(method) if objective == reference
                             else f"{method_label(method)} + {labels[objective]} teacher")
-                    cells[name] = show(numbers) + (NOT_RAISED if marked else "") + bracket
+                    cells[name] = show(numbers) + (NOT_RAISED if marked else "") + (NOT_WORKING if broken else "") + bracket
+                    extra = {"not_working": broken} if "not_working_margin" in layout else {}
                     long_rows.append({"pair": col, "row": method, "teacher_objective": objective, **numbers,
-                                      "cmi_not_raised": marked})
+                                      "cmi_not_raised": marked, **extra})
             display[col] = cells
         frame = pd.DataFrame(display)
         frame.insert(0, f"Top-1 % ({metric} epoch)", frame.index)
         frame = frame.reset_index(drop=True)
-        frame.attrs["footnotes"] = not_raised_footnote(flagged)
+        frame.attrs["footnotes"] = not_raised_footnote(flagged) + not_working_footnote(layout, long_rows)
         return pd.DataFrame(long_rows), frame
 
 
 def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
     """Heat maps, framework × pair, of the student's accuracy gain with each compared teacher over the reference
-    teacher (Δ, points); each cell also gives reference → compared accuracy. Blank: not run or no finished run."""
+    teacher (Δ, points); each cell also gives reference → compared accuracy. Blank: not run or no finished run.
+    With `tables.not_working_margin`, a cell whose reference-teacher student is "not working at this setting"
+    (`mcmikd.aggregate.not_working_verdict`) is greyed and hatched, its Δ in [brackets] with ‡, and a legend below
+    the panel says why."""
     import math
 
     import numpy as np
     import pandas as pd
     import seaborn as sns
     from matplotlib.figure import Figure as MplFigure
+    from matplotlib.patches import Patch, Rectangle
 
     from mcmikd import plots
     from mcmikd.aggregate import method_label
@@ -120,6 +128,10 @@ def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: st
         reference, others = layout["objectives"][0], layout["objectives"][1:] or layout["objectives"][:1]
         labels = layout["labels"]
         deltas, texts = {}, {}
+        broken = set()  # (method label, pair) whose reference-teacher student is "not working" (tables.not_working_margin)
+        if len(numbers) and "not_working" in numbers:
+            for _, r in numbers[numbers["row"].isin(methods) & (numbers["not_working"] == True)].iterrows():  # noqa: E712
+                broken.add((method_label(r["row"]), r["pair"]))
         for objective in others:
             delta = pd.DataFrame(np.nan, index=[method_label(m) for m in methods], columns=pairs)
             text = pd.DataFrame("", index=delta.index, columns=pairs)
@@ -130,16 +142,22 @@ def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: st
                     ref, other = by.loc[reference, "mean"], by.loc[objective, "mean"]
                     if not (math.isnan(ref) or math.isnan(other)):
                         delta.loc[method_label(method), pair] = other - ref
-                        text.loc[method_label(method), pair] = f"{other - ref:+.2f}\n{ref:.1f}→{other:.1f}"
+                        mark = "[{:+.2f}] ‡" if (method_label(method), pair) in broken else "{:+.2f}"
+                        text.loc[method_label(method), pair] = f"{mark.format(other - ref)}\n{ref:.1f}→{other:.1f}"
             deltas[objective], texts[objective] = delta, text
-        values = np.concatenate([d.to_numpy().ravel() for d in deltas.values()])
+        colours = {}  # what the colour shows: a "not working" cell's Δ is not a finding, so it is greyed instead
+        for objective, delta in deltas.items():
+            colours[objective] = delta.copy()
+            for label, pair in broken:
+                colours[objective].loc[label, pair] = np.nan
+        values = np.concatenate([d.to_numpy().ravel() for d in colours.values()])
         # symmetric colour scale around 0 (white), never narrower than ±0.1 points so a zero gain stays white
         limit = max(float(np.nanmax(np.abs(values))) if not np.isnan(values).all() else 0.0, 0.1)
         fig = MplFigure(figsize=(max(6.0, 1.9 + 1.55 * len(pairs)) * len(others), 1.6 + 0.48 * len(methods)),
                         layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(others), squeeze=False)[0])
         for ax, objective in zip(axes, others):
-            sns.heatmap(deltas[objective], ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit,
+            sns.heatmap(colours[objective], ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit,
                         annot=texts[objective], fmt="", annot_kws={"fontsize": 7}, linewidths=0.5,
                         linecolor="white", cbar_kws={"label": f"Δ top-1, points ({metric} epoch)"})
             ax.set_xlabel("teacher → student")
@@ -147,6 +165,18 @@ def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: st
             ax.set_title(f"Student accuracy: {labels[objective]} teacher − {labels[reference]} teacher\n"
                          f"(mean over seeds; cells: Δ and {labels[reference]} → {labels[objective]} accuracy)")
             ax.tick_params(axis="x", labelrotation=20)
+            for label, pair in broken:  # greyed and hatched: the Δ is not a finding
+                i, j = list(deltas[objective].index).index(label), pairs.index(pair)
+                ax.add_patch(Rectangle((j, i), 1, 1, facecolor="0.72", edgecolor="0.35", hatch="///", lw=0,
+                                       zorder=0.5))
+                ax.text(j + 0.5, i + 0.5, texts[objective].loc[label, pair], ha="center", va="center", fontsize=7,
+                        color="black", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.5})
             if not deltas[objective].notna().any().any():
                 plots.note(ax, f"no finished {labels[reference]}/{labels[objective]} student pairs")
+        if broken:
+            fig.legend(handles=[Patch(facecolor="0.72", edgecolor="0.35", hatch="///",
+                                      label=f"‡ method not working at this setting: the {labels[reference]}-teacher "
+                                            f"student is > {layout['not_working_margin']:g} points below the "
+                                            f"no-teacher student; its Δ [in brackets] is not a finding")],
+                       loc="outside lower center", fontsize=8, frameon=False)
         plots.save(fig, png, pdf)

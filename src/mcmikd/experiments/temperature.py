@@ -57,7 +57,8 @@ class Temperature(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import NOT_RAISED, cmi_not_raised, compare_cells, fmt, not_raised_footnote, pair_label
+        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, compare_cells, fmt, not_raised_footnote,
+                                      not_working_footnote, pair_label)
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
         flagged = cmi_not_raised(runs, layout)
@@ -74,14 +75,16 @@ class Temperature(Experiment):
                     cmis[objective] = float(t[col].iloc[0]) if len(t) and col in t else math.nan
                     row[f"Teacher CMI, {layout['labels'][objective]}"] = (
                         fmt(cmis[objective], digits=4) + (NOT_RAISED if (t_arch, objective) in flagged else ""))
+                # the no-teacher student does not depend on T: any CE student of this student in the runs is the floor
+                ce = students[(students["method"] == "ce") & (students["student"] == s_arch)]
                 cells, numbers = compare_cells(sel, "kd", layout, metric, prefix="KD student", delta_prefix="",
-                                               flagged=flagged)
+                                               flagged=flagged, floor=cell(ce, metric) if len(ce) else None)
                 row.update(cells)
                 long_rows += [{"pair": row["Pair"], "temperature": temp, "teacher_cmi": cmis[n["teacher_objective"]],
                                **{k: v for k, v in n.items() if k != "method"}} for n in numbers]
                 rows.append(row)
         display = pd.DataFrame(rows)
-        display.attrs["footnotes"] = not_raised_footnote(flagged)
+        display.attrs["footnotes"] = not_raised_footnote(flagged) + not_working_footnote(layout, long_rows)
         return pd.DataFrame(long_rows), display
 
 

@@ -36,8 +36,8 @@ def augment_args(data: DatasetTensors, augment: dict) -> dict:
 
 
 def evaluator(model, data: DatasetTensors, stream: TrainStream, runtime: Runtime):
-    test_images = data.test_images.to(runtime.device)
-    return lambda: evaluate(model, test_images, data.test_labels, stream.normalize, runtime, data.num_classes)
+    test_images, test_labels = data.test_images.to(runtime.device), data.test_labels.to(runtime.device)
+    return lambda: evaluate(model, test_images, test_labels, stream.normalize, runtime, data.num_classes)
 
 
 def resume_file(path, params: dict) -> ResumeFile:

@@ -8,7 +8,8 @@ from mcmikd.engine import log
 
 def prepare_data(params: dict, output: str) -> None:
     data = load_dataset(**params)
-    log(f"{data.name}: {len(data.train_labels)} train / {len(data.test_labels)} test images, "
+    log(f"{data.name}: {len(data.train_labels)} train / {len(data.test_labels)} "
+        f"{data.info.get('evaluated_on', 'test')} images, "
         f"{data.num_classes} classes, {data.in_channels}×{data.image_size}×{data.image_size}")
     data.to_file(output)
 

@@ -92,7 +92,7 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
     metrics = {**base, "status": "diverged" if diverged else "ok",
                "reason": result.stopped_early if diverged else None, "num_train_visible": stream.num_visible,
                "student_params": sum(p.numel() for p in student.parameters()),
-               "extra_params": distiller.extra_parameter_count(), **summarize(result)}
+               "extra_params": distiller.extra_parameter_count(), **summarize(result), **data.evaluation_record()}
     return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 

@@ -134,7 +134,7 @@ def measure_cmi(data_path: str, model_path: str, params: dict, output: str, thre
                 for t in params["temperatures"]},
     }
     result = {"arch": ckpt["arch"], "objective": ckpt["objective"], "variant": ckpt["variant"],
-              "temperatures": params["temperatures"], **out,
+              "temperatures": params["temperatures"], **out, **data.evaluation_record(),
               "provenance": provenance(params, None, str(runtime.device), time.perf_counter() - t0)}
     write_json(output, result)
     return result

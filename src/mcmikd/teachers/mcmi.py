@@ -144,9 +144,9 @@ class MCMI(TeacherObjective):
             with torch.no_grad():
                 centroids = module.centroids
                 batch = class_centroids(F.softmax(logits.detach().float(), dim=1), labels, centroids.shape[0])
-                present = ~torch.isnan(batch[:, 0])
+                present = ~torch.isnan(batch[:, :1])  # classes in the batch; the others keep their centroid
                 decay = self.hp["ema_decay"]
-                centroids[present] = decay * centroids[present] + (1 - decay) * batch[present]
+                centroids.copy_(torch.where(present, decay * centroids + (1 - decay) * batch, centroids))
 
     def extra_metrics(self, state: dict) -> dict:
         return {"initial_centroids": state["centroids"].cpu().tolist()}

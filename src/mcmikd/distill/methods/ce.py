@@ -9,6 +9,7 @@ class CE(Distiller):
     name = "ce"
     uses_teacher = False
     defaults = {"gamma": 1.0}
+    weight_key = None  # no teacher term to weight
 
     def forward_train(self, images, targets, *, epoch, indices=None, generator=None):
         logits = self.student(images)

@@ -130,13 +130,22 @@ class CRD(Distiller):
         momentum = self.hp["nce_momentum"]
         new = memory.index_select(0, idx) * momentum + v * (1 - momentum)
         new = new / new.pow(2).sum(1, keepdim=True).sqrt()
-        # a batch may repeat an image (a cycled few-shot subset): keep its last occurrence, deterministically
-        uniq, inverse = torch.unique(idx, return_inverse=True)
-        last = torch.zeros(len(uniq), dtype=torch.long, device=idx.device).scatter_reduce(
-            0, inverse, torch.arange(len(idx), device=idx.device), reduce="amax", include_self=False)
-        memory.index_copy_(0, uniq, new.index_select(0, last).to(memory.dtype))
+        # a batch may repeat an image (a cycled few-shot subset): keep its last occurrence, deterministically —
+        # every occurrence writes the row of the last one, so duplicate writes agree (and no host sync is needed)
+        last = torch.full((memory.shape[0],), -1, dtype=torch.long, device=idx.device).scatter_reduce_(
+            0, idx, torch.arange(len(idx), device=idx.device), reduce="amax")
+        memory.index_copy_(0, idx, new.index_select(0, last.index_select(0, idx)).to(memory.dtype))
 
-    def forward_train(self, images, targets, *, epoch, indices=None, generator=None):
+    def step_inputs(self, targets, indices, generator) -> dict[str, torch.Tensor]:
+        """The step's random draw, made before the step (outside a captured CUDA graph; `mcmikd.step`): the
+        `nce_k` negatives (b, nce_k) of each anchor, positions (bank slots) of images of other classes."""
+        indices = indices.to(self.labels.device)
+        if self.full_bank:  # visible positions -> slots of the full-set bank
+            indices = self.slots[indices]
+        return {"negatives": sample_other_class(self.labels, self.labels[indices], self.nce_k, generator)}
+
+    def forward_train(self, images, targets, *, epoch, indices=None, generator=None, negatives=None):
+        """`negatives` (b, nce_k) as `step_inputs` draws them; None: drawn here from `generator`."""
         if indices is None:
             raise ValueError("crd needs the dataset positions of the batch (indices)")
         out = self.student.forward_features(images)
@@ -145,9 +154,10 @@ class CRD(Distiller):
         v_s = self.heads["embed_s"](out.pooled)
         v_t = self.heads["embed_t"](t.pooled)
         indices = indices.to(self.labels.device)
+        if negatives is None:
+            negatives = self.step_inputs(targets, indices, generator)["negatives"]
         if self.full_bank:  # visible positions -> slots of the full-set bank
             indices = self.slots[indices]
-        negatives = sample_other_class(self.labels, self.labels[indices], self.nce_k, generator)
         contrast_idx = torch.cat([indices.unsqueeze(1), negatives], dim=1)
         with full_precision(images):
             v_s, v_t = v_s.float(), v_t.float()

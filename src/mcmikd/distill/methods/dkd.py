@@ -48,6 +48,8 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
 class DKD(Distiller):
     name = "dkd"
     defaults = {"gamma": 1.0, "alpha": 1.0, "beta": None, "temperature": 4.0, "warmup": 20}
+    weight_key = "beta"  # NCKD, the term DKD tunes per pair (α, TCKD, stays 1)
+    weight_table = ("OFFICIAL_BETA", "DEFAULT_BETA")
 
     @staticmethod
     def official_beta(teacher_arch: str, student_arch: str) -> float:
@@ -58,10 +60,14 @@ class DKD(Distiller):
         beta = self.hp["beta"]
         self.beta = float(beta) if beta is not None else self.official_beta(ctx.teacher_arch, ctx.student_arch)
 
+    def step_key(self, epoch: int) -> float:
+        """The warm-up weight min(epoch / warmup, 1) of 1-based `epoch` (all forward_train takes from it)."""
+        return min(epoch / self.hp["warmup"], 1.0) if self.hp["warmup"] else 1.0
+
     def forward_train(self, images, targets, *, epoch, indices=None, generator=None):
         logits = self.student(images)
         teacher_logits = self.teacher_logits(images)
-        warm = min(epoch / self.hp["warmup"], 1.0) if self.hp["warmup"] else 1.0
+        warm = self.step_key(epoch)
         terms = {"ce": self.ce_term(logits, targets)}
         with full_precision(images):
             terms["dkd"] = warm * dkd_loss(logits.float(), teacher_logits.float(), targets, self.hp["alpha"],

@@ -83,6 +83,8 @@ def _levels(shapes: dict, preact: bool) -> list[tuple[int, int, int]]:
 class ReviewKD(Distiller):
     name = "reviewkd"
     defaults = {"gamma": 1.0, "alpha": 0.0, "beta": None, "temperature": 4.0, "warmup": 20}
+    weight_key = "beta"  # the HCL weight (official --kd-loss-weight)
+    weight_table = ("OFFICIAL_WEIGHT", "DEFAULT_WEIGHT")
 
     @staticmethod
     def official_weight(teacher_arch: str, student_arch: str) -> float:
@@ -111,6 +113,10 @@ class ReviewKD(Distiller):
             results.insert(0, out)
         return results
 
+    def step_key(self, epoch: int) -> float:
+        """The warm-up weight min(epoch / warmup, 1) of 1-based `epoch` (all forward_train takes from it)."""
+        return min(epoch / self.hp["warmup"], 1.0) if self.hp["warmup"] else 1.0
+
     def forward_train(self, images, targets, *, epoch, indices=None, generator=None):
         if self.training and len(images) < 2:  # the ABF's BatchNorm on the 1×1 pooled level needs two samples
             raise ValueError(f"reviewkd needs at least two images per training batch, got {len(images)}")
@@ -119,7 +125,7 @@ class ReviewKD(Distiller):
         terms = self.base_terms(out.logits, t.logits, targets)
         fused = self.fused_features(list(out.feats[1:]) + [out.pooled[:, :, None, None]])
         t_levels = (list(t.preact_feats[1:]) + [t.pooled[:, :, None, None]])[-self.n_levels:]
-        warm = min(epoch / self.hp["warmup"], 1.0) if self.hp["warmup"] else 1.0
+        warm = self.step_key(epoch)
         with full_precision(images):
             terms["reviewkd"] = warm * self.weight * hcl_loss(floats(fused), floats(t_levels))
         return out.logits, terms
