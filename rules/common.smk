@@ -10,7 +10,7 @@ from pathlib import Path
 _SRC_SPEC = importlib.util.spec_from_file_location("_src", Path(workflow.basedir) / "workflow/scripts/_src.py")
 _SRC_SPEC.loader.exec_module(importlib.util.module_from_spec(_SRC_SPEC))
 from mcmikd.codedeps import code_inputs, registry_module
-from mcmikd.config import NO_TEACHER, load_grid
+from mcmikd.config import NO_TEACHER, load_grid, split_teacher_folder
 from mcmikd.distill import METHODS
 from mcmikd.errors import McmiError
 from mcmikd.experiments import EXPERIMENTS
@@ -34,7 +34,7 @@ wildcard_constraints:
     arch=_alternatives(GRID.teachers),
     variant=_alternatives(GRID.variant_names(False) + GRID.variant_names(True)),
     t_arch=r"[A-Za-z0-9_]+",
-    t_variant=f"none|{_alternatives(GRID.variant_names(False) + GRID.variant_names(True))}",
+    t_variant=f"none|(?:{_alternatives(GRID.variant_names(False))})|(?:{_alternatives(GRID.variant_names(True))})(?:@best)?",
     student=r"[A-Za-z0-9_]+",
     method=r"[a-z0-9_]+",
     setting=GRID.setting_pattern(),
@@ -96,7 +96,8 @@ THREADS = config["runtime"]["threads"]
 # ----------------------------------------------------------------------------------------------- paths
 def teacher_files(arch, variant, tseed):
     base = f"<results>/teachers/{arch}/{variant}/seed{tseed}"
-    return {"model": f"{base}/model.pt", "metrics": f"{base}/metrics.json", "cmi": f"{base}/cmi.json"}
+    return {"model": f"{base}/model.pt", "metrics": f"{base}/metrics.json", "cmi": f"{base}/cmi.json",
+            "best": f"{base}/best.pt"}
 
 
 def start_inputs(wildcards):
@@ -107,23 +108,27 @@ def start_inputs(wildcards):
 
 
 def student_teacher_inputs(wildcards):
-    """The teacher of a student run: teacher seed `GRID.teacher_seed(student seed)`."""
+    """The teacher of a student run (teacher seed `GRID.teacher_seed(student seed)`): its metrics and the model file
+    the student distils from: model.pt, or best.pt (the best-on-test state of a fine-tuned teacher) when its folder
+    is `<variant>@best` (an experiment's teacher_checkpoint: best)."""
     if wildcards.t_arch == NO_TEACHER:
         return {}
-    files = teacher_files(wildcards.t_arch, wildcards.t_variant, GRID.teacher_seed(int(wildcards.seed)))
-    return {"teacher_model": files["model"], "teacher_metrics": files["metrics"]}
+    variant, model = split_teacher_folder(wildcards.t_variant)
+    files = teacher_files(wildcards.t_arch, variant, GRID.teacher_seed(int(wildcards.seed)))
+    return {"teacher_model": files[model], "teacher_metrics": files["metrics"]}
 
 
 def student_file(run):
-    return (f"<results>/students/{run.t_arch}/{run.t_variant}/{run.student}/{run.method}/{run.setting}/"
+    return (f"<results>/students/{run.t_arch}/{run.t_folder}/{run.student}/{run.method}/{run.setting}/"
             f"seed{run.seed}.json")
 
 
 def student_params(wildcards):
     from mcmikd.config import StudentRun
 
-    run = StudentRun(wildcards.t_arch, wildcards.t_variant, wildcards.student, wildcards.method,
-                     wildcards.setting, int(wildcards.seed))
+    variant, model = split_teacher_folder(wildcards.t_variant)
+    run = StudentRun(wildcards.t_arch, variant, wildcards.student, wildcards.method, wildcards.setting,
+                     int(wildcards.seed), t_model=model)
     return GRID.student_params(run)
 
 

@@ -7,6 +7,7 @@ from mcmikd.repair import repair_damaged
 
 def intermediate_files():
     files = ["<results>/data.pt"] + [teacher_files(a, v, t)["model"] for a, v, t in GRID.teacher_jobs()]
+    files += [teacher_files(a, v, t)["best"] for a, v, t in GRID.teacher_jobs() if GRID.start_variant(a, v) is not None]
     files += [f"<results>/cam/{arch}.pt" for exp in GRID.cam_experiments() for arch in exp.teacher_archs()]
     return [workflow.pathvars.apply(f) for f in dict.fromkeys(files)]
 

@@ -32,7 +32,8 @@ rule train_teacher:
 
 rule finetune_teacher:
     """A teacher whose objective fine-tunes another objective's teacher (e.g. MCMI: CE − λ·KL(P_x ‖ Q_y) with
-    frozen centroids; its control: the same recipe with λ = 0)."""
+    frozen centroids; its control: the same recipe with λ = 0). model.pt is the state teachers.finetuning.checkpoint
+    chooses; best.pt the best-on-test state, which students of an experiment with teacher_checkpoint: best use."""
     input:
         unpack(start_inputs),
         data="<results>/data.pt",
@@ -40,6 +41,7 @@ rule finetune_teacher:
     output:
         model="<results>/teachers/{arch}/{variant}/seed{tseed}/model.pt",
         metrics="<results>/teachers/{arch}/{variant}/seed{tseed}/metrics.json",
+        best="<results>/teachers/{arch}/{variant}/seed{tseed}/best.pt",  # best-on-test state (experiments' teacher_checkpoint)
     wildcard_constraints:
         variant=_alternatives(GRID.variant_names(True)),
     params:

@@ -29,6 +29,7 @@ def _student_row(path: str, experiment: str) -> dict:
         "temperature": hp.get("temperature"), "hp": json.dumps(hp, sort_keys=True),
         "seed": r["seed"], "teacher_seed": r.get("teacher_seed", teacher.get("seed")),
         "status": r.get("status", "ok"), "reason": r.get("reason"),
+        "teacher_checkpoint": "best" if teacher.get("checkpoint") == "best" else ("none" if not teacher else "model"),
     }
     if row["status"] in ("ok", "diverged"):
         row.update(best_acc=r["best_acc"], last_acc=r["last_acc"], best_epoch=r["best_epoch"],

@@ -8,9 +8,11 @@ job the config asks for, with each job's own slice of the config.
 Output layout (all under results/<name>/):
   data.pt
   teachers/<arch>/<variant>/seed<t>/{model.pt, metrics.json, cmi.json}   variant = objective[-path hyper-parameters],
-        e.g. mll, mcmi-0.25, ce_finetune; t = every seed in teachers.seeds (a fine-tuned teacher of seed t starts
-        from its start variant's seed-t model)
-  students/<t_arch>/<t_variant>/<student>/<method>/<setting>/seed<s>.json
+        e.g. mll, mll-e20, mcmi-0.25, ce_finetune; t = every seed in teachers.seeds (a fine-tuned teacher of seed t
+        starts from its start variant's seed-t model)
+                              best.pt  (fine-tuned teachers: the best-on-test state)
+  students/<t_arch>/<t_variant>[@best]/<student>/<method>/<setting>/seed<s>.json
+        @best: distilled from the teacher's best.pt (an experiment's teacher_checkpoint: best)
         t_arch = t_variant = none for teacher-free runs (method ce); the teacher seed is implied by s
         (`Grid.teacher_seed`: teachers.seeds[s % len(teachers.seeds)])
         setting = full | frac<f> | omit<c1>.<c2>... | T<t>; each prefix is owned by one experiment kind
@@ -217,6 +219,9 @@ def fmt_num(value: float) -> str:
     return f"{float(value):g}"
 
 
+BEST_SUFFIX = "@best"  # a student folder's teacher part when it distils from the teacher's best.pt
+
+
 @dataclass(frozen=True)
 class StudentRun:
     t_arch: str
@@ -225,10 +230,23 @@ class StudentRun:
     method: str
     setting: str
     seed: int
+    t_model: str = "model"  # the teacher file it distils from: "model" (model.pt) or "best" (best.pt)
 
     @property
     def teacher_id(self) -> str:
         return NO_TEACHER if self.t_arch == NO_TEACHER else f"{self.t_arch}/{self.t_variant}"
+
+    @property
+    def t_folder(self) -> str:
+        """The teacher part of its result path: the variant, '<variant>@best' when it uses best.pt."""
+        return self.t_variant + (BEST_SUFFIX if self.t_model == "best" else "")
+
+
+def split_teacher_folder(text: str) -> tuple[str, str]:
+    """'<variant>@best' -> ('<variant>', 'best'); '<variant>' -> ('<variant>', 'model') (`StudentRun.t_folder`)."""
+    if text.endswith(BEST_SUFFIX):
+        return text[: -len(BEST_SUFFIX)], "best"
+    return text, "model"
 
 
 @dataclass
@@ -274,7 +292,7 @@ class Grid:
         if exp.ce_baseline and "ce" not in methods:
             methods = methods + ["ce"]
         for pair in exp.pairs():
-            variants = [self.teacher_variant(pair["teacher"], o, exp, override)
+            variants = [(self.teacher_variant(pair["teacher"], o, exp, override), self.teacher_model(o, exp))
                         for o, override in exp.compared_teachers(pair)]
             for method in methods:
                 if _excluded(exp.body.get("exclude", []), method, pair):
@@ -284,8 +302,8 @@ class Grid:
                         if method == "ce":
                             runs.append(StudentRun(NO_TEACHER, NO_TEACHER, pair["student"], "ce", setting, seed))
                             continue
-                        runs += [StudentRun(pair["teacher"], v, pair["student"], method, setting, seed)
-                                 for v in variants]
+                        runs += [StudentRun(pair["teacher"], v, pair["student"], method, setting, seed, t_model=m)
+                                 for v, m in variants]
         return list(dict.fromkeys(runs))  # drop duplicates (ce runs shared by pairs), keep order
 
     def teacher_variant(self, arch: str, objective: str, exp=None, override: dict | None = None) -> str:
@@ -314,6 +332,27 @@ class Grid:
         if cls.start_from is not None:
             self.teacher_variant(arch, cls.start_from)
         return variant
+
+    def teacher_model(self, objective: str, exp) -> str:
+        """The teacher file ('model' or 'best') `exp`'s students of `objective` distil from.
+
+        `exp`'s `teacher_checkpoint` (last | best, default: the one teachers.finetuning.checkpoint keeps, last
+        unless set: no model selection on the test set, SPEC §1) applies to every compared *fine-tuned* teacher alike (MCMI and its λ = 0 control: like with like); a
+        teacher trained from scratch (MLL) is always its model.pt (`teachers.training.checkpoint`). model.pt is
+        already the state `teachers.finetuning.checkpoint` chooses; `best` otherwise reads best.pt, which every
+        fine-tuning job also writes (no teacher is retrained for it). ConfigError: `last` while fine-tuned
+        teachers keep their best state (no last state is kept then)."""
+        if self.objective_class(objective).start_from is None:
+            return "model"
+        choice = exp.teacher_checkpoint()
+        kept = self.config["teachers"]["finetuning"].get("checkpoint", "last")
+        if choice == kept:
+            return "model"
+        if choice == "best":
+            return "best"
+        raise ConfigError(f"config key 'experiments.{exp.name}.teacher_checkpoint': 'last' needs "
+                          f"teachers.finetuning.checkpoint: last (model.pt now holds the best-on-test state and no "
+                          f"last state is kept); set one of them")
 
     @staticmethod
     def objective_class(name: str):
@@ -443,11 +482,14 @@ class Grid:
             parsed = owner.parse_setting(split_setting(run.setting)[1])
             setting, overrides = owner.setting_params(parsed)
             hp.update(overrides)
+            hp.update(owner.method_overrides(run.method))
             hp.update(owner.run_hp(run, parsed))
         teacher = None
         if run.t_arch != NO_TEACHER:
             teacher = {"arch": run.t_arch, "objective": self.variants[(run.t_arch, run.t_variant)][0],
                        "variant": run.t_variant, "seed": self.teacher_seed(run.seed)}
+            if run.t_model == "best":  # only then: the parameters of every other student stay as they were
+                teacher["checkpoint"] = "best"
         return {"teacher": teacher, "student": run.student, "method": run.method, "hp": hp,
                 "recipe": self._recipe(self.config["students"]["training"], run.student), "setting": setting,
                 "seed": run.seed, "augment": dict(self.config["augment"]), "runtime": self.runtime()}

@@ -5,4 +5,5 @@ from mcmikd.smk import run_job
 run_job(snakemake, train_teacher, data_path=snakemake.input.data, params=snakemake.params.cfg,
         model_out=snakemake.output.model, metrics_out=snakemake.output.metrics,
         start_model=snakemake.input.get("start_model"), start_metrics=snakemake.input.get("start_metrics"),
-        resume_path=snakemake.params.resume, threads=snakemake.threads)
+        resume_path=snakemake.params.resume, threads=snakemake.threads,
+        best_out=snakemake.output.get("best"))

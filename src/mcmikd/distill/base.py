@@ -32,6 +32,11 @@ class DistillContext:
     teacher_shapes: dict = field(default_factory=dict)
     student_arch: str = ""
     teacher_arch: str = ""
+    # the whole training set the student's setting allows (every image not of an omitted class), for a method
+    # whose memory bank spans it (CRD's bank: full, the official few-shot code): their labels, in training-set
+    # order, and the slot in that set of each visible position passed as `indices` (None: not given)
+    full_train_labels: torch.Tensor | None = None
+    full_train_slots: torch.Tensor | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ EXPERIMENTS: dict[str, str] = {
     "cam": "mcmikd.experiments.cam:Cam",
     "lambda_sweep": "mcmikd.experiments.lambda_sweep:LambdaSweep",
     "method_weights": "mcmikd.experiments.method_weights:MethodWeights",
+    "early_stopped": "mcmikd.experiments.early_stopped:EarlyStopped",
 }
 
 

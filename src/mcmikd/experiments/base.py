@@ -43,7 +43,16 @@ COMMON = {
     "hp": {"type": "object", "additionalProperties": {"type": "object"},
            "description": "per-objective hyper-parameter overrides for this experiment, e.g. {mcmi: {lambda: 0.15}}"},
     "seeds": SEEDS,
+    "teacher_checkpoint": {
+        "enum": ["last", "best"],
+        "description": "which state of every compared fine-tuned teacher (MCMI and its control alike) the students "
+                       "distil from: last (SPEC §1: no model selection on the test set) or best (the best-on-test "
+                       "epoch, best.pt; the official few-shot run's MCMI checkpoint); default: the one "
+                       "teachers.finetuning.checkpoint keeps (last unless set). Teachers trained from scratch (MLL) "
+                       "use teachers.training.checkpoint"},
 }
+CHECKPOINT_NOTE = ("Fine-tuned teachers (MCMI and its λ = 0 control alike): best-on-test checkpoint (official), selected "
+                   "on the test set; MLL teacher: teachers.training.checkpoint.")
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,18 @@ class Experiment:
         """(data setting, method hyper-parameter overrides) of a student whose setting this kind owns."""
         return parsed, {}
 
+    def method_overrides(self, method: str) -> dict:
+        """Hyper-parameter overrides of `method` for the students whose setting this kind owns (e.g. few-shot CRD's
+        memory bank); applied after `setting_params`'s. Only a kind with a `setting_prefix` can have them (its
+        students' result folders are its own)."""
+        return {}
+
+    def teacher_checkpoint(self) -> str:
+        """`last` or `best`: the state of the compared fine-tuned teachers its students distil from (default: the
+        one teachers.finetuning.checkpoint keeps in model.pt)."""
+        kept = self.grid.config["teachers"]["finetuning"].get("checkpoint", "last")
+        return self.body.get("teacher_checkpoint") or kept
+
     def run_hp(self, run, parsed: dict) -> dict:
         """Method hyper-parameter overrides that depend on the run too (its method, teacher, student), e.g. a
         multiple of the method's own weight; {} by default."""
@@ -153,6 +174,8 @@ class Experiment:
         layout = {"pairs": [[p["teacher"], p["student"]] for p in self.pairs()], "methods": methods,
                   "objectives": objectives, "labels": labels, "colors": colors, "controls": controls,
                   "must_raise": must_raise, **self.extra_layout()}
+        if self.teacher_checkpoint() == "best":  # only then (the layout is a table job's params)
+            layout["teacher_checkpoint"] = "best"
         # only when set, so that the tables of configurations without them are unchanged (and not rerun)
         margin = (self.grid.config.get("tables") or {}).get("not_working_margin")
         if margin is not None:
@@ -167,9 +190,12 @@ class Experiment:
         return layout
 
     def report_note(self) -> str:
-        """The table's description in the report: `note`, and what the "CMI not raised" mark means where a compared
-        objective must raise the CMI (`TeacherObjective.must_raise_cmi_over`)."""
+        """The table's description in the report: `note`, which teacher checkpoint its students used when it is the
+        best-on-test one, and what the "CMI not raised" mark means where a compared objective must raise the CMI
+        (`TeacherObjective.must_raise_cmi_over`)."""
         note = self.note
+        if self.teacher_checkpoint() == "best":
+            note = f"{note} {CHECKPOINT_NOTE}".strip()
         if self.grid.config.get("dataset", {}).get("validation"):
             note = (f"{note} Evaluated on VALIDATION data (``dataset.validation``): a held-out part of the training "
                     f"set; the test set was not used, so read \"test\" as \"validation\" here.").strip()

@@ -3,6 +3,7 @@ teacher saw all of it; accuracy against the fraction, one column per teacher obj
 
 from __future__ import annotations
 
+from mcmikd.errors import ConfigError
 from mcmikd.experiments.base import NAMES, PAIR, Experiment, Figure
 
 CAPTION = (
@@ -23,6 +24,10 @@ class FewShot(Experiment):
                       "minItems": 1, "uniqueItems": True},
         "subset": {"enum": ["first_n", "stratified"], "default": "first_n"},
         "epoch_length": {"enum": ["full", "subset"], "default": "full"},
+        "method_hp": {"type": "object", "additionalProperties": {"type": "object"}, "default": {},
+                      "description": "per-method hyper-parameter overrides of the few-shot students, e.g. "
+                                     "{crd: {bank: full}} (the official few-shot CRD's memory bank spans the whole "
+                                     "training set)"},
     }
     required = ("pair", "methods", "fractions")
     setting_prefix = "frac"
@@ -32,6 +37,21 @@ class FewShot(Experiment):
         "order, as in the official code, or a seeded stratified subset), while the teacher was trained on all of it; "
         "an epoch still has N samples, so each subset image is revisited ≈ 1/f times. Accuracy of students distilled "
         "from each compared teacher, mean ± std over seeds, and the gain Δ over the reference (first) teacher.")
+
+    def check(self, where: str) -> None:
+        for method in self.body.get("method_hp") or {}:
+            if method not in self.methods():
+                raise ConfigError(f"config key '{where}.method_hp.{method}': '{method}' is not one of this "
+                                  f"experiment's methods {self.methods()}; remove it or add the method")
+
+    def method_overrides(self, method: str) -> dict:
+        return dict((self.body.get("method_hp") or {}).get(method) or {})
+
+    def extra_layout(self) -> dict:
+        layout = {"fractions": [float(f) for f in self.body["fractions"]]}
+        if self.body.get("method_hp"):
+            layout["method_hp"] = self.body["method_hp"]
+        return layout
 
     def parse_setting(self, value: str) -> dict:
         return {"fraction": float(value)}
@@ -44,9 +64,6 @@ class FewShot(Experiment):
     def setting_params(self, parsed: dict) -> tuple[dict, dict]:
         return {**parsed, "subset": self.body.get("subset", "first_n"),
                 "epoch_length": self.body.get("epoch_length", "full")}, {}
-
-    def extra_layout(self) -> dict:
-        return {"fractions": [float(f) for f in self.body["fractions"]]}
 
     def figures(self) -> list[Figure]:
         return [Figure("fewshot", "mcmikd.experiments.fewshot:figure", (self.runs_file(),), CAPTION, self.title,
@@ -73,8 +90,24 @@ class FewShot(Experiment):
                 long_rows += [{"fraction": fraction, **n} for n in numbers]
             rows.append(row)
         display = pd.DataFrame(rows)
-        display.attrs["footnotes"] = not_raised_footnote(flagged) + not_working_footnote(layout, long_rows)
+        display.attrs["footnotes"] = (not_raised_footnote(flagged) + not_working_footnote(layout, long_rows)
+                                      + setup_footnotes(layout))
         return pd.DataFrame(long_rows), display
+
+
+def setup_footnotes(layout: dict) -> list[str]:
+    """Lines under the table naming what differs from the defaults: the teacher checkpoint when it is the
+    best-on-test one, and per-method overrides (e.g. CRD's memory bank over the full training set)."""
+    notes = []
+    if layout.get("teacher_checkpoint") == "best":
+        notes.append("MCMI teacher: best-on-test checkpoint (official), selected on the test set; the λ = 0 control "
+                     "likewise (like with like); MLL teacher: teachers.training.checkpoint.")
+    for method, hp in sorted((layout.get("method_hp") or {}).items()):
+        text = ", ".join(f"{k} = {v}" for k, v in sorted(hp.items()))
+        extra = (" (memory bank and negatives over the full training set, as the official few-shot code; the "
+                 "student still sees only its subset)") if hp.get("bank") == "full" else ""
+        notes.append(f"{method.upper()}: {text}{extra}.")
+    return notes
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:

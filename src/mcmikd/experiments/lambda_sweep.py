@@ -54,7 +54,8 @@ class LambdaSweep(Experiment):
         """The objective whose path hyper-parameter is swept."""
         if "objective" in self.body:
             return self.body["objective"]
-        named = [o for o in self.objectives() if self.grid.objective_class(o).path_keys]
+        named = [o for o in self.objectives() if self.grid.objective_class(o).path_keys
+                 and self.grid.objective_class(o).start_from is not None]  # MLL's stop_epoch is not swept
         return named[0] if named else ""
 
     def key(self) -> str:

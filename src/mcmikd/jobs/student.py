@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,22 @@ def student_pool(data: DatasetTensors, setting: dict, seed: int) -> tuple[torch.
     pool = fewshot_subset(data.train_labels, fraction, setting.get("subset", "first_n"), seed)
     length = len(data.train_labels) if setting.get("epoch_length", "full") == "full" else len(pool)
     return pool, length
+
+
+def full_training_set(train_labels: torch.Tensor, stream: TrainStream) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels (M,), slots (num_visible,)) of the whole training set the student's setting allows: every training
+    image not of an omitted class (M = N without omitted classes), in training-set order, and for each visible
+    position (`TrainStream` batch positions 0..num_visible-1) its index in that set — without omitted classes the
+    index into the full training set, as the official few-shot code's CRD dataset gave. Omitted classes stay out:
+    the student learns nothing of them, not even from negatives' labels (zero-shot, SPEC §4.3)."""
+    labels = train_labels.long().cpu()
+    allowed = ~torch.isin(labels, torch.tensor(stream.omitted, dtype=torch.long))
+    slot_of = torch.cumsum(allowed.long(), 0) - 1  # training-set index -> slot among the allowed images
+    position = stream.position.cpu()
+    visible = torch.empty(stream.num_visible, dtype=torch.long)
+    seen = torch.nonzero(position >= 0).flatten()
+    visible[position[seen]] = seen  # visible position -> training-set index
+    return labels[allowed], slot_of[visible]
 
 
 def train_student(data_path: str, params: dict, metrics_out: str, teacher_model: str | None = None,
@@ -55,21 +72,26 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
     teacher = None
     t_shapes: dict = {}
     if cls.uses_teacher:
-        teacher, _ = load_model(teacher_model, runtime)
+        teacher, t_ckpt = load_model(teacher_model, runtime)
         t_shapes = feature_shapes(teacher.arch, data.num_classes, data.in_channels, data.image_size)
     s_shapes = feature_shapes(params["student"], data.num_classes, data.in_channels, data.image_size)
     cls.check_compatible(s_shapes, t_shapes, params["hp"])
     recipe = Recipe.from_dict(params["recipe"])
+    full_labels, full_slots = full_training_set(data.train_labels, stream)
     ctx = DistillContext(num_classes=data.num_classes, num_train=stream.num_visible,
                          train_labels=stream.visible_labels.to(runtime.device), in_channels=data.in_channels,
                          image_size=data.image_size, epochs=recipe.epochs, student_shapes=s_shapes,
                          teacher_shapes=t_shapes, student_arch=params["student"],
-                         teacher_arch=teacher.arch if teacher is not None else "")
+                         teacher_arch=teacher.arch if teacher is not None else "",
+                         full_train_labels=full_labels.to(runtime.device), full_train_slots=full_slots.to(runtime.device))
     torch.manual_seed(seed)
     student = create_model(params["student"], data.num_classes, data.in_channels)
     distiller = runtime.prepare(cls(student, teacher, params["hp"], ctx))
     result = train(distiller, student, data, stream, params, runtime, resume_path)
     diverged = (result.stopped_early or "").startswith("diverged")
+    if teacher is not None:  # which teacher state it learned from (model.pt or best.pt) and its epoch
+        base["teacher_checkpoint"] = {"file": Path(teacher_model).name, "checkpoint": t_ckpt.get("checkpoint"),
+                                      "epoch": t_ckpt.get("epoch"), "test_acc": t_ckpt.get("test_acc")}
     metrics = {**base, "status": "diverged" if diverged else "ok",
                "reason": result.stopped_early if diverged else None, "num_train_visible": stream.num_visible,
                "student_params": sum(p.numel() for p in student.parameters()),

@@ -15,10 +15,16 @@ from mcmikd.models import create_model
 
 def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str, start_model: str | None = None,
                   start_metrics: str | None = None, resume_path: str | None = None,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, best_out: str | None = None) -> dict:
     """Train one teacher with its objective (`params['objective']`, `mcmikd.teachers`): from scratch, or
     fine-tuning the model of the objective it starts from (`start_model`, with that teacher's `start_metrics`: the
     start objective's teacher of the same seed). `params['seed']` (one of `teachers.seeds`) seeds the training.
+
+    `model_out` holds the state `params['checkpoint']` chooses (last or best-on-test epoch); `best_out`, when
+    given (fine-tuned teachers), also the best-on-test state (official few-shot run: the MCMI checkpoint with the
+    best test accuracy, `experiments.<x>.teacher_checkpoint: best`), with the same sidecar sha256 record.
+    An objective's planned stop (`stop_epoch()`, MLL's early-stopped teachers) ends the full recipe after that
+    epoch: the model is the full run's state after it, and the teacher is not collapsed.
 
     A fine-tuned teacher whose chosen-epoch test accuracy falls below `collapse_ratio` × its start model's, or
     whose objective stopped it (e.g. a non-finite loss), is marked collapsed; students skip it."""
@@ -41,12 +47,21 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     state = objective.prepare(model, stream, runtime, data.num_classes, params["seed"])
     module = objective.build(model, state)
     keep_best = params["checkpoint"] == "best"
-    result = train(module, model, data, stream, params, runtime, resume_path, keep_best=keep_best,
-                  epoch_hook=objective.epoch_check)
+    stop = objective.stop_epoch()
+    planned = f"stopped after epoch {stop} (stop_epoch)" if stop else None
+
+    def hook(record: dict) -> str | None:
+        reason = objective.epoch_check(record)
+        return reason if reason or not stop or record["epoch"] < stop else planned
+
+    result = train(module, model, data, stream, params, runtime, resume_path, keep_best=keep_best or bool(best_out),
+                  epoch_hook=hook if stop else objective.epoch_check)
     if keep_best:
         module.load_checkpoint_state(result.best_state)
     chosen = result.best if keep_best else result.last
     reason = result.stopped_early  # e.g. "diverged: non-finite training loss (neg_cmi = -inf) in epoch 3"
+    if reason is not None and reason == planned:
+        reason = None
     if reason and start_acc is not None:
         reason = f"{reason}; {cls.collapse_advice(params['hp'])}"
     if start_acc is not None and reason is None and not chosen["test_acc"] >= params["collapse_ratio"] * start_acc:
@@ -57,11 +72,19 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
             f"Students will not be distilled from it.")
     teacher = {"arch": params["arch"], "objective": cls.name, "variant": params["variant"], "hp": params["hp"]}
     save_model(model, model_out, num_classes=data.num_classes, in_channels=data.in_channels, **teacher,
-               epoch=chosen["epoch"], test_acc=chosen["test_acc"])
+               epoch=chosen["epoch"], test_acc=chosen["test_acc"], checkpoint=params["checkpoint"])
     metrics = {"role": "teacher", "teacher": teacher, "seed": params["seed"], "checkpoint": params["checkpoint"],
-               "model_acc": chosen["test_acc"], "start_acc": start_acc, "collapsed": reason is not None,
-               "collapse_reason": reason, **objective.extra_metrics(state), **summarize(result),
-               **data.evaluation_record()}
+               "model_acc": chosen["test_acc"], "model_epoch": chosen["epoch"], "start_acc": start_acc,
+               "collapsed": reason is not None, "collapse_reason": reason, **objective.extra_metrics(state),
+               **summarize(result), **data.evaluation_record()}
+    if stop:
+        metrics["stop_epoch"] = stop
+    if best_out:  # the best-on-test state beside the chosen one (model.pt); the same file when that is best
+        if not keep_best:
+            module.load_checkpoint_state(result.best_state)
+        save_model(model, best_out, num_classes=data.num_classes, in_channels=data.in_channels, **teacher,
+                   epoch=result.best["epoch"], test_acc=result.best["test_acc"], checkpoint="best")
+        metrics["best_checkpoint"] = {"epoch": result.best["epoch"], "test_acc": result.best["test_acc"]}
     return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 

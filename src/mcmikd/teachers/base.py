@@ -10,6 +10,7 @@ An objective is a class (no torch at import time) with:
     training runs (the engine sums the terms; their names are logged every epoch);
   * `prepare(...)`: the state the loss needs (e.g. MCMI's frozen centroids), computed once before training;
   * `epoch_check(record)`: an optional stop reason after an epoch (e.g. a diverged loss);
+  * `stop_epoch()`: a planned stop after that epoch (an early-stopped teacher, not a collapse), or None;
   * `control`: the objective that is its control (same start, recipe and seed, without its own term; e.g. MCMI's
     λ = 0 fine-tuning `ce_finetune`), or None; tables give the gain over it beside the gain over the reference;
   * `must_raise_cmi_over`: whose training CMI (T = 1) its teacher must exceed ("start": the objective it fine-tunes,
@@ -98,6 +99,10 @@ class TeacherObjective:
 
     def epoch_check(self, record: dict) -> str | None:
         """A reason to stop after an epoch (None: go on)."""
+        return None
+
+    def stop_epoch(self) -> int | None:
+        """A planned stop after this epoch, the recipe otherwise unchanged (MLL's `stop_epoch`); None: none."""
         return None
 
     def before_epoch(self, module, epoch: int) -> None:

@@ -10,6 +10,15 @@ against the student bank and vice versa).
 
 `nce_k` is capped to what the data allow: at most N − (largest class count) images are of another class
 than any anchor (N − 1 when the labels cannot be read, e.g. on the meta device).
+
+`bank` says which images N counts. `visible` (default): the images the student sees (its few-shot subset, without
+omitted classes), RepDistiller's setting when the student sees the whole training set. `full`: every training image
+of a class the student may see (`DistillContext.full_train_labels`; the whole training set without omitted
+classes), the memory bank's slots and the negatives indexed into it — as the official MCMI few-shot code did
+(its CRD dataset sampled negatives over the full CIFAR-100 training set while the student trained on a subset).
+Slots of images the student never sees keep their random initialisation, so with `full` most negatives of a
+small subset are random unit-scale vectors. Images of omitted (zero-shot) classes are never in the bank.
+`visible` draws exactly the random numbers it drew before the option existed.
 """
 
 from __future__ import annotations
@@ -76,7 +85,7 @@ class Embed(nn.Module):
 class CRD(Distiller):
     name = "crd"
     defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 0.8, "temperature": 4.0, "feat_dim": 128, "nce_k": 16384,
-                "nce_t": 0.07, "nce_momentum": 0.5}
+                "nce_t": 0.07, "nce_momentum": 0.5, "bank": "visible"}
 
     def __init__(self, student, teacher, hp, ctx):
         super().__init__(student, teacher, hp, ctx)
@@ -84,15 +93,26 @@ class CRD(Distiller):
         n = int(ctx.num_train)
         if ctx.train_labels is None or len(ctx.train_labels) != n:
             raise ConfigError(f"crd needs the labels of all {n} training images (DistillContext.train_labels)")
+        labels = ctx.train_labels
+        if self.hp["bank"] not in ("visible", "full"):
+            raise ConfigError(f"methods.crd.bank: {self.hp['bank']!r} is not one of visible, full")
+        self.full_bank = self.hp["bank"] == "full"
+        if self.full_bank:
+            if ctx.full_train_labels is None or ctx.full_train_slots is None or len(ctx.full_train_slots) != n:
+                raise ConfigError("crd with bank: full needs the labels of the whole training set and the slot of "
+                                  "each visible image (DistillContext.full_train_labels, full_train_slots)")
+            labels = ctx.full_train_labels
+            n = len(labels)
+            self.register_buffer("slots", ctx.full_train_slots.detach().clone().long(), persistent=False)
         self.n_data = n
-        self.nce_k = self.negatives_allowed(int(self.hp["nce_k"]), ctx.train_labels)
+        self.nce_k = self.negatives_allowed(int(self.hp["nce_k"]), labels)
         self.heads["embed_s"] = Embed(ctx.student_shapes["pooled"], dim)
         self.heads["embed_t"] = Embed(ctx.teacher_shapes["pooled"], dim)
         stdv = 1.0 / math.sqrt(dim / 3)
         self.register_buffer("memory_s", torch.rand(n, dim) * (2 * stdv) - stdv)
         self.register_buffer("memory_t", torch.rand(n, dim) * (2 * stdv) - stdv)
         self.register_buffer("z", torch.full((2,), -1.0))  # Z_s, Z_t; set from the first batch
-        self.register_buffer("labels", ctx.train_labels.detach().clone().long(), persistent=False)
+        self.register_buffer("labels", labels.detach().clone().long(), persistent=False)
 
     @staticmethod
     def negatives_allowed(nce_k: int, labels: torch.Tensor) -> int:
@@ -118,8 +138,10 @@ class CRD(Distiller):
 
     def step_inputs(self, targets, indices, generator) -> dict[str, torch.Tensor]:
         """The step's random draw, made before the step (outside a captured CUDA graph; `mcmikd.step`): the
-        `nce_k` negatives (b, nce_k) of each anchor, positions of images of other classes."""
+        `nce_k` negatives (b, nce_k) of each anchor, positions (bank slots) of images of other classes."""
         indices = indices.to(self.labels.device)
+        if self.full_bank:  # visible positions -> slots of the full-set bank
+            indices = self.slots[indices]
         return {"negatives": sample_other_class(self.labels, self.labels[indices], self.nce_k, generator)}
 
     def forward_train(self, images, targets, *, epoch, indices=None, generator=None, negatives=None):
@@ -134,6 +156,8 @@ class CRD(Distiller):
         indices = indices.to(self.labels.device)
         if negatives is None:
             negatives = self.step_inputs(targets, indices, generator)["negatives"]
+        if self.full_bank:  # visible positions -> slots of the full-set bank
+            indices = self.slots[indices]
         contrast_idx = torch.cat([indices.unsqueeze(1), negatives], dim=1)
         with full_precision(images):
             v_s, v_t = v_s.float(), v_t.float()
