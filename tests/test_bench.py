@@ -81,7 +81,7 @@ def test_cost_reports_one_and_packed_jobs_per_gpu(tmp_path):
                                     "resnet8 → resnet8: 21 student runs"]
     for cells in jobs:
         assert len(cells) == 5 and all(int(cells[i].removesuffix(" ms")) >= 0 for i in (1, 3)), cells
-        assert cells[3] != "" and cells[4].endswith(" h" if "student" in cells[0] else "×)")
+        assert cells[3] != "" and cells[4].endswith(" h" if "student" in cells[0] else " seeds)")
     stages = lines.index("| stage | hours, one job per GPU | hours, 2 jobs per GPU |")
     total = _cells(lines[stages + 5])
     assert total[0] == "**all**" and all(float(v.strip("*")) >= 0 for v in total[1:])
