@@ -109,7 +109,8 @@ def test_the_advice_a_reading_job_prints_repairs_the_file(run, monkeypatch):
     after = result_mtimes(run)
     assert set(after) == set(before)  # nothing lost
     rewritten = {path for path in after if after[path] != before[path]}
-    assert rewritten == {f"{control}/model.pt", f"{control}/metrics.json", f"{control}/cmi.json", student,
+    assert rewritten == {f"{control}/model.pt", f"{control}/best.pt", f"{control}/metrics.json", f"{control}/cmi.json",
+                         student,
                          f"{RES}/runs/main.csv", *(f"{RES}/tables/main.{ext}" for ext in ("csv", "md", "tex")),
                          *(f"{RES}/figures/{fig}.{ext}" for fig in ("main_delta", "teachers_finetuning")
                            for ext in ("png", "pdf"))}

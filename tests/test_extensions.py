@@ -66,7 +66,7 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
     write_config(ws, mutate)
     snakemake(ws)
     res = ws.work / "results" / "tiny"
-    assert (res / "teachers" / "resnet8" / "label_smoothing-0.2" / "metrics.json").exists()
+    assert (res / "teachers" / "resnet8" / "label_smoothing-0.2" / "seed0" / "metrics.json").exists()
     main = (res / "tables" / "main.md").read_text()
     assert "| Teacher acc. (LS) |" in main and "| KD + LS teacher |" in main
     kd_weight = pd.read_csv(res / "tables" / "kd_weight.csv")

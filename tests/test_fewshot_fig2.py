@@ -38,9 +38,9 @@ def test_the_grid_plans_one_stopped_mll_teacher_and_its_students_per_epoch(load)
     assert {"mll", "mll-e5", "mll-e10"} <= grid.teachers["resnet20"]
     for e in (5, 10):
         assert grid.variants[("resnet20", f"mll-e{e}")] == ("mll", {"stop_epoch": e})
-        assert grid.teacher_params("resnet20", f"mll-e{e}")["hp"] == {"stop_epoch": e}
-        assert grid.teacher_params("resnet20", f"mll-e{e}")["recipe"] == grid.teacher_params("resnet20", "mll")["recipe"]
-    assert grid.teacher_params("resnet20", "mll")["hp"] == {}  # the full teacher's job parameters are unchanged
+        assert grid.teacher_params("resnet20", f"mll-e{e}", 0)["hp"] == {"stop_epoch": e}
+        assert grid.teacher_params("resnet20", f"mll-e{e}", 0)["recipe"] == grid.teacher_params("resnet20", "mll", 0)["recipe"]
+    assert grid.teacher_params("resnet20", "mll", 0)["hp"] == {}  # the full teacher's job parameters are unchanged
     runs = grid.runs["early_stopped"]
     assert [(r.t_variant, r.method, r.setting, r.seed) for r in runs] == [
         ("mll", "kd", "full", 0), ("mll-e5", "kd", "full", 0), ("mll-e10", "kd", "full", 0),
@@ -138,10 +138,10 @@ def test_a_dry_run_of_the_cifar100_config_plans_fig2_and_best_checkpoints(tmp_pa
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     for e in (40, 80, 150, 180, 210):
-        assert f"teachers/resnet56/mll-e{e}/model.pt" in text
+        assert f"teachers/resnet56/mll-e{e}/seed0/model.pt" in text
     student = "students/resnet56/mcmi-0.15@best/resnet20/crd/frac0.05/seed0.json"
     job = next(block for block in text.split("rule train_student:") if student in block.split("log:")[0])
-    assert "results/cifar100/teachers/resnet56/mcmi-0.15/best.pt" in job
+    assert "results/cifar100/teachers/resnet56/mcmi-0.15/seed0/best.pt" in job
     assert "students/resnet56/mll-e40/resnet20/kd/full/seed0.json" in text
     assert "tables/early_stopped.md" in text and "figures/early_stopped.png" in text
 
