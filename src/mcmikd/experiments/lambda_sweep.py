@@ -207,12 +207,14 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
     import numpy as np
     from matplotlib.figure import Figure as MplFigure
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullLocator
 
     from mcmikd import plots
 
     with plots.theme():
         runs = plots.read_runs(inputs[0])
         rows = LambdaSweep.rows(runs, layout, metric)
+        split = layout.get("evaluated_on", "test")
         pairs, swept, key = layout["pairs"], layout["swept"], layout["key"]
         symbol = {"lambda": "λ"}.get(key, key)
         fig = MplFigure(figsize=(9.5, 3.4 * len(pairs)), layout="constrained")
@@ -234,7 +236,7 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
             ref_values = {"cmi": {o: r["teacher_cmi"] for o, r in refs.items()},
                           "acc": {o: accuracy(r)[0] for o, r in refs.items()}}
             for ax, what, ylabel in ((ax_cmi, "cmi", "teacher CMI (training set, nats)"),
-                                     (ax_acc, "acc", f"KD student accuracy (%, {metric} epoch)")):
+                                     (ax_acc, "acc", f"KD student acc. (%, {split}, {metric} epoch)")):
                 ys = np.array([v[0] for v in values[what]], dtype=float)
                 errs = np.array([v[1] for v in values[what]], dtype=float)
                 ax.errorbar(lams, ys, yerr=np.where(np.isnan(errs), 0, errs), color=plots.color(swept, layout),
@@ -251,9 +253,15 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
                 if np.isnan(ys).all():
                     missing = "no CMI measured" if what == "cmi" else "no finished KD student"
                     plots.note(ax, f"{layout['labels'][swept]} teachers: {missing}")
+                if len(lams) and lams.min() > 0 and lams.max() / lams.min() >= 4:  # e.g. 0.1 … 1: log spacing
+                    ax.set_xscale("log")
+                    ax.xaxis.set_minor_locator(NullLocator())
                 if len(lams):
                     ax.set_xticks(lams)
-                    ax.set_xticklabels([f"{v:g}" for v in lams])
+                    ax.set_xticklabels([f"{v:g}" for v in lams], rotation=45 if len(lams) > 5 else 0)
+                shown = [v for v in [*ys, *ref_values[what].values()] if not math.isnan(v)]
+                if what == "cmi" and shown and min(shown) > 0 and max(shown) / min(shown) > 20:
+                    ax.set_yscale("log")  # CMI spans orders of magnitude across λ: keep the small ones readable
         handles = ([Line2D([], [], color=plots.color(swept, layout), marker="o", markeredgecolor="white",
                            markersize=7, lw=2, label=f"{layout['labels'][swept]} teacher at each {symbol}")]
                    + [Line2D([], [], color=plots.color(o, layout), ls="--", lw=1.5,
