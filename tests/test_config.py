@@ -23,7 +23,7 @@ def _error(load, mutate) -> str:
 def test_default_config_is_valid_and_plans_every_experiment(load):
     grid = load()
     assert set(grid.runs) == {"main", "fewshot", "zeroshot", "temperature"}
-    assert grid.teachers == {"resnet20": {"mll", "mcmi-0.25", "ce_finetune"}}
+    assert grid.teachers == {"resnet20": {"mll", "mcmi-0.35", "ce_finetune"}}
 
 
 @pytest.mark.parametrize("mutate, expected", [
@@ -109,25 +109,25 @@ def test_student_params_hold_only_the_jobs_own_slice(load):
 def test_every_comparison_gets_its_fine_tuning_control_and_the_start_teacher(load):
     grid = load()
     for exp in ("main", "fewshot", "zeroshot", "temperature"):
-        assert {r.t_variant for r in grid.runs[exp] if r.method == "kd"} == {"mll", "mcmi-0.25", "ce_finetune"}
+        assert {r.t_variant for r in grid.runs[exp] if r.method == "kd"} == {"mll", "mcmi-0.35", "ce_finetune"}
     params = grid.teacher_params("resnet20", "ce_finetune", 0)
     assert params["objective"] == "ce_finetune" and params["hp"] == {} and params["collapse_ratio"] == 0.5
-    assert params["recipe"] == grid.teacher_params("resnet20", "mcmi-0.25", 0)["recipe"]  # the same fine-tuning
+    assert params["recipe"] == grid.teacher_params("resnet20", "mcmi-0.35", 0)["recipe"]  # the same fine-tuning
     assert grid.start_variant("resnet20", "ce_finetune") == "mll" and grid.start_variant("resnet20", "mll") is None
     # a comparison without the control trains none
     only = load(lambda c: c["teachers"].update(objectives=["mll", "mcmi"]))
-    assert only.teachers == {"resnet20": {"mll", "mcmi-0.25"}}
+    assert only.teachers == {"resnet20": {"mll", "mcmi-0.35"}}
     # an experiment's own λ: its own MCMI teacher, fine-tuned from the shared MLL teacher
     own = load(lambda c: c["experiments"]["fewshot"].update(hp={"mcmi": {"lambda": 0.15}}))
-    assert own.teachers == {"resnet20": {"mll", "mcmi-0.25", "mcmi-0.15", "ce_finetune"}}
+    assert own.teachers == {"resnet20": {"mll", "mcmi-0.35", "mcmi-0.15", "ce_finetune"}}
     assert own.teacher_params("resnet20", "mcmi-0.15", 0)["hp"] == {"lambda": 0.15, "centroids": "eval"}
 
 
 def test_teachers_are_planned_per_teacher_seed_and_student_seed_s_learns_from_teacher_seed_s(load):
     grid = load()
     assert grid.teacher_seeds() == [0, 1, 2]
-    assert grid.teacher_jobs() == [("resnet20", v, t) for v in ("ce_finetune", "mcmi-0.25", "mll") for t in (0, 1, 2)]
-    assert [grid.teacher_params("resnet20", "mcmi-0.25", t)["seed"] for t in (0, 1, 2)] == [0, 1, 2]
+    assert grid.teacher_jobs() == [("resnet20", v, t) for v in ("ce_finetune", "mcmi-0.35", "mll") for t in (0, 1, 2)]
+    assert [grid.teacher_params("resnet20", "mcmi-0.35", t)["seed"] for t in (0, 1, 2)] == [0, 1, 2]
     for run in (r for runs in grid.runs.values() for r in runs if r.t_arch != "none"):
         assert grid.student_params(run)["teacher"]["seed"] == run.seed  # seeds [0, 1, 2]: s -> s
     # value-based and the same in every experiment: seeds [4, 7] -> student 0, 1, 2 learn from 4, 7, 4

@@ -44,11 +44,11 @@ def test_the_grid_plans_one_stopped_mll_teacher_and_its_students_per_epoch(load)
     runs = grid.runs["early_stopped"]
     assert [(r.t_variant, r.method, r.setting, r.seed) for r in runs] == [
         ("mll", "kd", "full", 0), ("mll-e5", "kd", "full", 0), ("mll-e10", "kd", "full", 0),
-        ("mcmi-0.25", "kd", "full", 0), ("ce_finetune", "kd", "full", 0)]
+        ("mcmi-0.35", "kd", "full", 0), ("ce_finetune", "kd", "full", 0)]
     # the full MLL, MCMI and control students are the main experiment's
     assert {r for r in runs if "-e" not in r.t_variant} <= set(grid.runs["main"])
     layout = grid.experiments["early_stopped"].layout()
-    assert [v for _, v, _ in layout["teachers"]["resnet20"]] == ["mll-e5", "mll-e10", "mll", "mcmi-0.25",
+    assert [v for _, v, _ in layout["teachers"]["resnet20"]] == ["mll-e5", "mll-e10", "mll", "mcmi-0.35",
                                                                  "ce_finetune"]
     assert layout["full_epochs"] == 30 and layout["methods"] == ["kd"]
     figure = grid.figures()["early_stopped"]
@@ -97,7 +97,7 @@ def test_the_default_checkpoint_is_last_and_last_needs_a_last_fine_tuning_checkp
     assert {r.t_model for r in grid.all_runs()} == {"model"}
     assert "teacher_checkpoint" not in grid.experiments["fewshot"].layout()
     best = load(lambda c: c["experiments"]["fewshot"].update(teacher_checkpoint="best")).runs["fewshot"]
-    assert {(r.t_variant, r.t_model) for r in best} == {("mll", "model"), ("mcmi-0.25", "best"),
+    assert {(r.t_variant, r.t_model) for r in best} == {("mll", "model"), ("mcmi-0.35", "best"),
                                                         ("ce_finetune", "best")}
     # when model.pt already is the best state, `best` is model.pt, and `last` cannot be had
     kept = load(lambda c: (c["teachers"]["finetuning"].update(checkpoint="best"),
@@ -318,10 +318,10 @@ def test_early_stopped_table_and_figure_on_hand_numbers(load, tmp_path):
     from mcmikd.experiments.early_stopped import EarlyStopped, figure
 
     layout = load(with_early()).experiments["early_stopped"].layout()
-    accs = {"mll-e5": 60.0, "mll-e10": 70.0, "mll": 80.0, "mcmi-0.25": 78.0, "ce_finetune": 79.0}
-    cmis = {"mll-e5": 0.30, "mll-e10": 0.20, "mll": 0.10, "mcmi-0.25": 0.25, "ce_finetune": 0.12}
-    students = {"mll-e5": 70.0, "mll-e10": 72.0, "mll": 71.0, "mcmi-0.25": 74.0, "ce_finetune": 71.5}
-    objective = {"mcmi-0.25": "mcmi", "ce_finetune": "ce_finetune"}
+    accs = {"mll-e5": 60.0, "mll-e10": 70.0, "mll": 80.0, "mcmi-0.35": 78.0, "ce_finetune": 79.0}
+    cmis = {"mll-e5": 0.30, "mll-e10": 0.20, "mll": 0.10, "mcmi-0.35": 0.25, "ce_finetune": 0.12}
+    students = {"mll-e5": 70.0, "mll-e10": 72.0, "mll": 71.0, "mcmi-0.35": 74.0, "ce_finetune": 71.5}
+    objective = {"mcmi-0.35": "mcmi", "ce_finetune": "ce_finetune"}
     rows = [{"role": "teacher", "teacher_arch": "resnet20", "teacher_variant": v, "status": "ok",
              "teacher_objective": objective.get(v, "mll"), "model_acc": a, "cmi_T1": cmis[v]} for v, a in accs.items()]
     rows += [{"role": "student", "teacher_arch": "resnet20", "teacher_variant": v, "student": "resnet8",

@@ -9,7 +9,7 @@ import pytest
 
 from mcmikd.errors import ConfigError
 
-SWEEP = {"pairs": [{"teacher": "resnet20", "student": "resnet8"}], "lambdas": [0.1, 0.25, 0.5], "seeds": [0]}
+SWEEP = {"pairs": [{"teacher": "resnet20", "student": "resnet8"}], "lambdas": [0.1, 0.35, 0.5], "seeds": [0]}
 
 
 def with_sweep(**changes):
@@ -21,7 +21,7 @@ def with_sweep(**changes):
 def test_the_grid_plans_one_fine_tuned_teacher_and_one_kd_student_per_lambda(load):
     grid = load(with_sweep())
     variants = {v for v in grid.teachers["resnet20"] if v.startswith("mcmi-")}
-    assert variants == {"mcmi-0.1", "mcmi-0.25", "mcmi-0.5"}
+    assert variants == {"mcmi-0.1", "mcmi-0.35", "mcmi-0.5"}
     for v in variants:
         assert grid.variants[("resnet20", v)][0] == "mcmi"
         assert grid.variants[("resnet20", v)][1]["lambda"] == float(v.split("-")[1])
@@ -31,13 +31,13 @@ def test_the_grid_plans_one_fine_tuned_teacher_and_one_kd_student_per_lambda(loa
     runs = grid.runs["lambda_sweep"]
     assert [(r.t_variant, r.method, r.setting, r.seed) for r in runs] == [
         ("mll", "kd", "full", 0), ("ce_finetune", "kd", "full", 0),
-        ("mcmi-0.1", "kd", "full", 0), ("mcmi-0.25", "kd", "full", 0), ("mcmi-0.5", "kd", "full", 0)]
-    # the λ the main experiment uses (teachers.hp.mcmi: 0.25) is the same teacher and the same KD student
+        ("mcmi-0.1", "kd", "full", 0), ("mcmi-0.35", "kd", "full", 0), ("mcmi-0.5", "kd", "full", 0)]
+    # the λ the main experiment uses (teachers.hp.mcmi: 0.35) is the same teacher and the same KD student
     assert set(grid.runs["main"]) & set(runs) == {r for r in runs if r.t_variant != "mcmi-0.1" and r.t_variant
                                                   != "mcmi-0.5"}
     layout = grid.experiments["lambda_sweep"].layout()
     assert layout["variants"]["resnet20"] == {"references": {"mll": "mll", "ce_finetune": "ce_finetune"},
-                                              "sweep": ["mcmi-0.1", "mcmi-0.25", "mcmi-0.5"]}
+                                              "sweep": ["mcmi-0.1", "mcmi-0.35", "mcmi-0.5"]}
     assert layout["swept"] == "mcmi" and layout["key"] == "lambda" and layout["references"] == ["mll", "ce_finetune"]
 
 
