@@ -79,3 +79,14 @@ def small_project(tmp_path_factory):
         out = snakemake(Workspace(work=proj, repo=proj))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
     return proj, out.stdout + out.stderr, commit
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (training numbers pinned by tests depend on the thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,11 +16,8 @@ RECIPE = {"epochs": 3, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_de
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test of this file trains with one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

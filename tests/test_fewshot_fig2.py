@@ -157,11 +157,8 @@ def data_file(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test of this file trains with one torch thread (conftest.one_torch_thread)."""
 
 
 def _teacher_params(hp, schedule="cosine", epochs=3, objective="mll", checkpoint="last"):
