@@ -317,6 +317,23 @@ def teacher_cell(teachers: pd.DataFrame, column: str) -> dict:
             "seeds": len(teachers)}
 
 
+def teacher_fields(teachers: pd.DataFrame, acc_column: str = "model_acc") -> dict:
+    """The teacher columns of a table row for one teacher (its rows over the teacher seeds): teacher_acc (%, from
+    `acc_column`) and teacher_cmi (nats, train set, T = 1) as means over the seeds with their `_std`, teacher_n and
+    teacher_seeds (seeds with a value, seeds in all) and collapsed (how many seeds collapsed); `teacher_of` reads
+    them back as `teacher_cell`s."""
+    acc, cmi = teacher_cell(teachers, acc_column), teacher_cell(teachers, "cmi_T1")
+    return {"teacher_acc": acc["mean"], "teacher_acc_std": acc["std"], "teacher_cmi": cmi["mean"],
+            "teacher_cmi_std": cmi["std"], "teacher_n": acc["n"], "teacher_seeds": acc["seeds"],
+            "collapsed": acc["collapsed"]}
+
+
+def teacher_of(row: dict, what: str) -> dict:
+    """A row's (`teacher_fields`) teacher accuracy (`what` = "acc") or CMI ("cmi") as a `teacher_cell`."""
+    return {"mean": row[f"teacher_{what}"], "std": row[f"teacher_{what}_std"], "n": row["teacher_n"],
+            "collapsed": row["collapsed"], "seeds": row["teacher_seeds"]}
+
+
 def show_teacher(c: dict, digits: int = 2) -> str:
     """A teacher cell: mean ± std over teacher seeds ('(n = 1)' for one), and how many seeds collapsed."""
     text = fmt(c["mean"], c["std"], digits=digits, n=c["n"])

@@ -91,13 +91,14 @@ class EarlyStopped(Experiment):
     @classmethod
     def rows(cls, runs, layout: dict, metric: str) -> list[dict]:
         """One dict per (pair, teacher) in bar order: pair, teacher_objective, teacher_variant, stop_epoch (None:
-        not stopped), teacher_acc (% test, its model.pt; a fine-tuned teacher's best.pt with teacher_checkpoint:
-        best), teacher_cmi (nats, train set, T = 1), collapsed, and per
+        not stopped), the teacher columns of `aggregate.teacher_fields` over the teacher seeds (teacher_acc: % test of
+        model.pt, or of a fine-tuned teacher's best.pt with teacher_checkpoint: best; teacher_cmi: nats, train set,
+        T = 1; their _std, teacher_n, collapsed seeds), and per
         method `<method>` (the students' cell: mean, std, n, ...) and `<method>_delta` over the full (reference)
         teacher's students (points)."""
         import math
 
-        from mcmikd.aggregate import cell, pair_label
+        from mcmikd.aggregate import cell, pair_label, teacher_fields
 
         if not len(runs):
             runs = runs.reindex(columns=["role", "teacher_arch", "teacher_variant", "student", "method", "status",
@@ -114,11 +115,8 @@ class EarlyStopped(Experiment):
                 # students of a fine-tuned teacher used its best.pt with teacher_checkpoint: best: its accuracy then
                 fine_tuned_best = layout.get("teacher_checkpoint") == "best" and objective != layout["stopped"]
                 column = "best_acc" if fine_tuned_best else "model_acc"
-                acc = float(t[column].iloc[0]) if len(t) and column in t else math.nan
-                cmi = float(t["cmi_T1"].iloc[0]) if len(t) and "cmi_T1" in t else math.nan
                 row = {"pair": pair_label(t_arch, s_arch), "teacher_objective": objective, "teacher_variant": variant,
-                       "stop_epoch": stop, "teacher_acc": acc, "teacher_cmi": cmi,
-                       "collapsed": bool(len(t)) and t["status"].iloc[0] == "collapsed"}
+                       "stop_epoch": stop, **teacher_fields(t, column)}  # means over the teacher seeds
                 for method in layout["methods"]:
                     sel = students[(students["teacher_arch"] == t_arch) & (students["teacher_variant"] == variant)
                                    & (students["student"] == s_arch) & (students["method"] == method)]
@@ -147,17 +145,17 @@ class EarlyStopped(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import fmt, fmt_delta, method_label, show
+        from mcmikd.aggregate import fmt_delta, method_label, show, teacher_of
 
         rows = cls.rows(runs, layout, metric)
         display, numbers = [], []
         for r in rows:
             is_ref = r["stop_epoch"] is None and r["teacher_objective"] == layout["stopped"]
             shown = {"Pair": r["pair"], "Teacher": cls.teacher_name(r, layout),
-                     "Teacher acc.": fmt(r["teacher_acc"]) + (" (collapsed)" if r["collapsed"] else ""),
-                     "Teacher CMI": fmt(r["teacher_cmi"], digits=4)}
-            base = {k: r[k] for k in ("pair", "teacher_objective", "teacher_variant", "teacher_acc", "teacher_cmi",
-                                      "collapsed")}
+                     "Teacher acc.": _teacher_text(teacher_of(r, "acc")),
+                     "Teacher CMI": _teacher_text({**teacher_of(r, "cmi"), "collapsed": 0}, digits=4)}
+            base = {k: r[k] for k in ("pair", "teacher_objective", "teacher_variant", "teacher_acc", "teacher_acc_std",
+                                      "teacher_cmi", "teacher_cmi_std", "teacher_n", "collapsed")}
             base["stop_epoch"] = math.nan if r["stop_epoch"] is None else r["stop_epoch"]
             for method in layout["methods"]:
                 name = method_label(method)
@@ -175,6 +173,16 @@ class EarlyStopped(Experiment):
             frame.attrs["footnotes"].append("Fine-tuned teachers: accuracy of their best-on-test state (the one the "
                                             "students used); their CMI is measured on model.pt.")
         return pd.DataFrame(numbers), frame
+
+
+def _teacher_text(c: dict, digits: int = 2) -> str:
+    """A teacher cell (`aggregate.teacher_of`): mean ± std over the teacher seeds (`show_teacher`); one seed as
+    the bare value (and "(collapsed)")."""
+    from mcmikd.aggregate import fmt, show_teacher
+
+    if c["n"] > 1:
+        return show_teacher(c, digits)
+    return fmt(c["mean"], digits=digits) + (" (collapsed)" if c["collapsed"] else "")
 
 
 def _shade(hex_color: str, t: float) -> str:
@@ -211,9 +219,11 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
             for i, r in enumerate(mine):
                 base = plots.color(r["teacher_objective"], layout)
                 colors.append(_shade(base, 0.6 * (n_stop - i) / n_stop) if r["stop_epoch"] is not None else base)
-            series = [("acc", [r["teacher_acc"] for r in mine], [math.nan] * len(mine),
+            seed_std = {what: [r[f"teacher_{what}_std"] if r["teacher_n"] > 1 else math.nan for r in mine]
+                        for what in ("acc", "cmi")}  # spread over the teacher seeds
+            series = [("acc", [r["teacher_acc"] for r in mine], seed_std["acc"],
                        "teacher test accuracy (%)", "no teacher accuracy"),
-                      ("cmi", [r["teacher_cmi"] for r in mine], [math.nan] * len(mine),
+                      ("cmi", [r["teacher_cmi"] for r in mine], seed_std["cmi"],
                        "teacher CMI (training set, nats)", "no CMI measured")]
             series += [(m, [r[m]["mean"] for r in mine], [r[m]["std"] if r[m]["n"] > 1 else math.nan for r in mine],
                         f"{method_label(m)} student accuracy (%, {metric} epoch)", "no finished student")

@@ -128,7 +128,7 @@ class LambdaSweep(Experiment):
         (nats, train set, T = 1), each a mean over the teacher seeds with its `_std` and `teacher_n` (seeds),
         collapsed (how many teacher seeds collapsed), and the KD students' `cell` (mean, std, n, ...) plus delta
         over the reference teacher's students (points)."""
-        from mcmikd.aggregate import cell, not_working_verdict, pair_label, teacher_cell
+        from mcmikd.aggregate import cell, not_working_verdict, pair_label, teacher_fields
 
         if not len(runs):
             runs = runs.reindex(columns=["role", "teacher_arch", "teacher_variant", "student", "method", "status",
@@ -144,7 +144,6 @@ class LambdaSweep(Experiment):
             floor = cell(ce, metric) if len(ce) else None  # the sweep runs no CE student: normally not checked
             for objective, variant, lam in entries:
                 t = teachers[(teachers["teacher_arch"] == t_arch) & (teachers["teacher_variant"] == variant)]
-                acc, cmi = teacher_cell(t, "model_acc"), teacher_cell(t, "cmi_T1")  # over the teacher seeds
                 sel = students[(students["teacher_arch"] == t_arch) & (students["teacher_variant"] == variant)
                                & (students["student"] == s_arch) & (students["method"] == "kd")]
                 c = cell(sel, metric)
@@ -152,9 +151,8 @@ class LambdaSweep(Experiment):
                 extra = ({"not_working": not_working_verdict(ref, floor, layout["not_working_margin"])}
                          if "not_working_margin" in layout else {})
                 out.append({"pair": pair_label(t_arch, s_arch), "teacher_objective": objective,
-                            "teacher_variant": variant, "lambda": lam, "teacher_acc": acc["mean"],
-                            "teacher_acc_std": acc["std"], "teacher_cmi": cmi["mean"], "teacher_cmi_std": cmi["std"],
-                            "teacher_n": acc["n"], "teacher_seeds": acc["seeds"], "collapsed": acc["collapsed"],
+                            "teacher_variant": variant, "lambda": lam,
+                            **teacher_fields(t),  # means over the teacher seeds
                             **c, "delta": c["mean"] - ref["mean"], **extra})
         return out
 
@@ -164,7 +162,8 @@ class LambdaSweep(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import NOT_WORKING, bracketed, fmt_delta, not_working_footnote, show, show_teacher
+        from mcmikd.aggregate import (NOT_WORKING, bracketed, fmt_delta, not_working_footnote, show, show_teacher,
+                                      teacher_of)
 
         rows = cls.rows(runs, layout, metric)
         display = []
@@ -176,8 +175,8 @@ class LambdaSweep(Experiment):
                 "Teacher": layout["labels"][r["teacher_objective"]] + (" (reference)" if r["teacher_objective"]
                                                                        == reference else ""),
                 "λ": "–" if is_ref else f"{r['lambda']:g}",
-                "Teacher acc.": show_teacher(_teacher(r, "acc")),
-                "Teacher CMI": show_teacher({**_teacher(r, "cmi"), "collapsed": 0}, digits=4),
+                "Teacher acc.": show_teacher(teacher_of(r, "acc")),
+                "Teacher CMI": show_teacher({**teacher_of(r, "cmi"), "collapsed": 0}, digits=4),
                 "KD student": show(r) + (NOT_WORKING if r.get("not_working") else ""),
                 f"Δ over {layout['labels'][reference]}": ("" if r["teacher_objective"] == reference and is_ref
                                                           else (bracketed if r.get("not_working")
@@ -189,12 +188,6 @@ class LambdaSweep(Experiment):
         display = pd.DataFrame(display)
         display.attrs["footnotes"] = not_working_footnote(layout, rows, "the student trained without a teacher")
         return numbers, display
-
-
-def _teacher(row: dict, what: str) -> dict:
-    """A `rows` entry's teacher accuracy or CMI as an `aggregate.teacher_cell` (for `show_teacher`)."""
-    return {"mean": row[f"teacher_{what}"], "std": row[f"teacher_{what}_std"], "n": row["teacher_n"],
-            "collapsed": row["collapsed"], "seeds": row["teacher_seeds"]}
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
