@@ -19,6 +19,7 @@ from mcmikd.datasets.digits import load_digits
 from mcmikd.distill import get_method
 from mcmikd.distill.base import DistillContext
 from mcmikd.engine import Runtime, TrainStream, _epoch_pass, make_generator, make_optimizer, Recipe
+from mcmikd.step import StepRunner
 from mcmikd.models import create_model, feature_shapes
 
 
@@ -53,13 +54,13 @@ def main() -> None:
             params = init.parameters
             d.train()
             t0 = time.perf_counter()
-            _epoch_pass(d, stream, make_optimizer(params, recipe), params, gen, args.batch, 1, runtime,
-                        loss_fn=init.loss)
+            runner = StepRunner(d, make_optimizer(params, recipe), runtime, loss_fn=init.loss)
+            _epoch_pass(runner, stream, gen, args.batch, 1)
             print(f"| {method} | init | {time.perf_counter() - t0:.2f} |")
         params = d.learnable_parameters()
         d.train()
         t0 = time.perf_counter()
-        _epoch_pass(d, stream, make_optimizer(params, recipe), params, gen, args.batch, 1, runtime)
+        _epoch_pass(StepRunner(d, make_optimizer(params, recipe), runtime), stream, gen, args.batch, 1)
         print(f"| {method} | main | {time.perf_counter() - t0:.2f} |")
 
 
