@@ -180,6 +180,25 @@ def test_preflight_builds_every_method_on_the_meta_device(load):
                                       "MobileNetV2: ") and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("crd_hp, expected", [
+    ({"bnak": "full"}, "config key 'experiments.fewshot.method_hp.crd': unknown key(s) ['bnak'] for method 'crd'"),
+    ({"bank": "ful"}, "config key 'experiments.fewshot.pair': method 'crd' cannot distil resnet20 → resnet8: "
+                      "methods.crd.bank: 'ful' is not one of visible, full (with the overrides of "
+                      "'experiments.fewshot.method_hp.crd')"),
+])
+def test_preflight_checks_an_experiments_own_method_hyper_parameters(load, crd_hp, expected):
+    def fewshot_crd(cfg):
+        cfg["experiments"]["fewshot"]["methods"] = ["kd", "crd"]
+        cfg["experiments"]["fewshot"]["method_hp"] = {"crd": crd_hp}
+
+    with pytest.raises(ConfigError) as info:
+        check_methods(load(fewshot_crd), NUM_CLASSES, CHANNELS, SIZE)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+    # the official few-shot value passes, and is checked as its own combination beside the main experiment's CRD
+    assert check_methods(load(lambda c: (fewshot_crd(c), c["experiments"]["fewshot"]["method_hp"].update(
+        crd={"bank": "full"}))), NUM_CLASSES, CHANNELS, SIZE) >= 2
+
+
 # ----------------------------------------------------------------------------------------------- training
 @pytest.mark.parametrize("method", FEATURE_METHODS)
 def test_gradients_reach_student_and_heads_never_the_teacher(method):

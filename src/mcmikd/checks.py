@@ -55,12 +55,16 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
     from mcmikd.distill.base import DistillContext
     from mcmikd.models import create_model, feature_shapes
 
-    combos: dict[tuple[str, str, str], str] = {}  # (teacher, student, method) -> the first config key asking for it
+    # (teacher, student, method, an experiment's hp overrides) -> (the first config key asking for it, the key that
+    # holds the hyper-parameters: methods.<m>, or experiments.<e>.method_hp.<m> where the experiment overrides them)
+    combos: dict[tuple[str, str, str, str], tuple[str, str, dict]] = {}
     for name, runs in grid.runs.items():
         exp = grid.experiments[name]
         for r in runs:
-            combos.setdefault((r.t_arch, r.student, r.method),
-                              _pair_key(exp, f"experiments.{name}", r.t_arch, r.student))
+            overrides = exp.method_overrides(r.method)
+            source = f"experiments.{name}.method_hp.{r.method}" if overrides else f"methods.{r.method}"
+            combos.setdefault((r.t_arch, r.student, r.method, repr(sorted(overrides.items()))),
+                              (_pair_key(exp, f"experiments.{name}", r.t_arch, r.student), source, overrides))
     shapes: dict[str, dict] = {}
     models: dict[tuple[str, str], torch.nn.Module] = {}
 
@@ -75,13 +79,14 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
                 models[(arch, role)] = create_model(arch, num_classes, in_channels)
         return models[(arch, role)]
 
-    for (t_arch, s_arch, method), key in sorted(combos.items()):
+    for (t_arch, s_arch, method, _), (key, source, overrides) in sorted(combos.items()):
         cls = get_method(method)
-        hp = grid.method_hp(method)
-        unknown = sorted(set(hp) - set(cls.defaults))
-        if unknown:
-            raise ConfigError(f"config key 'methods.{method}': unknown key(s) {unknown} for method '{method}'; "
-                              f"known: {sorted(cls.defaults)}")
+        hp = {**grid.method_hp(method), **overrides}
+        for where, keys in ((f"methods.{method}", grid.method_hp(method)), (source, overrides)):
+            unknown = sorted(set(keys) - set(cls.defaults))
+            if unknown:
+                raise ConfigError(f"config key '{where}': unknown key(s) {unknown} for method '{method}'; "
+                                  f"known: {sorted(cls.defaults)}")
         t_shapes = shape_of(t_arch) if cls.uses_teacher and t_arch != NO_TEACHER else {}
         s_shapes = shape_of(s_arch)
         try:
@@ -89,6 +94,8 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
             with torch.device("meta"):
                 ctx = DistillContext(num_classes=num_classes, num_train=max(2, num_classes * 2),
                                      train_labels=torch.arange(num_classes * 2) % num_classes,
+                                     full_train_labels=torch.arange(num_classes * 2) % num_classes,
+                                     full_train_slots=torch.arange(num_classes * 2),
                                      in_channels=in_channels, image_size=image_size,
                                      epochs=grid.config["students"]["training"]["epochs"],
                                      student_shapes=s_shapes, teacher_shapes=t_shapes, student_arch=s_arch,
@@ -96,6 +103,7 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
                 cls(model(s_arch, "student"), model(t_arch, "teacher") if t_shapes else None, hp, ctx)
         except ConfigError as err:
             exclude = key.rsplit(".", 1)[0] + ".exclude"
+            err = f"{err} (with the overrides of '{source}')" if overrides else err
             raise ConfigError(f"config key '{key}': method '{method}' cannot distil {t_arch} → {s_arch}: {err}; "
                               f"or add {{method: {method}, teacher: {t_arch}, student: {s_arch}}} to {exclude}") from None
     return len(combos)
