@@ -4,6 +4,7 @@ out by hand."""
 import math
 
 import pandas as pd
+import pytest
 
 from mcmikd.aggregate import cell, fmt, gain_summary, show, to_latex
 
@@ -191,3 +192,28 @@ def test_a_collapsed_teacher_seed_is_counted_in_its_cell():
     rows.loc[1, "status"] = "collapsed"
     assert show_teacher(teacher_cell(rows, "model_acc")) == "64.00 ± 46.78 (collapsed: 1 of 3 seeds)"
     assert show_teacher(teacher_cell(rows.iloc[[1]], "model_acc")) == "10.00 (n = 1) (collapsed)"
+
+
+# ----------------------------------------------------------------------- seed-paired gains
+def test_paired_gains_difference_each_seed_against_the_same_seed_of_the_reference_and_the_control():
+    from mcmikd.aggregate import paired_display, paired_gains
+
+    acc = {("mll", 0): 90.0, ("mll", 1): 80.0, ("mll", 2): 70.0,     # large seed spread, shared by every teacher
+           ("mcmi", 0): 91.0, ("mcmi", 1): 81.5, ("mcmi", 2): 71.0,  # +1, +1.5, +1 over MLL, seed by seed
+           ("ce_finetune", 0): 90.0, ("ce_finetune", 1): 80.0}       # seed 2 did not finish
+    rows = [{"role": "student", "teacher_arch": "resnet56", "student": "resnet20", "setting": "full",
+             "method": "kd", "teacher_objective": o, "seed": s, "status": "ok", "best_acc": a}
+            for (o, s), a in acc.items()]
+    rows.append({**rows[-1], "seed": 2, "status": "diverged", "best_acc": float("nan")})
+    rows += [{"role": "student", "teacher_arch": "none", "student": "resnet20", "setting": "full", "method": "ce",
+              "teacher_objective": "none", "seed": s, "status": "ok", "best_acc": 99.0} for s in (0, 1, 2)]
+    gains = paired_gains(pd.DataFrame(rows), ["mll", "mcmi", "ce_finetune"], {"mcmi": "ce_finetune"}, "best",
+                         margin=5).set_index("comparison")
+    vs_mll = gains.loc["mcmi − mll"]
+    assert vs_mll["n"] == 3 and vs_mll["mean"] == pytest.approx(7 / 6) and vs_mll["std"] == pytest.approx(0.288675, 1e-5)
+    assert vs_mll["resolved"] == "+"  # the unpaired spread (10 points) would hide it; the paired one does not
+    assert gains.loc["mcmi − ce_finetune"]["n"] == 2 and gains.loc["mcmi − ce_finetune"]["mean"] == pytest.approx(1.25)
+    assert gains.loc["ce_finetune − mll"]["mean"] == 0.0 and gains.loc["ce_finetune − mll"]["resolved"] == ""
+    assert (gains["not_working"] == True).all()  # noqa: E712  MLL students (80 % mean) > 5 points below no-KD 99 %
+    shown = paired_display(gains.reset_index())
+    assert shown.iloc[0]["mcmi − mll"] == "[+1.17 ± 0.29 (3) *]"

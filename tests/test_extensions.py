@@ -1,7 +1,10 @@
 """The README's worked examples of a new teacher objective and a new experiment kind, taken from the README itself,
 added to a private copy of the workflow (one file and one registry line each) and run on the tiny config."""
 
+import json
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -62,6 +65,18 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
         # the built-in λ sweep kind (issue 9) rides along: one more MCMI teacher, fine-tuned from the same MLL one
         exps["lambda_sweep"] = {"pairs": [{"teacher": "resnet8", "student": "resnet8"}], "lambdas": [0.25, 0.5],
                                 "objectives": ["mll", "mcmi"]}
+        # and the other built-in kinds of issue 9: Fig. 2 (an MLL teacher stopped after epoch 1 of 2) and the
+        # method-weight choice, on a held-out 20 % of the training split (the test set is not loaded)
+        exps["early_stopped"] = {"pairs": [{"teacher": "resnet8", "student": "resnet8"}], "epochs": [1]}
+        exps["method_weights"] = {"pairs": [{"teacher": "resnet8", "student": "resnet8"}], "methods": ["at"],
+                                  "multiples": [0.1, 1]}
+        c["dataset"]["validation"] = {"fraction": 0.2, "seed": 0}
+        c["tables"]["not_working_margin"] = 5
+        c["teachers"]["hp"]["mcmi"]["centroids"] = "per_epoch"  # a centroid variant through the whole workflow
+        c["reference"] = {"experiments": {"main": [{"pair": "resnet8 → resnet8", "row": "kd",
+                                                    "teacher_objective": "mll", "value": 12.5,
+                                                    "source": "a made-up paper number"}]},
+                          "differences": ["validation accuracy, not test accuracy"]}
 
     write_config(ws, mutate)
     snakemake(ws)
@@ -69,6 +84,12 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
     assert (res / "teachers" / "resnet8" / "label_smoothing-0.2" / "seed0" / "metrics.json").exists()
     main = (res / "tables" / "main.md").read_text()
     assert "| Teacher acc. (LS) |" in main and "| KD + LS teacher |" in main
+    # the paper's number beside ours, and the run setting that differs from the paper's
+    kd = pd.read_csv(res / "tables" / "main.csv").query("row == 'kd' and teacher_objective == 'mll'").iloc[0]
+    assert kd["paper"] == 12.5 and kd["ours_minus_paper"] == pytest.approx(kd["mean"] - 12.5)
+    assert "a made-up paper number" in main and "* Differs from the paper: validation accuracy" in main
+    mcmi = json.loads((res / "teachers" / "resnet8" / "mcmi-0.25" / "seed0" / "metrics.json").read_text())
+    assert mcmi["provenance"]["config"]["hp"]["centroids"] == "per_epoch"
     kd_weight = pd.read_csv(res / "tables" / "kd_weight.csv")
     assert set(kd_weight["teacher_objective"]) == {"mll", "label_smoothing"} and set(kd_weight["alpha"]) == {0.5}
     assert (kd_weight["n"] == 1).all()
@@ -81,3 +102,19 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
     assert (res / "figures" / "lambda_sweep.png").stat().st_size > 1000
     student = next((res / "students" / "resnet8" / "label_smoothing-0.2").rglob("alpha0.5/seed0.json"))
     assert '"alpha": 0.5' in student.read_text() and '"gamma": 0.5' in student.read_text()
+    # Fig. 2: the stopped teacher is trained for one epoch, measured, distilled from, and beside the full ones
+    stopped = json.loads((res / "teachers" / "resnet8" / "mll-e1" / "seed0" / "metrics.json").read_text())
+    assert len(stopped["history"]) == 1
+    early = pd.read_csv(res / "tables" / "early_stopped.csv")
+    assert early["teacher_variant"].tolist() == ["mll-e1", "mll", "mcmi-0.25", "label_smoothing-0.2"]
+    assert early["teacher_acc"].notna().all() and early["teacher_cmi"].notna().all()
+    assert early["student_mean"].notna().all()
+    assert (res / "figures" / "early_stopped.png").stat().st_size > 1000
+    # method weights: AT at × 0.1 and × 1, the choice written from the validation accuracies
+    weights = pd.read_csv(res / "tables" / "method_weights.csv")
+    assert {"at"} <= set(weights["method"]) and (weights["evaluated_on"] == "validation").all()
+    out = subprocess.run([sys.executable, str(ws.repo / "workflow" / "scripts" / "choose_method_weights.py"),
+                          str(res / "tables" / "method_weights.csv"), "--out", str(ws.work / "w.yaml"),
+                          "--doc", str(ws.work / "w.md")], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("at: beta x") and "validation" in (ws.work / "w.md").read_text()
+    assert "TEST" not in (ws.work / "w.md").read_text()

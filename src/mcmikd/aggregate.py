@@ -455,9 +455,90 @@ def gain_summary(main_numbers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_gains(runs: pd.DataFrame, objectives: list[str], controls: dict[str, str], metric: str = "best",
+                 margin: float | None = None) -> pd.DataFrame:
+    """Seed-paired gains of every student cell of a runs table (`results/<name>/runs/<experiment>.csv`): per
+    (teacher → student pair, setting, method) and per compared teacher objective, the gain of each student seed s
+    over the student of the same seed distilled from the reference objective (`objectives[0]`) and from the
+    objective's control (`controls`, e.g. MCMI → its λ = 0 fine-tuning) — student seed s learns from teacher seed
+    s of every objective with the same student initialisation, so the per-seed difference removes the shared part
+    of the seed variation. Columns: pair, setting, method, comparison ("mcmi − mll"), n (paired seeds), mean, std
+    (of the per-seed gains, points of `metric`_acc %), se (std/√n), resolved ("+" / "−" when |mean| > 2·se, else
+    ""), not_working (with `margin`: the reference students' mean more than `margin` points below the no-teacher
+    `ce` students' of the same student and setting, `not_working_verdict`; None when unchecked). Seeds of a student
+    that did not finish (status not ok) are left out of that comparison."""
+    col = f"{metric}_acc"
+    done = runs[runs["status"] == "ok"]
+    students = done[(done["role"] == "student") & (done["method"] != "ce")]
+    ce = done[(done["role"] == "student") & (done["method"] == "ce")]
+    rows = []
+    for (t_arch, student, setting, method), frame in students.groupby(
+            ["teacher_arch", "student", "setting", "method"], sort=False):
+        acc = frame.groupby(["teacher_objective", "seed"])[col].mean()
+        present = set(acc.index.get_level_values(0))
+        floor = ce[(ce["student"] == student) & (ce["setting"] == setting)]
+        broken = not_working_verdict(cell(frame[frame["teacher_objective"] == objectives[0]], metric),
+                                     cell(floor, metric) if len(floor) else None, margin)
+        for objective in objectives[1:]:
+            if objective not in present:
+                continue
+            for base in dict.fromkeys([objectives[0], controls.get(objective)]):
+                if base is None or base == objective or base not in present:
+                    continue
+                diff = (acc[objective] - acc[base]).dropna()
+                n = len(diff)
+                mean = float(diff.mean()) if n else math.nan
+                std = float(diff.std(ddof=1)) if n > 1 else math.nan
+                se = std / math.sqrt(n) if n > 1 else math.nan
+                resolved = "" if not n > 1 or abs(mean) <= 2 * se else ("+" if mean > 0 else "−")
+                rows.append({"pair": pair_label(t_arch, student), "setting": setting, "method": method,
+                             "comparison": f"{objective} − {base}", "n": n, "mean": mean, "std": std, "se": se,
+                             "resolved": resolved, "not_working": broken})
+    return pd.DataFrame(rows)
+
+
+def paired_display(gains: pd.DataFrame) -> pd.DataFrame:
+    """`paired_gains` as a Markdown-ready frame: one row per pair, setting and method, one column per comparison
+    ("mean ± std (n)", a trailing "*" where |mean| > 2 s.e., the cell in [brackets] where the method is not
+    working at that setting)."""
+    out = {}
+    for _, g in gains.iterrows():
+        key = (g["pair"], g["setting"], method_label(g["method"]))
+        text = f"{fmt_delta(g['mean'])} ± {g['std']:.2f} ({g['n']})" if g["n"] > 1 else f"{fmt_delta(g['mean'])} (1)"
+        text += " *" if g["resolved"] else ""
+        out.setdefault(key, {})[g["comparison"]] = f"[{text}]" if g["not_working"] is True else text
+    frame = pd.DataFrame([{"Pair": k[0], "Setting": k[1], "Framework": k[2], **v} for k, v in out.items()])
+    return frame.fillna("–")
+
+
+def _paired_main(argv: list[str]) -> int:
+    import argparse
+
+    from mcmikd.teachers import get_objective
+
+    ap = argparse.ArgumentParser(prog="python -m mcmikd.aggregate paired", description=paired_gains.__doc__.split(
+        "\n")[0])
+    ap.add_argument("runs", nargs="+", help="results/<name>/runs/<experiment>.csv (main, fewshot)")
+    ap.add_argument("--objectives", nargs="+", default=["mll", "mcmi", "ce_finetune"],
+                    help="compared teacher objectives, the reference first (teachers.objectives)")
+    ap.add_argument("--metric", default="best", choices=["best", "last"])
+    ap.add_argument("--margin", type=float, default=None, help="tables.not_working_margin (points)")
+    args = ap.parse_args(argv)
+    controls = {o: get_objective(o).control for o in args.objectives if getattr(get_objective(o), "control", None)}
+    gains = paired_gains(pd.concat([pd.read_csv(f) for f in args.runs], ignore_index=True), args.objectives,
+                         controls, args.metric, args.margin)
+    print(to_markdown(paired_display(gains)))
+    print("mean ± std (n) over seeds of the per-seed gain (student seed s ↔ teacher seed s), points of "
+          f"{args.metric}-epoch top-1 %; * |mean| > 2 s.e.; [ ]: method not working at this setting.")
+    return 0
+
+
 if __name__ == "__main__":
     import sys
 
+    if len(sys.argv) >= 2 and sys.argv[1] == "paired":
+        sys.exit(_paired_main(sys.argv[2:]))
     if len(sys.argv) != 3 or sys.argv[1] != "gains":
-        sys.exit("usage: python -m mcmikd.aggregate gains results/<name>/tables/main.csv")
+        sys.exit("usage: python -m mcmikd.aggregate gains results/<name>/tables/main.csv\n"
+                 "       python -m mcmikd.aggregate paired results/<name>/runs/main.csv [...] [--margin 5]")
     print(to_markdown(gain_summary(pd.read_csv(sys.argv[2]))))
