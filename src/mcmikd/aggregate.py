@@ -463,10 +463,13 @@ def paired_gains(runs: pd.DataFrame, objectives: list[str], controls: dict[str, 
     objective's control (`controls`, e.g. MCMI → its λ = 0 fine-tuning) — student seed s learns from teacher seed
     s of every objective with the same student initialisation, so the per-seed difference removes the shared part
     of the seed variation. Columns: pair, setting, method, comparison ("mcmi − mll"), n (paired seeds), mean, std
-    (of the per-seed gains, points of `metric`_acc %), se (std/√n), resolved ("+" / "−" when |mean| > 2·se, else
+    (of the per-seed gains, points of `metric`_acc %), se (std/√n), ci95 (half-width of the 95 % Student-t
+    interval, t_{0.975, n−1}·se: a paired t-test), resolved ("+" / "−" when the interval excludes 0, else
     ""), not_working (with `margin`: the reference students' mean more than `margin` points below the no-teacher
     `ce` students' of the same student and setting, `not_working_verdict`; None when unchecked). Seeds of a student
     that did not finish (status not ok) are left out of that comparison."""
+    from scipy.stats import t as student_t
+
     col = f"{metric}_acc"
     done = runs[runs["status"] == "ok"]
     students = done[(done["role"] == "student") & (done["method"] != "ce")]
@@ -490,16 +493,17 @@ def paired_gains(runs: pd.DataFrame, objectives: list[str], controls: dict[str, 
                 mean = float(diff.mean()) if n else math.nan
                 std = float(diff.std(ddof=1)) if n > 1 else math.nan
                 se = std / math.sqrt(n) if n > 1 else math.nan
-                resolved = "" if not n > 1 or abs(mean) <= 2 * se else ("+" if mean > 0 else "−")
+                ci95 = float(student_t.ppf(0.975, n - 1)) * se if n > 1 else math.nan
+                resolved = "" if not n > 1 or abs(mean) <= ci95 else ("+" if mean > 0 else "−")
                 rows.append({"pair": pair_label(t_arch, student), "setting": setting, "method": method,
                              "comparison": f"{objective} − {base}", "n": n, "mean": mean, "std": std, "se": se,
-                             "resolved": resolved, "not_working": broken})
+                             "ci95": ci95, "resolved": resolved, "not_working": broken})
     return pd.DataFrame(rows)
 
 
 def paired_display(gains: pd.DataFrame) -> pd.DataFrame:
     """`paired_gains` as a Markdown-ready frame: one row per pair, setting and method, one column per comparison
-    ("mean ± std (n)", a trailing "*" where |mean| > 2 s.e., the cell in [brackets] where the method is not
+    ("mean ± std (n)", a trailing "*" where the paired 95 % interval excludes 0, the cell in [brackets] where the method is not
     working at that setting)."""
     out = {}
     for _, g in gains.iterrows():
@@ -529,7 +533,7 @@ def _paired_main(argv: list[str]) -> int:
                          controls, args.metric, args.margin)
     print(to_markdown(paired_display(gains)))
     print("mean ± std (n) over seeds of the per-seed gain (student seed s ↔ teacher seed s), points of "
-          f"{args.metric}-epoch top-1 %; * |mean| > 2 s.e.; [ ]: method not working at this setting.")
+          f"{args.metric}-epoch top-1 %; * the 95 % paired t-interval excludes 0; [ ]: method not working at this setting.")
     return 0
 
 
