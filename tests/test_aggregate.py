@@ -38,7 +38,8 @@ def test_a_single_seed_cell_says_n_1_instead_of_a_zero_spread():
     assert show(cell(_runs(89.56, 89.56), "best")) == "89.56 ± 0.00"  # two seeds that agree: a real zero spread
     assert show(cell(_runs(89.0, 90.0), "best")) == "89.50 ± 0.71"
     # a diverged second seed leaves one finished run: that cell too is n = 1
-    assert show(cell(pd.concat([_runs(91.25), _runs(None, status="diverged")]), "best")) == "91.25 (n = 1)"
+    assert show(cell(pd.concat([_runs(91.25), _runs(None, status="diverged")]), "best")) == (
+        "91.25 (n = 1) [1 of 2 seeds: diverged]")
     assert show(cell(_runs(None, status="diverged"), "best")) == "diverged"
     assert fmt(1.5, 0.0, n=1) == "1.50 (n = 1)" and fmt(1.5, 0.25, n=2) == "1.50 ± 0.25" and fmt(1.5) == "1.50"
     assert fmt(math.nan, math.nan, n=0) == "–"

@@ -185,9 +185,15 @@ def _with_failures(result: dict, frame: pd.DataFrame) -> dict:
 
 
 def show(c: dict) -> str:
+    """A cell's text: mean ± std over its finished seeds, with how many seeds did not finish (diverged, or skipped
+    for a collapsed teacher), so that a mean over fewer seeds is never read as one over all of them."""
+    failed = "diverged" if c.get("failure") == "diverged" else "collapsed teacher"
     if c["n"] == 0 and c["skipped"]:
-        return "diverged" if c.get("failure") == "diverged" else "collapsed teacher"
-    return fmt(c["mean"], c["std"], n=c["n"])
+        return failed
+    text = fmt(c["mean"], c["std"], n=c["n"])
+    if c.get("skipped"):
+        text += f" [{c['skipped']} of {c['n'] + c['skipped']} seeds: {failed}]"
+    return text
 
 
 def pair_label(teacher: str, student: str) -> str:

@@ -241,7 +241,8 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
                     low, high = float(finite.min()), float(finite.max())
                     pad = max(0.15 * (high - low), 0.02 * abs(high) or 0.01)
                     top = high + float(errs.max())
-                    ax.set_ylim(max(0.0, low - 4 * pad) if what != "cmi" else 0.0, top + 2 * pad)
+                    upper = top + 2 * pad if what == "cmi" else min(top + 2 * pad, 104.0)  # accuracy: ≤ 100 %
+                    ax.set_ylim(max(0.0, low - 4 * pad) if what != "cmi" else 0.0, upper)
                     for xi, y, err in zip(x, ys, errs):
                         if not np.isnan(y):
                             ax.annotate(f"{y:.3f}" if what == "cmi" else f"{y:.1f}", (xi, y + err), ha="center",
