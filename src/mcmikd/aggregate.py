@@ -529,17 +529,22 @@ def _paired_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m mcmikd.aggregate paired", description=paired_gains.__doc__.split(
         "\n")[0])
     ap.add_argument("runs", nargs="+", help="results/<name>/runs/<experiment>.csv (main, fewshot)")
-    ap.add_argument("--objectives", nargs="+", default=["mll", "mcmi", "ce_finetune"],
-                    help="compared teacher objectives, the reference first (teachers.objectives)")
-    ap.add_argument("--metric", default="best", choices=["best", "last"])
-    ap.add_argument("--margin", type=float, default=None, help="tables.not_working_margin (points)")
+    ap.add_argument("--config", required=True,
+                    help="the run's config: its teachers.objectives (the reference first), tables.metric and "
+                         "tables.not_working_margin")
     args = ap.parse_args(argv)
-    controls = {o: get_objective(o).control for o in args.objectives if getattr(get_objective(o), "control", None)}
-    gains = paired_gains(pd.concat([pd.read_csv(f) for f in args.runs], ignore_index=True), args.objectives,
-                         controls, args.metric, args.margin)
+    import yaml
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    objectives = list(config["teachers"]["objectives"])
+    tables = config.get("tables") or {}
+    metric, margin = tables.get("metric", "best"), tables.get("not_working_margin")
+    controls = {o: get_objective(o).control for o in objectives if getattr(get_objective(o), "control", None)}
+    gains = paired_gains(pd.concat([pd.read_csv(f) for f in args.runs], ignore_index=True), objectives,
+                         controls, metric, margin)
     print(to_markdown(paired_display(gains)))
     print("mean ± std (n) over seeds of the per-seed gain (student seed s ↔ teacher seed s), points of "
-          f"{args.metric}-epoch top-1 %; * the 95 % paired t-interval excludes 0; [ ]: method not working at this setting.")
+          f"{metric}-epoch top-1 %; * the 95 % paired t-interval excludes 0; [ ]: method not working at this setting.")
     return 0
 
 
@@ -550,5 +555,5 @@ if __name__ == "__main__":
         sys.exit(_paired_main(sys.argv[2:]))
     if len(sys.argv) != 3 or sys.argv[1] != "gains":
         sys.exit("usage: python -m mcmikd.aggregate gains results/<name>/tables/main.csv\n"
-                 "       python -m mcmikd.aggregate paired results/<name>/runs/main.csv [...] [--margin 5]")
+                 "       python -m mcmikd.aggregate paired results/<name>/runs/main.csv [...] --config <config>")
     print(to_markdown(gain_summary(pd.read_csv(sys.argv[2]))))
