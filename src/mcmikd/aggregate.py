@@ -535,11 +535,14 @@ def _paired_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     import yaml
 
-    config = yaml.safe_load(Path(args.config).read_text())
+    from mcmikd.config import load_grid
+
+    # the config validated with the workflow's schema, so its defaults (tables.metric, …) are the run's
+    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    config = load_grid(yaml.safe_load(Path(args.config).read_text()), schema).config
     objectives = list(config["teachers"]["objectives"])
-    tables = config.get("tables") or {}
-    metric, margin = tables.get("metric", "best"), tables.get("not_working_margin")
-    controls = {o: get_objective(o).control for o in objectives if getattr(get_objective(o), "control", None)}
+    metric, margin = config["tables"]["metric"], config["tables"].get("not_working_margin")
+    controls = {o: get_objective(o).control for o in objectives if get_objective(o).control}
     gains = paired_gains(pd.concat([pd.read_csv(f) for f in args.runs], ignore_index=True), objectives,
                          controls, metric, margin)
     print(to_markdown(paired_display(gains)))

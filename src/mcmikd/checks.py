@@ -81,8 +81,9 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
 
     for (t_arch, s_arch, method, _), (key, source, overrides) in sorted(combos.items()):
         cls = get_method(method)
-        hp = {**grid.method_hp(method), **overrides}
-        for where, keys in ((f"methods.{method}", grid.method_hp(method)), (source, overrides)):
+        configured = grid.method_hp(method)
+        hp = {**configured, **overrides}
+        for where, keys in ((f"methods.{method}", configured), (source, overrides)):
             unknown = sorted(set(keys) - set(cls.defaults))
             if unknown:
                 raise ConfigError(f"config key '{where}': unknown key(s) {unknown} for method '{method}'; "
