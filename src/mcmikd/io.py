@@ -202,8 +202,10 @@ def git_commit(cwd: str | os.PathLike | None = None) -> dict:
 
 
 def provenance(job_config: dict, seed: int | None, device: str, wall_time_s: float | None = None) -> dict:
-    """Everything needed to tell how a result was made: the job's own config, seed, versions, host, and the
-    code that ran: the file the `mcmikd` package was imported from and the commit of that checkout."""
+    """Everything needed to tell how a result was made: the job's own config, seed, versions, host, the machine
+    fingerprint (`mcmikd.machine.fingerprint`: CPU model, ATen kernel set, kernel-forcing environment; what decides
+    the float bits on the CPU), and the code that ran: the file the `mcmikd` package was imported from and the
+    commit of that checkout."""
     import numpy
     import torch
 
@@ -217,7 +219,9 @@ def provenance(job_config: dict, seed: int | None, device: str, wall_time_s: flo
         versions["snakemake"] = version("snakemake")
     except Exception:  # pragma: no cover - snakemake is a dependency, but provenance must never fail a job
         versions["snakemake"] = None
-    dev = {"device": device, "threads": torch.get_num_threads()}
+    from mcmikd.machine import fingerprint
+
+    dev = {"device": device, "threads": torch.get_num_threads(), "machine": fingerprint()}
     if device.startswith("cuda"):
         dev["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return {
