@@ -23,7 +23,8 @@ rule collect_runs:
 
 
 rule make_table:
-    """The paper's table for one experiment, as CSV, Markdown and LaTeX (booktabs)."""
+    """The paper's table for one experiment, as CSV, Markdown and LaTeX (booktabs), and its seed-paired gains with
+    pooled estimates and minimal detectable effects (CSV; in the Markdown too)."""
     input:
         runs="<results>/runs/{experiment}.csv",
         code=job_code("make_table", lambda wc: [EXPERIMENTS[wc.experiment]]),
@@ -36,6 +37,12 @@ rule make_table:
         ),
         md="<results>/tables/{experiment}.md",
         tex="<results>/tables/{experiment}.tex",
+        gains=report(
+            "<results>/tables/{experiment}_gains.csv",
+            caption="../workflow/report/gains.rst",
+            category="Tables",
+            labels={"table": "{experiment}: seed-paired gains"},
+        ),
     params:
         metric=config["tables"]["metric"],
         layout=lambda wc: table_layout(wc.experiment),

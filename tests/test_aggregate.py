@@ -1,32 +1,12 @@
-"""Cell formatting (one seed shows n = 1, not ± 0.00) and the MCMI-gain summary of a main table, on numbers worked
-out by hand."""
+"""Cell formatting (one seed shows n = 1, not ± 0.00) and the seed-paired gains of a table, on numbers worked out by
+hand."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from mcmikd.aggregate import cell, fmt, gain_summary, show, to_latex
-
-
-def _row(pair, method, kind, mean, std, n=3):
-    return {"pair": pair, "row": method, "teacher_objective": kind, "mean": mean, "std": std, "n": n}
-
-
-def test_gain_summary_counts_gains_and_resolved_differences():
-    rows = [_row("a", "teacher", "mll", 90.0, math.nan, 1), _row("a", "ce", "none", 80.0, 1.0)]
-    # KD: pair a gains 3.0 with s.e. sqrt(2 * 0.3**2 / 3) ≈ 0.245 (resolved); pair b loses 0.1 (not resolved)
-    rows += [_row("a", "kd", "mll", 85.0, 0.3), _row("a", "kd", "mcmi", 88.0, 0.3),
-             _row("b", "kd", "mll", 70.0, 3.0), _row("b", "kd", "mcmi", 69.9, 3.0)]
-    # CRD: one pair, a loss of 2.0 with s.e. sqrt(2 * 0.6**2 / 3) ≈ 0.49 (resolved); the second pair not measured
-    rows += [_row("a", "crd", "mll", 90.0, 0.6), _row("a", "crd", "mcmi", 88.0, 0.6),
-             _row("b", "crd", "mll", math.nan, math.nan, 0), _row("b", "crd", "mcmi", math.nan, math.nan, 0)]
-    summary = gain_summary(pd.DataFrame(rows)).set_index("Framework")
-    assert list(summary.index) == ["KD", "CRD"]
-    assert summary.loc["KD"].to_dict() == {"Teacher": "mcmi − mll", "pairs": 2, "mean Δ": "+1.45", "Δ > 0": 1, "Δ > +2 s.e.": 1,
-                                           "Δ < −2 s.e.": 0}
-    assert summary.loc["CRD"].to_dict() == {"Teacher": "mcmi − mll", "pairs": 1, "mean Δ": "-2.00", "Δ > 0": 0, "Δ > +2 s.e.": 0,
-                                            "Δ < −2 s.e.": 1}
+from mcmikd.aggregate import cell, fmt, show, to_latex
 
 
 def _runs(*accs, status="ok"):
@@ -55,7 +35,8 @@ def test_the_papers_numbers_are_set_beside_ours_by_matching_table_rows(tmp_path)
              "omitted": "", "setting": "", "reason": None},
             *[{"experiment": "main", "role": "student", "teacher_arch": "resnet56", "teacher_objective": "mll",
                "teacher_variant": "mll", "student": "resnet20", "method": "kd", "seed": s, "status": "ok",
-               "best_acc": acc, "omitted": "", "setting": "full", "reason": None} for s, acc in ((0, 70.0), (1, 71.0))]]
+               "best_acc": acc, "last_acc": acc - 0.5, "omitted": "", "setting": "full", "reason": None}
+              for s, acc in ((0, 70.0), (1, 71.0))]]
     pd.DataFrame(rows).to_csv(runs, index=False)
     reference = {"entries": [{"pair": "resnet56 → resnet20", "row": "kd", "teacher_objective": "mll",
                               "value": 70.66, "source": "RepDistiller"},
@@ -64,11 +45,14 @@ def test_the_papers_numbers_are_set_beside_ours_by_matching_table_rows(tmp_path)
     layout = {"pairs": [["resnet56", "resnet20"]], "methods": ["ce", "kd"], "objectives": ["mll"],
               "labels": {"mll": "MLL"}, "colors": {"mll": "#000"}, "reference": reference}
     out = {k: str(tmp_path / f"main.{k}") for k in ("csv", "md", "tex")}
-    write_table(str(runs), "main", layout, "best", out["csv"], out["md"], out["tex"])
+    write_table(str(runs), "main", layout, "last", out["csv"], out["md"], out["tex"])
     numbers = pd.read_csv(out["csv"])
     kd = numbers[(numbers["row"] == "kd")].iloc[0]
-    assert kd["mean"] == 70.5 and kd["paper"] == 70.66 and math.isclose(kd["ours_minus_paper"], -0.16)
+    # the table's primary metric is the last epoch; the paper is compared at its own choice (best epoch)
+    assert kd["mean"] == 70.0 and kd["paper"] == 70.66 and kd["paper_metric"] == "best"
+    assert kd["ours_at_paper_metric"] == 70.5 and math.isclose(kd["ours_minus_paper"], -0.16)
     md = open(out["md"]).read()
+    assert "(last-epoch accuracy)" in md and "(best-epoch accuracy, selected on the test set; beside" in md
     assert "| pair resnet56 → resnet20, row kd, teacher_objective mll | 70.66 | 70.50 | -0.16 | RepDistiller |" in md
     assert "| pair resnet56 → resnet20, row crd | 71.16 | not run | – | RepDistiller |" in md
     assert "* The paper: gains up to 3.32 %" in md and "* Differs from the paper: retrained teachers" in md
@@ -196,25 +180,62 @@ def test_a_collapsed_teacher_seed_is_counted_in_its_cell():
 
 
 # ----------------------------------------------------------------------- seed-paired gains
-def test_paired_gains_difference_each_seed_against_the_same_seed_of_the_reference_and_the_control():
-    from mcmikd.aggregate import paired_display, paired_gains
-
+def _paired_runs(ce=80.0):
     acc = {("mll", 0): 90.0, ("mll", 1): 80.0, ("mll", 2): 70.0,     # large seed spread, shared by every teacher
            ("mcmi", 0): 91.0, ("mcmi", 1): 81.5, ("mcmi", 2): 71.0,  # +1, +1.5, +1 over MLL, seed by seed
            ("ce_finetune", 0): 90.0, ("ce_finetune", 1): 80.0}       # seed 2 did not finish
     rows = [{"role": "student", "teacher_arch": "resnet56", "student": "resnet20", "setting": "full",
-             "method": "kd", "teacher_objective": o, "seed": s, "status": "ok", "best_acc": a}
+             "method": "kd", "teacher_objective": o, "seed": s, "teacher_seed": s, "status": "ok", "best_acc": a}
             for (o, s), a in acc.items()]
-    rows.append({**rows[-1], "seed": 2, "status": "diverged", "best_acc": float("nan")})
+    rows.append({**rows[-1], "seed": 2, "teacher_seed": 2, "status": "diverged", "best_acc": float("nan")})
     rows += [{"role": "student", "teacher_arch": "none", "student": "resnet20", "setting": "full", "method": "ce",
-              "teacher_objective": "none", "seed": s, "status": "ok", "best_acc": 99.0} for s in (0, 1, 2)]
-    gains = paired_gains(pd.DataFrame(rows), ["mll", "mcmi", "ce_finetune"], {"mcmi": "ce_finetune"}, "best",
+              "teacher_objective": "none", "seed": s, "teacher_seed": s, "status": "ok", "best_acc": ce}
+             for s in (0, 1, 2)]
+    return pd.DataFrame(rows)
+
+
+def test_paired_gains_difference_each_seed_against_the_same_seed_of_the_reference_and_the_control():
+    from mcmikd.aggregate import paired_display, paired_gains
+
+    gains = paired_gains(_paired_runs(), ["mll", "mcmi", "ce_finetune"], {"mcmi": "ce_finetune"}, "best",
                          margin=5).set_index("comparison")
     vs_mll = gains.loc["mcmi − mll"]
     assert vs_mll["n"] == 3 and vs_mll["mean"] == pytest.approx(7 / 6) and vs_mll["std"] == pytest.approx(0.288675, 1e-5)
+    # t = (7/6) / (0.2887/√3) = 7.0 on 2 df: p = 0.0198; Holm over the two tests with a p (the third has zero width)
+    assert vs_mll["p"] == pytest.approx(0.0198, abs=1e-4) and vs_mll["p_holm"] == pytest.approx(2 * vs_mll["p"])
     assert vs_mll["resolved"] == "+"  # the unpaired spread (10 points) would hide it; the paired one does not
-    assert gains.loc["mcmi − ce_finetune"]["n"] == 2 and gains.loc["mcmi − ce_finetune"]["mean"] == pytest.approx(1.25)
-    assert gains.loc["ce_finetune − mll"]["mean"] == 0.0 and gains.loc["ce_finetune − mll"]["resolved"] == ""
-    assert (gains["not_working"] == True).all()  # noqa: E712  MLL students (80 % mean) > 5 points below no-KD 99 %
-    shown = paired_display(gains.reset_index())
-    assert shown.iloc[0]["mcmi − mll"] == "[+1.17 ± 0.29 (3) *]"
+    vs_control = gains.loc["mcmi − ce_finetune"]
+    assert vs_control["n"] == 2 and vs_control["mean"] == pytest.approx(1.25) and vs_control["resolved"] == ""
+    zero = gains.loc["ce_finetune − mll"]  # 0 and 0: an interval without width is never resolved
+    assert zero["mean"] == 0.0 and bool(zero["zero_width"]) and zero["resolved"] == "" and math.isnan(zero["p_holm"])
+    assert (gains["not_working"] == False).all()  # noqa: E712  every arm within 5 points of the no-KD 80 %
+    shown = paired_display(gains.reset_index()).iloc[0]
+    assert shown["mcmi − mll"] == "+1.17 ± 0.29 (3) *"
+    assert shown["mcmi − ce_finetune"] == "+1.25 ± 0.35 (2, n < 3)"
+    assert shown["ce_finetune − mll"] == "+0.00 ± 0.00 (2, n < 3, zero width)"
+
+
+def test_a_gain_between_two_students_that_both_fail_is_bracketed_and_left_out_of_holm():
+    from mcmikd.aggregate import paired_display, paired_gains, pooled_gains
+
+    gains = paired_gains(_paired_runs(ce=99.0), ["mll", "mcmi", "ce_finetune"], {"mcmi": "ce_finetune"}, "best",
+                         margin=5)
+    assert (gains["not_working"] == True).all()  # noqa: E712  every arm > 5 points below the no-KD 99 %
+    assert gains["p_holm"].isna().all() and (gains["resolved"] == "").all()
+    assert paired_display(gains).iloc[0]["mcmi − mll"] == "[+1.17 ± 0.29 (3)]"
+    assert not len(pooled_gains(gains))  # nothing to pool
+
+
+def test_pooled_gains_take_the_teacher_seed_as_the_unit():
+    from mcmikd.aggregate import paired_gains, pooled_gains
+
+    runs = _paired_runs()
+    other = runs[runs["method"] == "kd"].assign(setting="frac0.1")  # a second cell, 2 points more gain per seed
+    other.loc[other["teacher_objective"] == "mcmi", "best_acc"] += 2
+    runs = pd.concat([runs, other, runs[runs["method"] == "ce"].assign(setting="frac0.1")], ignore_index=True)
+    gains = paired_gains(runs, ["mll", "mcmi"], {}, "best", margin=5)
+    pooled = pooled_gains(gains).iloc[0]
+    # per teacher seed the mean over the two cells: (1+3)/2, (1.5+3.5)/2, (1+3)/2 = 2, 2.5, 2
+    assert pooled["cells"] == 2 and pooled["seeds"] == 3 and pooled["mean"] == pytest.approx(13 / 6)
+    assert pooled["ci95"] == pytest.approx(4.302653 * 0.288675 / math.sqrt(3), 1e-4)
+    assert pooled["resolved"] == "+" and pooled["mde"] > 0 and pooled["cell_mde"] > 0

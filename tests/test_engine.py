@@ -109,8 +109,8 @@ def test_collapsed_teacher_is_not_distilled_from(data_file, teacher, tmp_path):
     assert result["status"] == "skipped" and "collapsed teacher" in result["reason"]
 
 
-def _finetune(data_file, teacher, out, objective, hp):
-    params = {"arch": "resnet8", "objective": objective, "variant": objective, "hp": hp, "seed": 0,
+def _finetune(data_file, teacher, out, objective, hp, seed=0):
+    params = {"arch": "resnet8", "objective": objective, "variant": objective, "hp": hp, "seed": seed,
               "recipe": {**RECIPE, "schedule": "cosine", "lr": 0.02}, "checkpoint": "last", "collapse_ratio": 0.5,
               "augment": {"crop_padding": 1, "hflip": False}, "runtime": RUNTIME}
     out.mkdir()
@@ -118,16 +118,34 @@ def _finetune(data_file, teacher, out, objective, hp):
                                       start_model=str(teacher / "model.pt"), start_metrics=str(teacher / "metrics.json"))
 
 
-def test_mcmi_finetune_raises_cmi(data_file, teacher, tmp_path):
-    m = _finetune(data_file, teacher, tmp_path / "mcmi", "mcmi", {"lambda": 0.5, "centroids": "eval"})
-    cmi = {}
-    for name, path in (("mll", teacher / "model.pt"), ("mcmi", tmp_path / "mcmi" / "model.pt")):
-        cmi[name] = teacher_jobs.measure_cmi(data_file, str(path), {"temperatures": [1.0], "runtime": RUNTIME},
-                                             str(tmp_path / f"{name}_cmi.json"))["train"]["cmi"]["1.0"]
-    assert cmi["mcmi"] > cmi["mll"]
-    assert m["teacher"] == {"arch": "resnet8", "objective": "mcmi", "variant": "mcmi",
-                            "hp": {"lambda": 0.5, "centroids": "eval"}}
-    assert m["history"][0]["train"]["neg_cmi"] < 0 and m["start_acc"] is not None
+def _cmi(data_file, path, out) -> float:
+    return teacher_jobs.measure_cmi(data_file, str(path), {"temperatures": [1.0], "runtime": RUNTIME},
+                                    str(out))["train"]["cmi"]["1.0"]
+
+
+def test_mcmi_finetune_raises_cmi_over_its_control_on_every_seed(data_file, teacher, tmp_path):
+    """The property where it is robust: over 5 fine-tuning seeds, the MCMI teacher's training CMI (nats, T = 1) is
+    above that of the same fine-tuning without the CMI term (the λ = 0 control) on every seed by ≥ 10 %, and the
+    paired 95 % interval of the gain excludes 0. Measured under three kernel sets (this machine's AVX-512, AVX2, and
+    scalar ATen with oneDNN ≤ SSE4.1): the gain was 0.024–0.078 nats per seed, at least 15 % of the control's CMI.
+    Against the MLL start teacher the same runs are not robust (above it on one kernel set, below on another:
+    fine-tuning alone lowers the CMI of this short-trained teacher, SPEC §8), so no test claims it."""
+    from mcmikd import stats
+
+    gains = []
+    for seed in range(5):
+        mcmi = _finetune(data_file, teacher, tmp_path / f"mcmi{seed}", "mcmi", {"lambda": 0.5, "centroids": "eval"},
+                         seed=seed)
+        _finetune(data_file, teacher, tmp_path / f"control{seed}", "ce_finetune", {}, seed=seed)
+        cmi = {name: _cmi(data_file, tmp_path / f"{name}{seed}" / "model.pt", tmp_path / f"{name}{seed}.json")
+               for name in ("mcmi", "control")}
+        assert cmi["mcmi"] > 1.1 * cmi["control"], (seed, cmi)
+        gains.append(cmi["mcmi"] - cmi["control"])
+    paired = stats.paired(gains)
+    assert paired["mean"] - paired["ci"] > 0, gains
+    assert mcmi["teacher"] == {"arch": "resnet8", "objective": "mcmi", "variant": "mcmi",
+                               "hp": {"lambda": 0.5, "centroids": "eval"}}
+    assert mcmi["history"][0]["train"]["neg_cmi"] < 0 and mcmi["start_acc"] is not None
 
 
 def test_the_control_teacher_is_the_mcmi_fine_tuning_with_lambda_zero(data_file, teacher, tmp_path):

@@ -169,7 +169,13 @@ def test_the_zeroshot_mark_compares_overall_accuracy_not_the_omitted_class_recal
               "not_working_margin": 5.0}
     numbers, display = ZeroShot.table(runs, layout, "best")
     assert not numbers[numbers["method"] == "kd"]["not_working"].any()  # 2 points below CE overall: fine
-    runs.loc[1, "best_acc"] = 50.0
+    runs.loc[1, "best_acc"] = 50.0  # the MLL-teacher student fails; the MCMI-teacher one does not
+    numbers, display = ZeroShot.table(runs, layout, "best")
+    kd = numbers[numbers["method"] == "kd"].set_index("teacher_objective")
+    assert kd.loc["mll", "not_working"] == True and kd.loc["mcmi", "not_working"] == False  # noqa: E712  each arm alike
+    assert display["KD, Δ"].iloc[0] == "+4.00"  # one working side: the gain is a finding
+    assert display["KD, MLL, all classes"].iloc[0].endswith("‡") and "‡" not in display["KD, MCMI, all classes"].iloc[0]
+    runs.loc[2, "best_acc"] = 52.0  # both fail: the gain is not a finding
     numbers, display = ZeroShot.table(runs, layout, "best")
     assert numbers[numbers["method"] == "kd"]["not_working"].all()
     assert display["KD, Δ"].iloc[0] == "[+4.00]"

@@ -15,6 +15,18 @@ import pandas as pd
 from mcmikd.io import read_json, write_text
 
 # --------------------------------------------------------------------------------------------- collection
+def _machine(result: dict) -> str | None:
+    """The machine a result was computed on (`mcmikd.machine.describe` of its provenance), None before it was
+    recorded."""
+    from mcmikd.machine import describe
+
+    prov = result.get("provenance") or {}
+    fp = prov.get("machine")
+    if not fp:
+        return None
+    return f"{prov['gpu']} ({prov.get('device')}), host {describe(fp)}" if prov.get("gpu") else describe(fp)
+
+
 def _student_row(path: str, experiment: str) -> dict:
     r = read_json(path)
     teacher = r.get("teacher") or {}
@@ -30,6 +42,7 @@ def _student_row(path: str, experiment: str) -> dict:
         "seed": r["seed"], "teacher_seed": r.get("teacher_seed", teacher.get("seed")),
         "status": r.get("status", "ok"), "reason": r.get("reason"),
         "teacher_checkpoint": "best" if teacher.get("checkpoint") == "best" else ("none" if not teacher else "model"),
+        "machine": _machine(r),
     }
     if row["status"] in ("ok", "diverged"):
         row.update(best_acc=r["best_acc"], last_acc=r["last_acc"], best_epoch=r["best_epoch"],
@@ -52,7 +65,7 @@ def _teacher_row(metrics_path: str, cmi_path: str | None, experiment: str) -> di
            "status": "collapsed" if m.get("collapsed") else "ok",
            "reason": m.get("collapse_reason"), "best_acc": m["best_acc"], "last_acc": m["last_acc"],
            "model_acc": m["model_acc"], "best_epoch": m["best_epoch"],
-           "wall_time_s": m["provenance"].get("wall_time_s")}
+           "wall_time_s": m["provenance"].get("wall_time_s"), "machine": _machine(m)}
     if cmi_path and Path(cmi_path).exists():
         c = read_json(cmi_path)
         row["train_acc"] = c["train"]["acc"]
@@ -214,11 +227,12 @@ def compare_cells(frame: pd.DataFrame, method: str, layout: dict, metric: str, *
     The teacher-free `ce` student is one cell.
 
     With `layout['not_working_margin']` (config `tables.not_working_margin`, points) and `floor` (the `cell` of the
-    no-teacher CE student of the same student and setting), a method whose reference-teacher students' mean accuracy
-    (`cell`, all classes, whatever `measure` is) is more than the margin below the floor is "not working at this
-    setting" (`not_working_verdict`): its cells carry the `NOT_WORKING` mark, its gains are shown in [brackets],
-    and its long rows get `not_working` True (False: checked and fine; None: not checked, no floor). Without the
-    margin the rows have no `not_working` key."""
+    no-teacher CE student of the same student and setting), every compared arm is judged alike
+    (`not_working_verdict`: its students' mean accuracy, all classes, whatever `measure` is, more than the margin
+    below the floor): an arm that is "not working at this setting" carries the `NOT_WORKING` mark and its long row
+    `not_working` True (False: checked and fine; None: not checked, no floor). A gain between two arms is a finding
+    unless both arms are not working; then it is shown in [brackets] and its long row says so (`delta_bracketed`,
+    `delta_control_bracketed`). Without the margin the rows have no `not_working` key."""
     name = method_label(method) if prefix is None else prefix
     if method == "ce":
         c = measure(frame, metric)
@@ -229,27 +243,35 @@ def compare_cells(frame: pd.DataFrame, method: str, layout: dict, metric: str, *
     flagged = flagged or {}
     cells, deltas, rows, measured = {}, {}, [], {}
     margin = layout.get("not_working_margin")
-    broken = not_working_verdict(cell(frame[frame["teacher_objective"] == objectives[0]], metric), floor, margin)
-    mark, show_delta = (NOT_WORKING, bracketed) if broken else ("", fmt_delta)
+    broken = {o: not_working_verdict(cell(frame[frame["teacher_objective"] == o], metric), floor, margin)
+              for o in objectives}
+
+    def show_gain(a: str, b: str, delta: float) -> tuple[str, bool]:
+        both = bool(broken[a]) and bool(broken[b])
+        return (bracketed if both else fmt_delta)(delta), both
+
     for objective in objectives:
         sel = frame[frame["teacher_objective"] == objective]
         c = measured[objective] = measure(sel, metric)
         marked = any((arch, objective) in flagged for arch in set(sel["teacher_arch"]))
-        cells[f"{name}, {labels[objective]}"] = show(c) + (NOT_RAISED if marked else "") + mark
+        cells[f"{name}, {labels[objective]}"] = (show(c) + (NOT_RAISED if marked else "")
+                                                 + (NOT_WORKING if broken[objective] else ""))
         row = {"method": method, "teacher_objective": objective, **c, "cmi_not_raised": marked}
         if margin is not None:
-            row["not_working"] = broken
+            row["not_working"] = broken[objective]
         if objective != objectives[0]:
             row["delta"] = c["mean"] - measured[objectives[0]]["mean"]
             d_name = "Δ" if len(objectives) == 2 else f"Δ {labels[objective]}"
-            deltas[f"{head}, {d_name}" if head else d_name] = show_delta(row["delta"])
+            deltas[f"{head}, {d_name}" if head else d_name], row["delta_bracketed"] = show_gain(
+                objective, objectives[0], row["delta"])
         rows.append(row)
     for row in rows:
         control = controls.get(row["teacher_objective"])
         if control is not None:
             row["delta_control"] = row["mean"] - measured[control]["mean"]
             d_name = f"Δ {labels[row['teacher_objective']]} vs {labels[control]}"
-            deltas[f"{head}, {d_name}" if head else d_name] = show_delta(row["delta_control"])
+            deltas[f"{head}, {d_name}" if head else d_name], row["delta_control_bracketed"] = show_gain(
+                row["teacher_objective"], control, row["delta_control"])
     return {**cells, **deltas}, rows
 
 
@@ -263,11 +285,11 @@ def bracketed(delta: float) -> str:
 
 
 def not_working_verdict(reference: dict, floor: dict | None, margin: float | None) -> bool | None:
-    """Whether a method is "not working at this setting": its reference-teacher students' mean accuracy
-    (`reference`, a `cell`, %) is more than `margin` points below the no-teacher CE student's (`floor`, a `cell`
-    of the same student and setting). None when not checked: no margin (`tables.not_working_margin: null`), no
-    floor, or either side without a finished run. Such a cell measures a loss weight that does not suit the
-    setting, not the teacher, so its gains are not findings."""
+    """Whether one arm of a method (the students of one teacher) is "not working at this setting": its students'
+    mean accuracy (`reference`, a `cell`, %) is more than `margin` points below the no-teacher CE student's
+    (`floor`, a `cell` of the same student and setting). None when not checked: no margin
+    (`tables.not_working_margin: null`), no floor, or either side without a finished run. Every compared arm is
+    judged by this same rule; a gain between two arms that both fail it is not a finding."""
     if margin is None or floor is None or not floor.get("n") or not reference.get("n"):
         return None
     return bool(reference["mean"] < floor["mean"] - float(margin))
@@ -285,19 +307,18 @@ def not_working_footnote(layout: dict, rows: list[dict],
     checked = [r for r in rows if r.get("method", r.get("row")) not in ("ce", "teacher") and "not_working" in r]
     if not checked:
         return []
-    reference = layout["labels"].get(layout["objectives"][0], layout["objectives"][0])
     marked = any(r["not_working"] is True for r in checked)
     unchecked = any(r["not_working"] is None for r in checked)
     if marked:
-        note = (f"{NOT_WORKING.strip()} method not working at this setting: the student distilled from the "
-                f"{reference} teacher has a mean accuracy more than {float(margin):g} points "
-                f"(tables.not_working_margin) below {floor_what}; such a cell measures a loss weight that does not "
-                f"suit this setting, not the teacher, so its Δ are shown in [brackets] and are not findings (the "
-                f"CSV keeps the numbers, column not_working).")
+        note = (f"{NOT_WORKING.strip()} method not working at this setting with this teacher: the students' mean "
+                f"accuracy is more than {float(margin):g} points (tables.not_working_margin) below {floor_what}; "
+                f"every compared teacher's students are judged alike. A gain between two such cells measures a loss "
+                f"weight that does not suit this setting, not the teacher: it is shown in [brackets] and is not a "
+                f"finding; a gain with one working side is (the CSV keeps the numbers, column not_working).")
     else:
-        note = (f"No cell is marked {NOT_WORKING.strip()} (method not working at this setting): no "
-                f"{reference}-teacher student is more than {float(margin):g} points (tables.not_working_margin) "
-                f"below {floor_what}.")
+        note = (f"No cell is marked {NOT_WORKING.strip()} (method not working at this setting): no student of any "
+                f"compared teacher is more than {float(margin):g} points (tables.not_working_margin) below "
+                f"{floor_what}.")
     if unchecked:
         note += (" Cells without a finished no-teacher student of the same student and setting in this table are "
                  "not checked (the mark is not applied to them).")
@@ -405,30 +426,56 @@ VALIDATION_NOTE = ("Evaluated on validation data: a seeded, stratified held-out 
 
 
 def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_out: str, md_out: str,
-                tex_out: str) -> pd.DataFrame:
-    """The experiment's table (`mcmikd.experiments`) as long numbers (CSV) and as displayed (Markdown, LaTeX)."""
+                tex_out: str, gains_out: str | None = None) -> pd.DataFrame:
+    """The experiment's table (`mcmikd.experiments`) as long numbers (CSV) and as displayed (Markdown, LaTeX), at the
+    primary `metric` (`tables.metric`: last epoch by default), with the table at the other epoch choice beside it in
+    the Markdown and LaTeX (best epoch: selected on the test set, as the official logs); for kinds with seed-paired
+    gains (`Experiment.gains`) their tables at both metrics too (Markdown), every number in `gains_out` (CSV)."""
     from mcmikd.experiments import get_experiment
 
     kind = get_experiment(experiment)
-    numbers, display = kind.table(read_runs(runs_csv), layout, metric)
-    caption = f"{kind.caption} ({metric}-epoch accuracy)."
-    if layout.get("evaluated_on") == "validation":  # dataset.validation: no number here comes from the test set
-        caption = caption.replace(" test ", " validation ")
-        display.attrs["footnotes"] = [VALIDATION_NOTE, *display.attrs.get("footnotes", [])]
+    runs = read_runs(runs_csv)
+    other = "best" if metric == "last" else "last"
+    numbers, display = kind.table(runs, layout, metric)
+    tables = [(metric, display)] + ([(other, kind.table(runs, layout, other)[1])] if kind.has_students else [])
+    md, tex = "", ""
+    for i, (which, shown) in enumerate(tables):
+        caption = f"{kind.caption} ({which}-epoch accuracy" + (", selected on the test set" if which == "best" else "")
+        caption += (")." if i == 0 else "; beside the primary table above).")
+        if layout.get("evaluated_on") == "validation":  # dataset.validation: no number here comes from the test set
+            caption = caption.replace(" test ", " validation ").replace("test set", "validation set")
+            shown.attrs["footnotes"] = [VALIDATION_NOTE, *shown.attrs.get("footnotes", [])]
+        md += ("\n" if i else "") + to_markdown(shown, caption)
+        tex += ("\n" if i else "") + to_latex(shown, caption)
+    if layout.get("evaluated_on") == "validation":
         numbers = numbers.assign(evaluated_on="validation")
-    md, tex = to_markdown(display, caption), to_latex(display, caption)
     reference = layout.get("reference")
-    if reference:  # the paper's numbers beside ours (mcmikd.references)
+    if reference:  # the paper's numbers beside ours (mcmikd.references), at the paper's epoch choice
         from mcmikd.references import compare
 
-        if reference["entries"]:
-            numbers, rows = compare(numbers, reference["entries"])
-            title = f"The paper's numbers beside ours ({metric}-epoch accuracy)"
+        by_metric: dict[str, list] = {}
+        for entry in reference["entries"]:
+            by_metric.setdefault(entry.get("metric", reference.get("metric", "best")), []).append(entry)
+        for paper_metric, entries in by_metric.items():
+            at_paper = numbers if paper_metric == metric else kind.table(runs, layout, paper_metric)[0]
+            at_paper, rows = compare(at_paper, entries)
+            hit = at_paper["paper"].notna()
+            for column, values in (("paper", at_paper["paper"]), ("paper_metric", paper_metric),
+                                   ("ours_at_paper_metric", at_paper["mean"]),
+                                   ("ours_minus_paper", at_paper["ours_minus_paper"])):
+                if column not in numbers:
+                    numbers[column] = math.nan if column != "paper_metric" else None
+                numbers.loc[hit.values, column] = values[hit].values if hasattr(values, "values") else values
+            title = f"The paper's numbers beside ours ({paper_metric}-epoch accuracy, the paper's choice)"
             md += "\n" + to_markdown(pd.DataFrame(rows), title)
             tex += "\n" + to_latex(pd.DataFrame(rows), title)
         notes = [f"* The paper: {n}" for n in reference.get("notes", [])]
         notes += [f"* Differs from the paper: {d}" for d in reference.get("differences", [])]
         md += "\n" + "\n".join(notes) + "\n" if notes else ""
+    if gains_out is not None:
+        gains_md = write_gains(runs, layout, [metric, other], kind.gains == "classes", gains_out) if kind.gains \
+            else write_gains(runs.iloc[0:0], layout, [], False, gains_out)
+        md += ("\n" + gains_md) if gains_md else ""
     write_text(csv_out, numbers.to_csv(index=False))
     write_text(md_out, md)
     write_text(tex_out, tex)
@@ -436,58 +483,65 @@ def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_o
 
 
 # --------------------------------------------------------------------------------------------- gains
-def gain_summary(main_numbers: pd.DataFrame) -> pd.DataFrame:
-    """Per framework and compared teacher objective, over the pairs of a main table (its CSV): the mean gain Δ over
-    the reference (first) objective, on how many pairs Δ > 0, and on how many the gain or loss exceeds two standard
-    errors of the difference of the seed means (√(s²_ref/n + s²/n)), a rough guide to which differences the seeds
-    resolve."""
-    students = main_numbers[~main_numbers["row"].isin(["teacher", "ce"])]
+def student_values(runs: pd.DataFrame, metric: str, classes: bool = False) -> pd.DataFrame:
+    """One row per finished student run and measure: pair, student, setting, method, teacher_objective, seed,
+    teacher_seed, measure ("top-1", and with `classes` "class <c> recall" for each class omitted from its data) and
+    value (points of `metric`-epoch accuracy %)."""
+    done = runs[(runs["role"] == "student") & (runs["status"] == "ok")] if len(runs) else runs
     rows = []
-    for method, frame in students.groupby("row", sort=False):
-        objectives = list(dict.fromkeys(frame["teacher_objective"]))
-        ref = frame[frame["teacher_objective"] == objectives[0]].set_index("pair")
-        for objective in objectives[1:]:
-            other = frame[frame["teacher_objective"] == objective].set_index("pair")
-            pairs = ref.index.intersection(other.index)
-            delta = other.loc[pairs, "mean"] - ref.loc[pairs, "mean"]
-            se = ((ref.loc[pairs, "std"].fillna(0) ** 2 / ref.loc[pairs, "n"])
-                  + (other.loc[pairs, "std"].fillna(0) ** 2 / other.loc[pairs, "n"])) ** 0.5
-            measured = delta.notna()
-            rows.append({"Framework": method_label(method), "Teacher": f"{objective} − {objectives[0]}",
-                         "pairs": int(measured.sum()),
-                         "mean Δ": fmt_delta(delta[measured].mean()) if measured.any() else "–",
-                         "Δ > 0": int((delta > 0).sum()),
-                         "Δ > +2 s.e.": int((delta > 2 * se).sum()), "Δ < −2 s.e.": int((delta < -2 * se).sum())})
-    return pd.DataFrame(rows)
+    for _, r in done.iterrows():
+        base = {"pair": pair_label(r["teacher_arch"], r["student"]), "teacher_arch": r["teacher_arch"],
+                "student": r["student"], "setting": str(r["setting"]), "method": r["method"],
+                "teacher_objective": r["teacher_objective"], "seed": int(r["seed"]),
+                "teacher_seed": int(r["teacher_seed"]) if "teacher_seed" in r and not pd.isna(r["teacher_seed"])
+                else int(r["seed"])}
+        rows.append({**base, "measure": "top-1", "value": float(r[f"{metric}_acc"])})
+        omitted = str(r.get("omitted") or "")
+        if classes and omitted and omitted != "nan":
+            per = json.loads(r[f"per_class_acc_{metric}"])
+            rows += [{**base, "measure": f"class {c} recall", "value": float(per[int(c)])} for c in omitted.split(".")]
+    columns = ["pair", "teacher_arch", "student", "setting", "method", "teacher_objective", "seed", "teacher_seed",
+               "measure", "value"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def paired_gains(runs: pd.DataFrame, objectives: list[str], controls: dict[str, str], metric: str = "best",
-                 margin: float | None = None) -> pd.DataFrame:
+def paired_gains(runs: pd.DataFrame, objectives: list[str], controls: dict[str, str], metric: str = "last",
+                 margin: float | None = None, classes: bool = False) -> pd.DataFrame:
     """Seed-paired gains of every student cell of a runs table (`results/<name>/runs/<experiment>.csv`): per
-    (teacher → student pair, setting, method) and per compared teacher objective, the gain of each student seed s
-    over the student of the same seed distilled from the reference objective (`objectives[0]`) and from the
-    objective's control (`controls`, e.g. MCMI → its λ = 0 fine-tuning) — student seed s learns from teacher seed
-    s of every objective with the same student initialisation, so the per-seed difference removes the shared part
-    of the seed variation. Columns: pair, setting, method, comparison ("mcmi − mll"), n (paired seeds), mean, std
-    (of the per-seed gains, points of `metric`_acc %), se (std/√n), ci95 (half-width of the 95 % Student-t
-    interval, t_{0.975, n−1}·se: a paired t-test), resolved ("+" / "−" when the interval excludes 0, else
-    ""), not_working (with `margin`: the reference students' mean more than `margin` points below the no-teacher
-    `ce` students' of the same student and setting, `not_working_verdict`; None when unchecked). Seeds of a student
-    that did not finish (status not ok) are left out of that comparison."""
-    from scipy.stats import t as student_t
+    (teacher → student pair, setting, method, measure) and per compared teacher objective, the gain of each student
+    seed s over the student of the same seed distilled from the reference objective (`objectives[0]`) and from the
+    objective's control (`controls`, e.g. MCMI → its λ = 0 fine-tuning) — student seed s learns from teacher seed s
+    of every objective with the same student initialisation, so the per-seed difference removes the shared part of
+    the seed variation. Measures: top-1 accuracy, and with `classes` the recall of each omitted class (zero-shot).
 
-    col = f"{metric}_acc"
-    done = runs[runs["status"] == "ok"]
-    students = done[(done["role"] == "student") & (done["method"] != "ce")]
-    ce = done[(done["role"] == "student") & (done["method"] == "ce")]
+    Columns (points of `metric`-epoch accuracy %): pair, setting, method, measure, comparison ("mcmi − mll"), n
+    (paired seeds), mean, std, se, ci95 (half-width of the 95 % paired t-interval), p (two-sided paired t-test),
+    p_holm (Holm-adjusted over every comparison of the table that is a finding), q_bh (Benjamini–Hochberg), mde
+    (minimal detectable effect at this n and std, `mcmikd.stats.mde`), zero_width, resolved ("+"/"−" per
+    `mcmikd.stats.resolved`: ≥ 3 seeds, an interval with width, p_holm < 0.05; else ""), not_working (with `margin`:
+    both arms' students more than `margin` points below the no-teacher `ce` students of the same student and setting
+    — every arm judged alike, `not_working_verdict`; such a gain is not a finding and is left out of the Holm
+    family; None when unchecked), per_seed (JSON {teacher seed: gain, averaged over its student seeds}, for
+    `pooled_gains`). Seeds of a student that did not finish are left out of that comparison."""
+    from mcmikd import stats
+
+    values = student_values(runs, metric, classes)
+    ce = values[(values["method"] == "ce") & (values["measure"] == "top-1")]
+    done = runs[(runs["role"] == "student") & (runs["status"] == "ok")] if len(runs) else runs
     rows = []
-    for (t_arch, student, setting, method), frame in students.groupby(
-            ["teacher_arch", "student", "setting", "method"], sort=False):
-        acc = frame.groupby(["teacher_objective", "seed"])[col].mean()
+    students = values[values["method"] != "ce"]
+    for (t_arch, student, setting, method, measure), frame in students.groupby(
+            ["teacher_arch", "student", "setting", "method", "measure"], sort=False):
+        acc = frame.groupby(["teacher_objective", "seed"])["value"].mean()
+        teacher_seed = frame.groupby("seed")["teacher_seed"].first()
         present = set(acc.index.get_level_values(0))
-        floor = ce[(ce["student"] == student) & (ce["setting"] == setting)]
-        broken = not_working_verdict(cell(frame[frame["teacher_objective"] == objectives[0]], metric),
-                                     cell(floor, metric) if len(floor) else None, margin)
+        floor_runs = done[(done["method"] == "ce") & (done["student"] == student)
+                          & (done["setting"].astype(str) == setting)] if len(done) else done
+        arms = done[(done["method"] == method) & (done["teacher_arch"] == t_arch) & (done["student"] == student)
+                    & (done["setting"].astype(str) == setting)] if len(done) else done
+        floor = cell(floor_runs, metric) if len(floor_runs) else None
+        broken = {o: not_working_verdict(cell(arms[arms["teacher_objective"] == o], metric), floor, margin)
+                  for o in present}
         for objective in objectives[1:]:
             if objective not in present:
                 continue
@@ -495,30 +549,145 @@ def paired_gains(runs: pd.DataFrame, objectives: list[str], controls: dict[str, 
                 if base is None or base == objective or base not in present:
                     continue
                 diff = (acc[objective] - acc[base]).dropna()
-                n = len(diff)
-                mean = float(diff.mean()) if n else math.nan
-                std = float(diff.std(ddof=1)) if n > 1 else math.nan
-                se = std / math.sqrt(n) if n > 1 else math.nan
-                ci95 = float(student_t.ppf(0.975, n - 1)) * se if n > 1 else math.nan
-                resolved = "" if not n > 1 or abs(mean) <= ci95 else ("+" if mean > 0 else "−")
+                t = stats.paired(diff.values)
+                by_teacher = diff.groupby(teacher_seed.reindex(diff.index).values).mean()
+                verdicts = (broken[objective], broken[base])
+                both = None if None in verdicts else all(verdicts)  # not a finding only when both arms fail
                 rows.append({"pair": pair_label(t_arch, student), "setting": setting, "method": method,
-                             "comparison": f"{objective} − {base}", "n": n, "mean": mean, "std": std, "se": se,
-                             "ci95": ci95, "resolved": resolved, "not_working": broken})
+                             "measure": measure, "comparison": f"{objective} − {base}", "n": t["n"],
+                             "mean": t["mean"], "std": t["std"], "se": t["se"], "ci95": t["ci"], "p": t["p"],
+                             "mde": stats.mde(t["std"], t["n"]), "zero_width": t["zero_width"],
+                             "not_working": both,
+                             "per_seed": json.dumps({str(int(k)): float(v) for k, v in by_teacher.items()})})
+    columns = ["pair", "setting", "method", "measure", "comparison", "n", "mean", "std", "se", "ci95", "p", "p_holm",
+               "q_bh", "mde", "zero_width", "resolved", "not_working", "per_seed"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    gains = pd.DataFrame(rows)
+    finding = gains["not_working"] != True  # noqa: E712  (None: unchecked, counts)
+    family = [p if f else math.nan for p, f in zip(gains["p"], finding)]
+    gains["p_holm"], gains["q_bh"] = stats.holm(family), stats.benjamini_hochberg(family)
+    gains["resolved"] = [stats.resolved(n, z, p, m) if f else "" for n, z, p, m, f in
+                         zip(gains["n"], gains["zero_width"], gains["p_holm"], gains["mean"], finding)]
+    return gains[columns]
+
+
+def pooled_gains(gains: pd.DataFrame) -> pd.DataFrame:
+    """The pooled estimate of each comparison (and measure kind: top-1, or omitted-class recall) over the cells of a
+    table that are findings, with the **teacher seed as the unit**: per teacher seed, the mean over cells of that
+    seed's gain; then a one-sample t-interval over the teacher seeds (`mcmikd.stats.paired`). This is the summary-
+    measures form of a mixed model with a random teacher-seed effect (exact for a balanced design); a bootstrap over
+    3 teacher seeds would have 10 distinct resamples and undercover, so none is used. A cell without every teacher
+    seed (a student that did not finish) is left out of the pool (balanced). Columns: comparison, measure, cells,
+    left_out, seeds, mean, ci95, p, mde (of the
+    pooled estimate), resolved (≥ 3 seeds, width, p < 0.05: one test per comparison and measure), cell_mde (the
+    table's minimal detectable effect per cell: its root-mean-square per-seed std at its median n)."""
+    from mcmikd import stats
+
+    rows = []
+    if not len(gains):
+        return pd.DataFrame(columns=["comparison", "measure", "cells", "left_out", "seeds", "mean", "ci95", "p",
+                                     "mde", "resolved", "cell_mde"])
+    kind = gains["measure"].map(lambda m: "top-1" if m == "top-1" else "omitted-class recall")
+    for (comparison, measure), frame in gains[gains["not_working"] != True].groupby(  # noqa: E712
+            ["comparison", kind[gains["not_working"] != True]], sort=False):  # noqa: E712
+        per_seed = [json.loads(v) for v in frame["per_seed"]]
+        seeds = sorted(set().union(*per_seed), key=int) if per_seed else []
+        complete = [p for p in per_seed if set(p) == set(seeds)]  # a cell missing a seed is left out, not the seed
+        unit = [sum(p[s] for p in complete) / len(complete) for s in seeds] if complete else []
+        t = stats.paired(unit)
+        spread = frame["std"].dropna()
+        cell_std = math.sqrt((spread ** 2).mean()) if len(spread) else math.nan
+        rows.append({"comparison": comparison, "measure": measure, "cells": len(complete),
+                     "left_out": len(per_seed) - len(complete), "seeds": len(seeds),
+                     "mean": t["mean"], "ci95": t["ci"], "p": t["p"], "mde": stats.mde(t["std"], t["n"]),
+                     "resolved": stats.resolved(t["n"], t["zero_width"], t["p"], t["mean"]),
+                     "cell_mde": stats.mde(cell_std, int(frame["n"].median()) if len(frame) else 0)})
     return pd.DataFrame(rows)
 
 
+GAINS_LEGEND = (
+    "Seed-paired gains, points of {metric}-epoch top-1 % (or of the omitted class's recall): mean ± std (paired seeds) "
+    "of the per-seed gain (student seed s learns from teacher seed s of every teacher, from the same student "
+    "initialisation). `*` resolved: ≥ 3 seeds, an interval with width, and the paired t-test significant at 5 % "
+    "after Holm's correction over every gain of this table; `zero width`: every seed gave the same gain (accuracy "
+    "moves in steps of one test image), never counted; `n < 3`: shown, never counted; [ ]: both students of the "
+    "comparison are more than tables.not_working_margin points below the no-teacher student (not a finding).")
+POOLED_LEGEND = (
+    "Pooled over the table's cells that are findings, the teacher seed as the unit (per teacher seed the mean gain "
+    "over cells, then a t-interval over the teacher seeds; `mcmikd.aggregate.pooled_gains`): mean [95 % interval], "
+    "`*` where it excludes 0 with ≥ 3 seeds. MDE pooled: the smallest pooled effect these seeds detect (80 % power); "
+    "MDE per cell: the same for one cell at the table's typical spread and seed count — a true gain below it is "
+    "likely to go unresolved.")
+
+
+def _gain_text(g) -> str:
+    if g["n"] < 1 or pd.isna(g["mean"]):
+        return "–"
+    if g["n"] == 1:
+        text = f"{fmt_delta(g['mean'])} (1, n < 3)"
+    else:
+        text = f"{fmt_delta(g['mean'])} ± {g['std']:.2f} ({g['n']}" + (", n < 3" if g["n"] < 3 else "") + \
+               (", zero width" if g["zero_width"] else "") + ")"
+    text += " *" if g["resolved"] else ""
+    return f"[{text}]" if g["not_working"] is True else text
+
+
 def paired_display(gains: pd.DataFrame) -> pd.DataFrame:
-    """`paired_gains` as a Markdown-ready frame: one row per pair, setting and method, one column per comparison
-    ("mean ± std (n)", a trailing "*" where the paired 95 % interval excludes 0, the cell in [brackets] where the method is not
-    working at that setting)."""
+    """`paired_gains` as a Markdown-ready frame: one row per pair, setting, method and measure, one column per
+    comparison (`_gain_text`: "mean ± std (n)", `*` resolved, notes for n < 3 and zero width, [bracketed] when not a
+    finding); each cell's MDE is in the CSV (`mde`)."""
     out = {}
     for _, g in gains.iterrows():
-        key = (g["pair"], g["setting"], method_label(g["method"]))
-        text = f"{fmt_delta(g['mean'])} ± {g['std']:.2f} ({g['n']})" if g["n"] > 1 else f"{fmt_delta(g['mean'])} (1)"
-        text += " *" if g["resolved"] else ""
-        out.setdefault(key, {})[g["comparison"]] = f"[{text}]" if g["not_working"] is True else text
-    frame = pd.DataFrame([{"Pair": k[0], "Setting": k[1], "Framework": k[2], **v} for k, v in out.items()])
+        key = (g["pair"], g["setting"], method_label(g["method"]), g["measure"])
+        out.setdefault(key, {})[g["comparison"]] = _gain_text(g)
+    frame = pd.DataFrame([{"Pair": k[0], "Setting": k[1], "Framework": k[2], "Measure": k[3], **v}
+                          for k, v in out.items()])
+    if len(frame) and (frame["Measure"] == "top-1").all():
+        frame = frame.drop(columns="Measure")
     return frame.fillna("–")
+
+
+def pooled_display(pooled: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, p in pooled.iterrows():
+        interval = ("–" if pd.isna(p["ci95"]) else
+                    f"[{fmt_delta(p['mean'] - p['ci95'])}, {fmt_delta(p['mean'] + p['ci95'])}]")
+        cells = f"{p['cells']}" + (f" ({p['left_out']} left out: a seed missing)" if p["left_out"] else "")
+        rows.append({"Comparison": p["comparison"], "Measure": p["measure"], "Cells": cells,
+                     "Teacher seeds": p["seeds"],
+                     "Pooled gain": f"{fmt_delta(p['mean'])} {interval}" + (" *" if p["resolved"] else ""),
+                     "MDE pooled": "–" if pd.isna(p["mde"]) else f"{p['mde']:.2f}",
+                     "MDE per cell": "–" if pd.isna(p["cell_mde"]) else f"{p['cell_mde']:.2f}"})
+    return pd.DataFrame(rows)
+
+
+def gains_markdown(gains: pd.DataFrame, pooled: pd.DataFrame, metric: str, title: str | None = None) -> str:
+    """The gains and pooled tables with their legends (empty string when there is no gain)."""
+    if not len(gains):
+        return ""
+    text = to_markdown(paired_display(gains), title) + "\n" + GAINS_LEGEND.format(metric=metric) + "\n"
+    if len(pooled):
+        text += "\n" + to_markdown(pooled_display(pooled)) + "\n" + POOLED_LEGEND + "\n"
+    return text
+
+
+def write_gains(runs: pd.DataFrame, layout: dict, metrics: list[str], classes: bool, csv_out: str) -> str:
+    """The seed-paired gains and pooled estimates of an experiment at each of `metrics` (the first is the primary):
+    every number to `csv_out` (columns `metric` and `level`: cell / pooled), and their Markdown (returned)."""
+    objectives = layout["objectives"]
+    controls = {o: k for o, k in layout.get("controls", {}).items() if o in objectives and k in objectives}
+    frames, md = [], []
+    for i, metric in enumerate(metrics):
+        gains = paired_gains(runs, objectives, controls, metric, layout.get("not_working_margin"), classes)
+        pooled = pooled_gains(gains)
+        frames += [gains.assign(metric=metric, level="cell"), pooled.assign(metric=metric, level="pooled")]
+        label = f"{metric} epoch" + (", selected on the test set" if metric == "best" else "")
+        title = f"Seed-paired gains ({label})" + ("" if i == 0 else ", beside the primary table above")
+        md.append(gains_markdown(gains, pooled, metric, title))
+    write_text(csv_out, pd.concat([f for f in frames if len(f)] or [pd.DataFrame()],
+                                  ignore_index=True).to_csv(index=False))
+    return "\n".join(m for m in md if m)
 
 
 def _paired_main(argv: list[str]) -> int:
@@ -532,6 +701,7 @@ def _paired_main(argv: list[str]) -> int:
     ap.add_argument("--config", required=True,
                     help="the run's config: its teachers.objectives (the reference first), tables.metric and "
                          "tables.not_working_margin")
+    ap.add_argument("--classes", action="store_true", help="also the recall of each omitted class (zero-shot)")
     args = ap.parse_args(argv)
     import yaml
 
@@ -543,11 +713,9 @@ def _paired_main(argv: list[str]) -> int:
     objectives = list(config["teachers"]["objectives"])
     metric, margin = config["tables"]["metric"], config["tables"].get("not_working_margin")
     controls = {o: get_objective(o).control for o in objectives if get_objective(o).control}
-    gains = paired_gains(pd.concat([pd.read_csv(f) for f in args.runs], ignore_index=True), objectives,
-                         controls, metric, margin)
-    print(to_markdown(paired_display(gains)))
-    print("mean ± std (n) over seeds of the per-seed gain (student seed s ↔ teacher seed s), points of "
-          f"{metric}-epoch top-1 %; * the 95 % paired t-interval excludes 0; [ ]: method not working at this setting.")
+    gains = paired_gains(pd.concat([read_runs(f) for f in args.runs], ignore_index=True), objectives,
+                         controls, metric, margin, args.classes)
+    print(gains_markdown(gains, pooled_gains(gains), metric) or "no paired student cells")
     return 0
 
 
@@ -556,7 +724,4 @@ if __name__ == "__main__":
 
     if len(sys.argv) >= 2 and sys.argv[1] == "paired":
         sys.exit(_paired_main(sys.argv[2:]))
-    if len(sys.argv) != 3 or sys.argv[1] != "gains":
-        sys.exit("usage: python -m mcmikd.aggregate gains results/<name>/tables/main.csv\n"
-                 "       python -m mcmikd.aggregate paired results/<name>/runs/main.csv [...] --config <config>")
-    print(to_markdown(gain_summary(pd.read_csv(sys.argv[2]))))
+    sys.exit("usage: python -m mcmikd.aggregate paired results/<name>/runs/main.csv [...] --config <config>")

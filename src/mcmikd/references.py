@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-ENTRY_KEYS = ("value", "source")
+ENTRY_KEYS = ("value", "source")  # required in every entry
+META_KEYS = (*ENTRY_KEYS, "trials", "std", "metric")  # what an entry says about its number; the rest is the match
 
 
 def matches(row: dict, match: dict) -> bool:
@@ -40,7 +41,7 @@ def compare(numbers, entries: list[dict]):
     numbers["ours_minus_paper"] = math.nan
     rows = []
     for entry in entries:
-        match = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+        match = {k: v for k, v in entry.items() if k not in META_KEYS}
         hit = [i for i, row in numbers.iterrows() if matches(row.to_dict(), match)]
         what = ", ".join(f"{k} {v}" for k, v in match.items())
         if not hit:
@@ -69,6 +70,6 @@ def check(config: dict) -> None:
                               f"use one of: {', '.join(config['experiments'])}")
         for i, entry in enumerate(body):
             missing = [k for k in ENTRY_KEYS if k not in entry]
-            if missing or len(entry) == len(ENTRY_KEYS):
+            if missing or not set(entry) - set(META_KEYS):
                 raise ConfigError(f"config key 'reference.experiments.{exp}[{i}]': needs value, source and at least "
                                   f"one column to match (e.g. row: kd, teacher_objective: mll)")

@@ -78,6 +78,9 @@ class Experiment:
     has_students: ClassVar[bool] = True
     setting_prefix: ClassVar[str | None] = None  # the student setting it owns ('frac', 'omit', 'T'); None: 'full'
     ce_baseline: ClassVar[bool] = False  # also train the teacher-free CE student
+    # seed-paired gains of its students between compared teachers (`mcmikd.aggregate.write_gains`): None (a kind
+    # whose arms are not one teacher each, e.g. the λ sweep), "top-1", or "classes" (also each omitted class's recall)
+    gains: ClassVar[str | None] = None
     caption: ClassVar[str] = ""  # one-sentence table caption (Markdown, LaTeX)
     note: ClassVar[str] = ""  # the table's longer description in the report (RST)
 
@@ -184,7 +187,8 @@ class Experiment:
             layout["evaluated_on"] = "validation"
         reference = self.grid.config.get("reference") or {}
         if reference:  # the paper's numbers for this experiment, its claims and our differences (mcmikd.references)
-            layout["reference"] = {"entries": list((reference.get("experiments") or {}).get(self.name) or []),
+            layout["reference"] = {"metric": reference.get("metric", "best"),
+                                   "entries": list((reference.get("experiments") or {}).get(self.name) or []),
                                    "notes": list(reference.get("notes") or []),
                                    "differences": list(reference.get("differences") or [])}
         return layout

@@ -31,6 +31,7 @@ class FewShot(Experiment):
     }
     required = ("pair", "methods", "fractions")
     setting_prefix = "frac"
+    gains = "top-1"
     caption = "Few-shot: student accuracy (%) when it sees only a fraction of the training set"
     note = (
         "Few-shot students: the student sees only a fraction of the training set (the first ⌊f·N⌋ images in file "

@@ -139,7 +139,7 @@ class LambdaSweep(Experiment):
             by = layout["variants"][t_arch]
             entries = ([(o, by["references"][o], None) for o in layout["references"]]
                        + [(layout["swept"], v, lam) for v, lam in zip(by["sweep"], layout["lambdas"])])
-            ref = None
+            ref = ref_broken = None
             ce = students[(students["student"] == s_arch) & (students["method"] == "ce")]
             floor = cell(ce, metric) if len(ce) else None  # the sweep runs no CE student: normally not checked
             for objective, variant, lam in entries:
@@ -147,9 +147,12 @@ class LambdaSweep(Experiment):
                 sel = students[(students["teacher_arch"] == t_arch) & (students["teacher_variant"] == variant)
                                & (students["student"] == s_arch) & (students["method"] == "kd")]
                 c = cell(sel, metric)
+                extra = {}
+                if "not_working_margin" in layout:  # every arm judged alike; a gain between two broken arms is none
+                    own = not_working_verdict(c, floor, layout["not_working_margin"])
+                    ref_broken = own if ref is None else ref_broken
+                    extra = {"not_working": own, "delta_bracketed": bool(own) and bool(ref_broken)}
                 ref = c if ref is None else ref
-                extra = ({"not_working": not_working_verdict(ref, floor, layout["not_working_margin"])}
-                         if "not_working_margin" in layout else {})
                 out.append({"pair": pair_label(t_arch, s_arch), "teacher_objective": objective,
                             "teacher_variant": variant, "lambda": lam,
                             **teacher_fields(t),  # means over the teacher seeds
@@ -179,7 +182,7 @@ class LambdaSweep(Experiment):
                 "Teacher CMI": show_teacher({**teacher_of(r, "cmi"), "collapsed": 0}, digits=4),
                 "KD student": show(r) + (NOT_WORKING if r.get("not_working") else ""),
                 f"Δ over {layout['labels'][reference]}": ("" if r["teacher_objective"] == reference and is_ref
-                                                          else (bracketed if r.get("not_working")
+                                                          else (bracketed if r.get("delta_bracketed")
                                                                 else fmt_delta)(r["delta"])),
             })
         numbers = pd.DataFrame(rows)

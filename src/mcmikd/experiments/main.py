@@ -19,6 +19,7 @@ class Main(Experiment):
     properties = {"pairs": {"type": "array", "items": PAIR, "minItems": 1}, "methods": NAMES, "exclude": EXCLUDE}
     required = ("pairs", "methods")
     ce_baseline = True
+    gains = "top-1"
     caption = "Top-1 test accuracy (%) of students distilled from each compared teacher, mean ± std over seeds"
     note = (
         "Main table (the paper's Table 1 layout). For each teacher → student pair: each compared teacher's test "
@@ -80,14 +81,14 @@ class Main(Experiment):
                     marked = (t_arch, objective) in flagged
                     numbers.pop("cmi_not_raised")
                     broken = numbers.pop("not_working", None)
-                    show_delta = bracketed if broken else fmt_delta
-                    gains = [(numbers[key], labels[who]) for key, who in (("delta", reference),
-                                                                          ("delta_control", controls.get(objective)))
+                    # a gain between two arms that both do not work is not a finding: [bracketed]
+                    shown_gains = [((bracketed if numbers.get(f"{key}_bracketed") else fmt_delta)(numbers[key]), labels[who])
+                             for key, who in (("delta", reference), ("delta_control", controls.get(objective)))
                              if key in numbers and not math.isnan(numbers[key])]
-                    if len(gains) == 1 and objective not in controls:
-                        bracket = f" ({show_delta(gains[0][0])})"  # the plain form when no control is compared
+                    if len(shown_gains) == 1 and objective not in controls:
+                        bracket = f" ({shown_gains[0][0]})"  # the plain form when no control is compared
                     else:
-                        bracket = f" ({', '.join(f'{show_delta(d)} vs {who}' for d, who in gains)})" if gains else ""
+                        bracket = f" ({', '.join(f'{d} vs {who}' for d, who in shown_gains)})" if shown_gains else ""
                     name = (method_label(method) if objective == reference
                             else f"{method_label(method)} + {labels[objective]} teacher")
                     cells[name] = show(numbers) + (NOT_RAISED if marked else "") + (NOT_WORKING if broken else "") + bracket
@@ -105,8 +106,9 @@ class Main(Experiment):
 def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
     """Heat maps, framework × pair, of the student's accuracy gain with each compared teacher over the reference
     teacher (Δ, points); each cell also gives reference → compared accuracy. Blank: not run or no finished run.
-    With `tables.not_working_margin`, a cell whose reference-teacher student is "not working at this setting"
-    (`mcmikd.aggregate.not_working_verdict`) is greyed and hatched, its Δ in [brackets] with ‡, and a legend below
+    With `tables.not_working_margin`, a cell whose two students (reference and compared teacher) are both "not
+    working at this setting" (`mcmikd.aggregate.not_working_verdict`) is greyed and hatched, its Δ in [brackets] with
+    ‡, and a legend below
     the panel says why."""
     import math
 
@@ -127,10 +129,12 @@ def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: st
         reference, others = layout["objectives"][0], layout["objectives"][1:] or layout["objectives"][:1]
         labels = layout["labels"]
         deltas, texts = {}, {}
-        broken = set()  # (method label, pair) whose reference-teacher student is "not working" (tables.not_working_margin)
-        if len(numbers) and "not_working" in numbers:
-            for _, r in numbers[numbers["row"].isin(methods) & (numbers["not_working"] == True)].iterrows():  # noqa: E712
-                broken.add((method_label(r["row"]), r["pair"]))
+        # (objective, method label, pair) whose gain over the reference is not a finding: both arms "not working"
+        # (tables.not_working_margin)
+        broken = set()
+        if len(numbers) and "delta_bracketed" in numbers:
+            for _, r in numbers[numbers["row"].isin(methods) & (numbers["delta_bracketed"] == True)].iterrows():  # noqa: E712
+                broken.add((r["teacher_objective"], method_label(r["row"]), r["pair"]))
         for objective in others:
             delta = pd.DataFrame(np.nan, index=[method_label(m) for m in methods], columns=pairs)
             text = pd.DataFrame("", index=delta.index, columns=pairs)
@@ -141,14 +145,15 @@ def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: st
                     ref, other = by.loc[reference, "mean"], by.loc[objective, "mean"]
                     if not (math.isnan(ref) or math.isnan(other)):
                         delta.loc[method_label(method), pair] = other - ref
-                        mark = "[{:+.2f}] ‡" if (method_label(method), pair) in broken else "{:+.2f}"
+                        mark = "[{:+.2f}] ‡" if (objective, method_label(method), pair) in broken else "{:+.2f}"
                         text.loc[method_label(method), pair] = f"{mark.format(other - ref)}\n{ref:.1f}→{other:.1f}"
             deltas[objective], texts[objective] = delta, text
         colours = {}  # what the colour shows: a "not working" cell's Δ is not a finding, so it is greyed instead
         for objective, delta in deltas.items():
             colours[objective] = delta.copy()
-            for label, pair in broken:
-                colours[objective].loc[label, pair] = np.nan
+            for who, label, pair in broken:
+                if who == objective:
+                    colours[objective].loc[label, pair] = np.nan
         values = np.concatenate([d.to_numpy().ravel() for d in colours.values()])
         # symmetric colour scale around 0 (white), never narrower than ±0.1 points so a zero gain stays white
         limit = max(float(np.nanmax(np.abs(values))) if not np.isnan(values).all() else 0.0, 0.1)
@@ -164,7 +169,9 @@ def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: st
             ax.set_title(f"Student accuracy: {labels[objective]} teacher − {labels[reference]} teacher\n"
                          f"(mean over seeds; cells: Δ and {labels[reference]} → {labels[objective]} accuracy)")
             ax.tick_params(axis="x", labelrotation=20)
-            for label, pair in broken:  # greyed and hatched: the Δ is not a finding
+            for who, label, pair in broken:  # greyed and hatched: the Δ is not a finding
+                if who != objective:
+                    continue
                 i, j = list(deltas[objective].index).index(label), pairs.index(pair)
                 ax.add_patch(Rectangle((j, i), 1, 1, facecolor="0.72", edgecolor="0.35", hatch="///", lw=0,
                                        zorder=0.5))
@@ -174,8 +181,8 @@ def delta_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: st
                 plots.note(ax, f"no finished {labels[reference]}/{labels[objective]} student pairs")
         if broken:
             fig.legend(handles=[Patch(facecolor="0.72", edgecolor="0.35", hatch="///",
-                                      label=f"‡ method not working at this setting: the {labels[reference]}-teacher "
-                                            f"student is > {layout['not_working_margin']:g} points below the "
-                                            f"no-teacher student; its Δ [in brackets] is not a finding")],
+                                      label=f"‡ method not working at this setting with either teacher: both "
+                                            f"students are > {layout['not_working_margin']:g} points below the "
+                                            f"no-teacher student; the Δ [in brackets] is not a finding")],
                        loc="outside lower center", fontsize=8, frameon=False)
         plots.save(fig, png, pdf)

@@ -20,6 +20,7 @@ class Temperature(Experiment):
     properties = {"pairs": {"type": "array", "items": PAIR, "minItems": 1}, "temperatures": NUMBERS}
     required = ("pairs", "temperatures")
     setting_prefix = "T"
+    gains = "top-1"
     caption = "Teacher CMI and KD student accuracy (%) against the KD temperature T"
     note = ("Fig. 1 in numbers: for each pair and KD temperature T, each compared teacher's CMI on the training set "
             "computed from softmax(z/T) (mean ± std over the teacher seeds), and the accuracy of the KD student distilled at that T (mean ± std over "

@@ -33,6 +33,7 @@ class ZeroShot(Experiment):
     }
     required = ("pair", "methods", "omitted")
     setting_prefix = "omit"
+    gains = "classes"
     ce_baseline = True
     caption = "Zero-shot: student accuracy (%) on classes omitted from its training data"
     note = (
@@ -91,17 +92,16 @@ class ZeroShot(Experiment):
                 ce = per_class(at[at["method"] == "ce"], metric, cls_id)
                 row["CE only"] = show(ce)
                 long_rows.append({"omitted": key, "class": cls_id, "method": "ce", "teacher_objective": "none", **ce})
-                # "not working" compares OVERALL accuracy (all classes) of the reference-teacher student with the CE
+                # "not working" compares OVERALL accuracy (all classes) of each teacher's students with the CE
                 # student's, not the omitted-class recall (0 % for CE by construction)
                 ce_runs = at[at["method"] == "ce"]
                 floor = cell(ce_runs, metric) if len(ce_runs) else None
-                broken = set()
+                broken = set()  # (method, objective) arms not working
                 for method in kd_methods:
                     cells, numbers = compare_cells(at[at["method"] == method], method, layout, metric,
                                                    measure=lambda f, m: per_class(f, m, cls_id), flagged=flagged,
                                                    floor=floor)
-                    if any(n.get("not_working") for n in numbers):
-                        broken.add(method)
+                    broken |= {(method, n["teacher_objective"]) for n in numbers if n.get("not_working")}
                     row.update(cells)
                     long_rows += [{"omitted": key, "class": cls_id, **n} for n in numbers]
                 for method in kd_methods:
@@ -110,7 +110,7 @@ class ZeroShot(Experiment):
                         overall = cell(sel[sel["teacher_objective"] == objective], metric)
                         row[f"{method_label(method)}, {layout['labels'][objective]}, all classes"] = (
                             show(overall) + (NOT_RAISED if objective in marked else "")
-                            + (NOT_WORKING if method in broken else ""))
+                            + (NOT_WORKING if (method, objective) in broken else ""))
                 rows.append(row)
         display = pd.DataFrame(rows)
         display.attrs["footnotes"] = not_raised_footnote(flagged) + not_working_footnote(
