@@ -75,6 +75,7 @@ LAYOUT = {"pairs": [["resnet20", "resnet8"]], "methods": ["kd"], "objectives": [
           "labels": {"mll": "MLL", "mcmi": "MCMI", "ce_finetune": "CE-FT"},
           "colors": {"mll": "#0173B2", "mcmi": "#DE8F05", "ce_finetune": "#029E73"},
           "swept": "mcmi", "key": "lambda", "lambdas": [0.1, 0.5], "references": ["mll", "ce_finetune"],
+          "must_raise": {"mcmi": ["mll", "ce_finetune"]}, "cliff": 1.0,
           "variants": {"resnet20": {"references": {"mll": "mll", "ce_finetune": "ce_finetune"},
                                     "sweep": ["mcmi-0.1", "mcmi-0.5"]}}}
 
@@ -111,13 +112,15 @@ def test_the_table_on_hand_numbers():
     from mcmikd.experiments.lambda_sweep import LambdaSweep
 
     numbers, display = LambdaSweep.table(synthetic_runs(), LAYOUT, "last")
-    assert list(display.columns) == ["Pair", "Teacher", "λ", "Teacher acc.", "Teacher CMI", "KD student",
-                                     "Δ over MLL"]
+    assert list(display.columns) == ["Pair", "Teacher", "λ", "Teacher acc.", "Teacher CMI", "CMI raised (seeds)",
+                                     "Over the cliff (seeds, > 1 pt)", "KD student", "Δ over MLL"]
     assert display.values.tolist() == [
-        ["resnet20 → resnet8", "MLL (reference)", "–", "70.00 (n = 1)", "0.1235 (n = 1)", "61.00 ± 1.41", ""],
-        ["resnet20 → resnet8", "CE-FT", "–", "70.50 (n = 1)", "0.1000 (n = 1)", "61.00 ± 0.00", "+0.00"],
-        ["resnet20 → resnet8", "MCMI", "0.1", "71.00 (n = 1)", "0.5000 (n = 1)", "64.00 ± 1.41", "+3.00"],
-        ["resnet20 → resnet8", "MCMI", "0.5", "10.00 (n = 1) (collapsed)", "0.9000 (n = 1)", "collapsed teacher", "–"],
+        ["resnet20 → resnet8", "MLL (reference)", "–", "70.00 (n = 1)", "0.1235 (n = 1)", "", "", "61.00 ± 1.41", ""],
+        ["resnet20 → resnet8", "CE-FT", "–", "70.50 (n = 1)", "0.1000 (n = 1)", "", "", "61.00 ± 0.00", "+0.00"],
+        ["resnet20 → resnet8", "MCMI", "0.1", "71.00 (n = 1)", "0.5000 (n = 1)", "1 of 1", "0 of 1", "64.00 ± 1.41",
+         "+3.00"],
+        ["resnet20 → resnet8", "MCMI", "0.5", "10.00 (n = 1) (collapsed)", "0.9000 (n = 1)", "1 of 1", "1 of 1",
+         "collapsed teacher", "–"],
     ]
     assert numbers["teacher_variant"].tolist() == ["mll", "ce_finetune", "mcmi-0.1", "mcmi-0.5"]
     assert numbers["lambda"].iloc[2:].tolist() == [0.1, 0.5] and numbers["lambda"].iloc[:2].isna().all()
@@ -125,6 +128,28 @@ def test_the_table_on_hand_numbers():
     assert numbers["n"].tolist() == [2, 2, 2, 0] and numbers["collapsed"].tolist() == [False, False, False, True]
     _, best = LambdaSweep.table(synthetic_runs(), LAYOUT, "best")
     assert best["KD student"].iloc[2] == "65.00 ± 1.41"
+
+
+def test_the_recipe_rule_prefers_a_lambda_that_passes_on_every_seed_of_every_run():
+    """Two runs of one sweep (e.g. two machines): a λ passes a run when its CMI is raised on every teacher seed and
+    its mean accuracy is within 1 point of MLL's; the rule takes a λ that passes in both, the safe one (no seed over
+    the cliff) first, then the larger CMI gain over the control."""
+    from mcmikd.experiments.lambda_sweep import choose
+
+    def rows(check):  # check: {λ: (raised of 3, over the cliff of 3, accuracy, CMI)}
+        out = [{"lambda": None, "pair": "a → b", "teacher_acc": 99.0, "teacher_cmi": 0.01},
+               {"lambda": None, "pair": "a → b", "teacher_acc": 99.0, "teacher_cmi": 0.008}]
+        return out + [{"lambda": lam, "pair": "a → b", "seeds_checked": 3, "cmi_raised": r, "over_cliff": o,
+                       "teacher_acc": acc, "teacher_cmi": cmi} for lam, (r, o, acc, cmi) in check.items()]
+
+    one = rows({0.3: (3, 0, 98.8, 0.012), 0.35: (3, 1, 98.5, 0.02), 0.4: (3, 2, 97.0, 0.05)})
+    two = rows({0.3: (3, 0, 98.9, 0.011), 0.35: (3, 0, 98.6, 0.015), 0.4: (3, 1, 98.2, 0.04)})
+    result = choose({"here": one, "there": two})
+    assert result["passing"] == [0.3, 0.35] and result["safe"] == [0.3] and result["chosen"] == 0.3
+    two[2]["cmi_raised"] = 2  # 0.3 fails one seed on the second machine: the passing one on the cliff is chosen
+    result = choose({"here": one, "there": two})
+    assert result["passing"] == [0.35] and result["safe"] == [] and result["chosen"] == 0.35
+    assert choose({"here": one, "there": rows({0.35: (2, 0, 99.0, 0.02)})})["chosen"] is None
 
 
 def test_the_figure_renders(tmp_path):

@@ -1,6 +1,8 @@
 """`python -m mcmikd <command>`: the project's command line.
 
     python -m mcmikd compare RUN REFERENCE   does my run agree with yours, or with the paper? (mcmikd.compare)
+    python -m mcmikd publish RESULTS DEST     keep a run's tables, figures, runs tables and machine (mcmikd.publish)
+    python -m mcmikd recipe RUN... --config C the λ recipe rule over one or more runs of a λ sweep
     python -m mcmikd progress [WHERE]        one line per training job: state, epoch, accuracy, ETA (mcmikd.progress)
 """
 
@@ -8,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"compare": "mcmikd.compare", "progress": "mcmikd.progress"}
+COMMANDS = {"compare": "mcmikd.compare", "publish": "mcmikd.publish", "recipe": "mcmikd.experiments.lambda_sweep",
+            "progress": "mcmikd.progress"}
 
 
 def main(argv: list[str]) -> int:

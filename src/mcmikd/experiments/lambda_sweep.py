@@ -15,6 +15,8 @@ test set, run the sweep in a config of its own with `dataset.validation` on (its
 
 from __future__ import annotations
 
+import sys
+
 from mcmikd.errors import ConfigError
 from mcmikd.experiments.base import NUMBERS, PAIR, Experiment, Figure
 
@@ -37,6 +39,10 @@ class LambdaSweep(Experiment):
         "objective": {"type": "string", "description": "the fine-tuning objective whose path hyper-parameter is "
                                                        "swept (default: the first compared one that has one)"},
         "key": {"type": "string", "description": "the path hyper-parameter swept (default: the objective's first)"},
+        "cliff": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 1.0,
+                  "description": "points of test (or validation) accuracy by which a swept teacher seed may fall "
+                                 "below its own MLL start seed before it counts as gone over the cliff (the recipe "
+                                 "rule's accuracy margin)"},
     }
     required = ("pairs", "lambdas")
     caption = "Teacher accuracy (%), teacher CMI (nats) and KD student accuracy (%) against λ"
@@ -114,7 +120,7 @@ class LambdaSweep(Experiment):
             named = [self.grid.teacher_variant(arch, o, self, override) for o, override in self.compared_teachers(pair)]
             variants[arch] = {"references": dict(zip(self.references(), named[:n])), "sweep": named[n:]}
         return {"swept": self.swept(), "key": self.key(), "lambdas": self.lambdas(), "references": self.references(),
-                "variants": variants}
+                "variants": variants, "cliff": float(self.body.get("cliff", 1.0))}
 
     def figures(self) -> list[Figure]:
         return [Figure(self.name, "mcmikd.experiments.lambda_sweep:figure", (self.runs_file(),), CAPTION,
@@ -127,7 +133,10 @@ class LambdaSweep(Experiment):
         pair, teacher_objective, teacher_variant, lambda (None for a reference), teacher_acc (%), teacher_cmi
         (nats, train set, T = 1), each a mean over the teacher seeds with its `_std` and `teacher_n` (seeds),
         collapsed (how many teacher seeds collapsed), and the KD students' `cell` (mean, std, n, ...) plus delta
-        over the reference teacher's students (points)."""
+        over the reference teacher's students (points). Swept teachers also carry the per-seed teacher check
+        (`seed_check`): seeds_checked, cmi_raised (seeds whose CMI is above that of the same seed of every teacher
+        the objective must beat, e.g. MLL and the λ = 0 control) and over_cliff (seeds whose accuracy fell more than
+        `layout['cliff']` points below the same seed of the reference teacher)."""
         from mcmikd.aggregate import cell, not_working_verdict, pair_label, teacher_fields
 
         if not len(runs):
@@ -153,11 +162,32 @@ class LambdaSweep(Experiment):
                     ref_broken = own if ref is None else ref_broken
                     extra = {"not_working": own, "delta_bracketed": bool(own) and bool(ref_broken)}
                 ref = c if ref is None else ref
+                check = {} if lam is None else cls.seed_check(teachers, t_arch, variant, layout)
                 out.append({"pair": pair_label(t_arch, s_arch), "teacher_objective": objective,
                             "teacher_variant": variant, "lambda": lam,
                             **teacher_fields(t),  # means over the teacher seeds
-                            **c, "delta": c["mean"] - ref["mean"], **extra})
+                            **c, "delta": c["mean"] - ref["mean"], **check, **extra})
         return out
+
+    @staticmethod
+    def seed_check(teachers, arch: str, variant: str, layout: dict) -> dict:
+        """The per-seed teacher check of one swept variant (see `rows`)."""
+        from mcmikd.aggregate import teacher_seeds
+
+        refs = layout["variants"][arch]["references"]
+        beat = [refs[o] for o in layout.get("must_raise", {}).get(layout["swept"], []) if o in refs]
+        reference = refs[layout["references"][0]]
+        mine = teachers[teachers["teacher_arch"] == arch]
+        by = {(v, s): r for (_, r), s, v in zip(mine.iterrows(), teacher_seeds(mine), mine["teacher_variant"])}
+        checked = raised = over = 0
+        for (v, seed), r in by.items():
+            if v != variant or (reference, seed) not in by:
+                continue
+            checked += 1
+            others = [by[(b, seed)]["cmi_T1"] for b in beat if (b, seed) in by]
+            raised += bool(others) and all(r["cmi_T1"] > o for o in others)
+            over += bool(r["model_acc"] < by[(reference, seed)]["model_acc"] - layout.get("cliff", 1.0))
+        return {"seeds_checked": checked, "cmi_raised": raised, "over_cliff": over}
 
     @classmethod
     def table(cls, runs, layout, metric):
@@ -180,6 +210,9 @@ class LambdaSweep(Experiment):
                 "λ": "–" if is_ref else f"{r['lambda']:g}",
                 "Teacher acc.": show_teacher(teacher_of(r, "acc")),
                 "Teacher CMI": show_teacher({**teacher_of(r, "cmi"), "collapsed": 0}, digits=4),
+                "CMI raised (seeds)": "" if is_ref else f"{r['cmi_raised']} of {r['seeds_checked']}",
+                f"Over the cliff (seeds, > {layout.get('cliff', 1.0):g} pt)": "" if is_ref else
+                f"{r['over_cliff']} of {r['seeds_checked']}",
                 "KD student": show(r) + (NOT_WORKING if r.get("not_working") else ""),
                 f"Δ over {layout['labels'][reference]}": ("" if r["teacher_objective"] == reference and is_ref
                                                           else (bracketed if r.get("delta_bracketed")
@@ -189,8 +222,51 @@ class LambdaSweep(Experiment):
         if len(numbers):
             numbers["lambda"] = numbers["lambda"].map(lambda v: math.nan if v is None else v)
         display = pd.DataFrame(display)
-        display.attrs["footnotes"] = not_working_footnote(layout, rows, "the student trained without a teacher")
+        labels = layout["labels"]
+        beaten = " and ".join(labels.get(o, o) for o in layout.get("must_raise", {}).get(layout["swept"], []))
+        display.attrs["footnotes"] = [
+            f"Per-seed teacher check: \"CMI raised\" counts the teacher seeds whose training CMI (T = 1) is above that "
+            f"of the same seed of {beaten or 'the reference'}; \"over the cliff\" those whose accuracy fell more than "
+            f"{layout.get('cliff', 1.0):g} points below the same seed of the {labels[reference]} teacher "
+            f"(experiments.lambda_sweep.cliff). A recipe for the other experiments should pass the first on every seed "
+            f"and stay off the cliff on every seed, on every machine it is run on (python -m mcmikd recipe)."
+        ] + not_working_footnote(layout, rows, "the student trained without a teacher")
         return numbers, display
+
+
+def choose(runs: dict[str, list[dict]], accuracy_margin: float | None = None) -> dict:
+    """The recipe rule over one or more runs of the same λ sweep (e.g. two machines): {"rows": per λ and run the
+    check, "passing": the λ that pass in every run, "safe": those that also stay off the cliff on every seed of
+    every run, "chosen": the choice}. A λ passes a run when its teacher's CMI is raised on every teacher seed and
+    its mean accuracy is within `accuracy_margin` points (default: the sweep's cliff) of the reference teacher's
+    mean (default 1). Among the λ that pass in every run the rule prefers the safe ones, then the largest mean CMI gain over the
+    control (mean over runs); None when no λ passes everywhere. `runs`: {run name: `LambdaSweep.rows` of it}."""
+    table, per_lambda = [], {}
+    for name, rows in runs.items():
+        refs = [r for r in rows if r["lambda"] is None]
+        reference = refs[0]
+        control = refs[1] if len(refs) > 1 else None
+        for r in rows:
+            if r["lambda"] is None:
+                continue
+            margin = 1.0 if accuracy_margin is None else accuracy_margin
+            ok = (r["seeds_checked"] > 0 and r["cmi_raised"] == r["seeds_checked"]
+                  and r["teacher_acc"] >= reference["teacher_acc"] - margin)
+            gain = r["teacher_cmi"] - (control["teacher_cmi"] if control else reference["teacher_cmi"])
+            table.append({"run": name, "pair": r["pair"], "lambda": r["lambda"], "passes": ok,
+                          "cmi_raised": f"{r['cmi_raised']} of {r['seeds_checked']}",
+                          "over_cliff": f"{r['over_cliff']} of {r['seeds_checked']}",
+                          "acc_vs_reference": r["teacher_acc"] - reference["teacher_acc"], "cmi_gain": gain})
+            entry = per_lambda.setdefault(r["lambda"], {"passes": True, "safe": True, "gains": [], "runs": set()})
+            entry["runs"].add(name)
+            entry["passes"] &= ok
+            entry["safe"] &= r["over_cliff"] == 0
+            entry["gains"].append(gain)
+    passing = [lam for lam, e in per_lambda.items() if e["passes"] and e["runs"] == set(runs)]  # swept everywhere
+    safe = [lam for lam in passing if per_lambda[lam]["safe"]]
+    pool = safe or passing
+    chosen = max(pool, key=lambda lam: sum(per_lambda[lam]["gains"]) / len(per_lambda[lam]["gains"])) if pool else None
+    return {"rows": table, "passing": passing, "safe": safe, "chosen": chosen}
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
@@ -265,3 +341,55 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
                    + [Line2D([], [], color="black", marker="x", ls="", mew=2, label="collapsed teacher")])
         plots.legend(fig, handles, where="lower")
         plots.save(fig, png, pdf)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m mcmikd recipe RUN [RUN ...] --config CONFIG`: the recipe rule (`choose`) over the λ sweep of one or
+    more finished runs of CONFIG (e.g. the same config on two machines): per λ and run the per-seed teacher check,
+    then the λ chosen. Exit status 0 when a λ passes in every run, 1 when none does, 2 on bad input."""
+    import argparse
+    from pathlib import Path
+
+    import yaml
+
+    from mcmikd.aggregate import read_runs, to_markdown
+    from mcmikd.config import load_grid
+    from mcmikd.errors import first_line
+
+    ap = argparse.ArgumentParser(prog="python -m mcmikd recipe", description=main.__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", help="results folders (results/<name>) or their runs/lambda_sweep.csv")
+    ap.add_argument("--config", required=True, help="the config the runs were made with (its λ sweep block)")
+    ap.add_argument("--accuracy-margin", type=float, default=1.0,
+                    help="points the mean teacher accuracy may fall below the reference's (default 1)")
+    args = ap.parse_args(argv)
+    try:
+        schema = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+        grid = load_grid(yaml.safe_load(Path(args.config).read_text()), schema)
+        if "lambda_sweep" not in grid.experiments:
+            raise ValueError(f"{args.config}: no enabled experiments.lambda_sweep block")
+        layout, metric = grid.experiments["lambda_sweep"].layout(), grid.config["tables"]["metric"]
+        rows = {}
+        for where in args.runs:
+            path = Path(where)
+            csv = path if path.suffix == ".csv" else path / "runs" / "lambda_sweep.csv"
+            if not csv.exists():
+                raise ValueError(f"{where}: no {csv.name}; give a finished run of {args.config}")
+            rows[where] = LambdaSweep.rows(read_runs(str(csv)), layout, metric)
+    except Exception as exc:  # bad input: one line
+        print(f"Error: {first_line(exc)}", file=sys.stderr)
+        return 2
+    import pandas as pd
+
+    result = choose(rows, args.accuracy_margin)
+    frame = pd.DataFrame(result["rows"]).assign(
+        acc_vs_reference=lambda f: f["acc_vs_reference"].map("{:+.2f}".format),
+        cmi_gain=lambda f: f["cmi_gain"].map("{:+.4f}".format))
+    print(to_markdown(frame))
+    passing = ", ".join(f"{v:g}" for v in result["passing"]) or "none"
+    safe = ", ".join(f"{v:g}" for v in result["safe"]) or "none"
+    print(f"λ passing in every run (CMI raised on every teacher seed, mean accuracy within "
+          f"{args.accuracy_margin:g} points of the reference): {passing}")
+    print(f"of those, off the cliff on every seed of every run: {safe}")
+    chosen = result["chosen"]
+    print("chosen: " + ("none" if chosen is None else f"{chosen:g}"))
+    return 0 if result["chosen"] is not None else 1
