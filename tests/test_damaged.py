@@ -111,7 +111,7 @@ def test_the_advice_a_reading_job_prints_repairs_the_file(run, monkeypatch):
     rewritten = {path for path in after if after[path] != before[path]}
     assert rewritten == {f"{control}/model.pt", f"{control}/best.pt", f"{control}/metrics.json", f"{control}/cmi.json",
                          student,
-                         f"{RES}/runs/main.csv", *(f"{RES}/tables/main.{ext}" for ext in ("csv", "md", "tex")),
+                         f"{RES}/runs/main.csv", f"{RES}/tables/main_gains.csv", *(f"{RES}/tables/main.{ext}" for ext in ("csv", "md", "tex")),
                          *(f"{RES}/figures/{fig}.{ext}" for fig in ("main_delta", "teachers_finetuning")
                            for ext in ("png", "pdf"))}
     assert planned_jobs(run) == Counter()  # a run after the repair is a no-op

@@ -13,6 +13,9 @@ from mcmikd.distill.base import DistillContext
 from mcmikd.errors import ConfigError
 from mcmikd.models import create_model, feature_shapes
 
+# training numbers: run again under another CPU kernel set by `make test-kernels`
+pytestmark = pytest.mark.numeric
+
 NUM_CLASSES, CHANNELS, SIZE, N_TRAIN, BATCH = 10, 1, 16, 40, 8
 FEATURE_METHODS = [m for m in METHODS if m not in ("ce", "kd")]
 TWO_STAGE = {"ab", "ft", "fsp"}

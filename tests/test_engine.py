@@ -10,6 +10,9 @@ from mcmikd.jobs import common, student, teacher as teacher_jobs
 from mcmikd.datasets.digits import load_digits
 from mcmikd.engine import Recipe
 
+# training numbers: run again under another CPU kernel set by `make test-kernels`
+pytestmark = pytest.mark.numeric
+
 RUNTIME = {"device": "cpu", "channels_last": False, "precision": "fp32", "deterministic": True}
 RECIPE = {"epochs": 3, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
           "schedule": "multistep", "milestones": [2], "gamma": 0.1}

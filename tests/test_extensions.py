@@ -97,7 +97,8 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
     sweep = pd.read_csv(res / "tables" / "lambda_sweep.csv")
     assert sweep["teacher_variant"].tolist() == ["mll", "mcmi-0.25", "mcmi-0.5"]
     assert sweep["teacher_cmi"].notna().all() and sweep["teacher_acc"].notna().all()
-    assert "| Pair | Teacher | λ | Teacher acc. | Teacher CMI | KD student | Δ over MLL |" in (
+    assert ("| Pair | Teacher | λ | Teacher acc. | Teacher CMI | CMI raised (seeds) | Over the cliff (seeds, > 1 pt) | "
+            "KD student | Δ over MLL |") in (
         res / "tables" / "lambda_sweep.md").read_text()
     assert (res / "figures" / "lambda_sweep.png").stat().st_size > 1000
     student = next((res / "students" / "resnet8" / "label_smoothing-0.2").rglob("alpha0.5/seed0.json"))

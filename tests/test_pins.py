@@ -11,6 +11,9 @@ import pytest
 import pins
 from conftest import ROOT
 
+# training numbers: run again under another CPU kernel set by `make test-kernels`
+pytestmark = pytest.mark.numeric
+
 
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):

@@ -17,6 +17,9 @@ from mcmikd.data import DatasetTensors
 from mcmikd.datasets.digits import load_digits
 from mcmikd.engine import Recipe, ResumeFile, Runtime, TrainStream, evaluate, fit
 
+# training numbers: run again under another CPU kernel set by `make test-kernels`
+pytestmark = pytest.mark.numeric
+
 POOL = 300
 RECIPE = {"epochs": 3, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
           "schedule": "multistep", "milestones": [2], "gamma": 0.1}

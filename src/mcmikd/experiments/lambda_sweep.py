@@ -227,7 +227,7 @@ class LambdaSweep(Experiment):
         display.attrs["footnotes"] = [
             f"Per-seed teacher check: \"CMI raised\" counts the teacher seeds whose training CMI (T = 1) is above that "
             f"of the same seed of {beaten or 'the reference'}; \"over the cliff\" those whose accuracy fell more than "
-            f"{layout.get('cliff', 1.0):g} points below the same seed of the {labels[reference]} teacher "
+            f"{layout.get('cliff', 1.0):g} accuracy points below the same seed of the {labels[reference]} teacher "
             f"(experiments.lambda_sweep.cliff). A recipe for the other experiments should pass the first on every seed "
             f"and stay off the cliff on every seed, on every machine it is run on (python -m mcmikd recipe)."
         ] + not_working_footnote(layout, rows, "the student trained without a teacher")
@@ -388,7 +388,7 @@ def main(argv: list[str]) -> int:
     passing = ", ".join(f"{v:g}" for v in result["passing"]) or "none"
     safe = ", ".join(f"{v:g}" for v in result["safe"]) or "none"
     print(f"λ passing in every run (CMI raised on every teacher seed, mean accuracy within "
-          f"{args.accuracy_margin:g} points of the reference): {passing}")
+          f"{args.accuracy_margin:g} accuracy points of the reference): {passing}")
     print(f"of those, off the cliff on every seed of every run: {safe}")
     chosen = result["chosen"]
     print("chosen: " + ("none" if chosen is None else f"{chosen:g}"))
