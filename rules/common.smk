@@ -11,6 +11,7 @@ _SRC_SPEC = importlib.util.spec_from_file_location("_src", Path(workflow.basedir
 _SRC_SPEC.loader.exec_module(importlib.util.module_from_spec(_SRC_SPEC))
 from mcmikd.codedeps import code_inputs, registry_module
 from mcmikd.config import NO_TEACHER, load_grid, split_teacher_folder
+from mcmikd.configfile import check_config_file
 from mcmikd.distill import METHODS
 from mcmikd.errors import McmiError
 from mcmikd.experiments import EXPERIMENTS
@@ -19,6 +20,9 @@ from mcmikd.teachers import OBJECTIVES
 from snakemake.utils import validate
 
 try:
+    # the files themselves first: a key given twice, an alias bomb (mcmikd.configfile); then their values
+    for _configfile in workflow.configfiles:
+        check_config_file(_configfile)
     GRID = load_grid(config, workflow.source_path("../workflow/schemas/config.schema.yaml"))
 except McmiError as err:
     sys.exit(f"Error: {err}")

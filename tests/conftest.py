@@ -46,6 +46,15 @@ def append(path: Path, text: str) -> None:
     path.write_text(path.read_text() + text)
 
 
+def reverse_every_mapping(value):
+    """`value` with the keys of every mapping in reverse order (what an editor's YAML formatter may do)."""
+    if isinstance(value, dict):
+        return {k: reverse_every_mapping(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [reverse_every_mapping(v) for v in value]
+    return value
+
+
 def small_grid(c):
     """The tiny config's main experiment only, one teacher and one student seed (every job kind but CAM and the
     other experiments' students)."""

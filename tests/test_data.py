@@ -13,7 +13,7 @@ from mcmikd.data import DatasetTensors, fewshot_subset
 from mcmikd.datasets import get_dataset, load_dataset
 from mcmikd.datasets.digits import load_digits
 from mcmikd.engine import Runtime, TrainStream
-from mcmikd.errors import DataError
+from mcmikd.errors import ConfigError, DataError
 
 CPU = Runtime(device=torch.device("cpu"), channels_last=False, precision="fp32", deterministic=True)
 
@@ -64,7 +64,10 @@ def test_first_n_subset_is_file_order_and_stratified_subset_covers_each_class():
     strat = fewshot_subset(labels, 0.5, "stratified", seed=3)
     assert sorted(labels[strat].tolist()) == [0, 0, 1, 1, 2]
     assert torch.equal(strat, fewshot_subset(labels, 0.5, "stratified", seed=3))
-    assert len(fewshot_subset(labels, 0.01, "first_n")) == 1  # never empty
+    assert len(fewshot_subset(labels, 0.3, "first_n")) == 3  # one image per class is the least it keeps
+    with pytest.raises(ConfigError, match="keeps 2 of 10 training images, fewer than the 3 classes"):
+        fewshot_subset(labels, 0.2, "first_n")
+    assert sorted(labels[fewshot_subset(labels, 0.01, "stratified")].tolist()) == [0, 1, 2]  # one of each
 
 
 def _digits_stream(**kw):

@@ -94,16 +94,38 @@ def test_missing_recorded_files_and_bad_records_are_damaged(tmp_path):
 
 def test_truncated_json_is_one_line_naming_it_and_the_repair(tmp_path):
     path = tmp_path / "metrics.json"
-    write_json(path, {"model_acc": 97.5, "history": [1, 2, 3]})
+    write_json(path, {"model_acc": 97.5, "history": [1, 2, 3]}, record=False)  # a file without a record
     truncate(path, keep=20)
     with pytest.raises(DamagedFileError) as err:
         read_json(path)
     assert str(err.value).startswith(f"{path} is damaged (not valid JSON: ") and advice(path) in str(err.value)
 
 
-def test_resume_checkpoints_have_no_record(tmp_path):
-    torch_save({"epoch": 1}, tmp_path / ".seed0.resume.pt", record=False)
-    assert read_record(tmp_path / ".seed0.resume.pt") is None
+def test_a_result_edited_after_its_job_wrote_it_is_damaged(tmp_path):
+    """Result JSONs carry a content record: an edit (47.78 → 70.33, same length) never reaches a table."""
+    path = tmp_path / "seed0.json"
+    write_json(path, {"last_acc": 47.78})
+    assert read_json(path) == {"last_acc": 47.78}
+    path.write_text(path.read_text().replace("47.78", "70.33"))
+    with pytest.raises(DamagedFileError) as err:
+        read_json(path)
+    assert str(err.value).startswith(f"{path} is damaged (its sha256 is not the one recorded when it was written)")
+    assert "\n" not in str(err.value) and advice(path) in str(err.value)
+
+
+def test_a_resume_checkpoint_with_a_flipped_byte_is_ignored_and_training_starts_afresh(tmp_path, capsys):
+    from mcmikd.engine import ResumeFile
+
+    resume = ResumeFile(tmp_path / ".seed0.resume.pt", "abc")
+    resume.save({"epoch": 3})
+    assert resume.load()["epoch"] == 3 and read_record(tmp_path / ".seed0.resume.pt") is not None
+    data = bytearray((tmp_path / ".seed0.resume.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / ".seed0.resume.pt").write_bytes(bytes(data))
+    assert resume.load() is None
+    assert "ignoring damaged checkpoint" in capsys.readouterr().err
+    resume.clear()
+    assert not (tmp_path / ".seed0.resume.pt").exists() and read_record(tmp_path / ".seed0.resume.pt") is None
 
 
 @dataclass

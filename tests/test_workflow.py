@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, assert_tiny_outputs_exist, small_grid
+from conftest import ROOT, assert_tiny_outputs_exist, reverse_every_mapping, small_grid
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -161,6 +161,32 @@ def test_changing_one_experiment_setting_reruns_only_its_students_and_aggregates
         write_config(work)
 
 
+def test_a_config_rewritten_without_changing_its_meaning_reruns_nothing(finished_run):
+    """Every mapping's keys in reverse order (an editor's formatter), whole numbers written as floats, and a
+    method's default written out: the same meaning, so no job reruns (its params are a canonical form)."""
+    cfg = yaml.safe_load((ROOT / "tests" / "tiny.yaml").read_text())
+    cfg["students"]["training"]["epochs"] = float(cfg["students"]["training"]["epochs"])
+    cfg["methods"].setdefault("kd", {})["temperature"] = 4.0  # KD's class default
+    (finished_run.work / "config.yaml").write_text(yaml.safe_dump(reverse_every_mapping(cfg), sort_keys=False))
+    try:
+        assert planned_jobs(finished_run) == Counter()
+    finally:
+        write_config(finished_run)
+
+
+def test_a_key_given_twice_in_the_config_file_stops_before_any_job(tmp_path):
+    """PyYAML keeps the last of two `experiments:` blocks; the file check refuses it in one line (also under -n)."""
+    write_config(tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(path.read_text() + "experiments:\n  cam: {teachers: [resnet8]}\n")
+    for args in (("-n",), ()):
+        out = snakemake(Workspace(work=tmp_path), *args, check=False)
+        assert out.returncode != 0
+        errors = [line for line in out.stderr.splitlines() if line.startswith("Error: ")]
+        assert errors and "key 'experiments' is given twice" in errors[0], out.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
 def _fsp_across_architectures(c):
     c["experiments"]["main"].update(methods=["fsp"], pairs=[{"teacher": "resnet8", "student": "MobileNetV2"}])
 
@@ -190,6 +216,9 @@ BAD_CONFIGS = {
                                   "(= layer3) or another layer of resnet8, e.g. layer3, "),
     "CAM layer without a map": (lambda c: c["experiments"]["cam"].update(layer="fc"),
                                 "config key 'experiments.cam.layer': layer 'fc' of resnet8 gives no (N, C, H, W) map"),
+    "a few-shot subset smaller than the class count": (
+        lambda c: c["experiments"]["fewshot"].update(fractions=[1e-9]),
+        "config key 'experiments.fewshot.fractions[0]': 1e-09 keeps 0 of "),
     "the old single teacher seed": (lambda c: (c["teachers"].pop("seeds"), c["teachers"].update(seed=0)),
                                     "config key 'teachers.seed': replaced by 'teachers.seeds', a list of teacher "
                                     "seeds (each teacher is trained per seed); write seeds: [0]"),

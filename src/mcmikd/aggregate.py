@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mcmikd.io import read_json, write_text
+from mcmikd.io import damaged_error, read_json, write_text
 
 # --------------------------------------------------------------------------------------------- collection
 def _machine(result: dict) -> str | None:
@@ -27,8 +27,34 @@ def _machine(result: dict) -> str | None:
     return f"{prov['gpu']} ({prov.get('device')}), host {describe(fp)}" if prov.get("gpu") else describe(fp)
 
 
+def _number(path: str, record: dict, key: str, low: float | None = None, high: float | None = None,
+            integer: bool = False):
+    """`record[key]` when it is a finite number (an integer with `integer`) within [low, high]; otherwise the file is
+    damaged (one line naming the field and the repair): a result never loses a seed or gains a value silently."""
+    value = record.get(key) if isinstance(record, dict) else None
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (not integer or float(value).is_integer()) and (low is None or value >= low)
+          and (high is None or value <= high))
+    if not ok:
+        span = f" in [{low:g}, {high:g}]" if low is not None and high is not None else ""
+        kind = "an integer" if integer else f"a finite number{span}"
+        raise damaged_error(path, f"field '{key}' is {value!r}, not {kind}")
+    return value
+
+
+def _checked_accuracies(path: str, r: dict) -> None:
+    for key in ("best_acc", "last_acc"):
+        _number(path, r, key, 0, 100)
+    _number(path, r, "best_epoch", 0, None, integer=True)
+
+
 def _student_row(path: str, experiment: str) -> dict:
     r = read_json(path)
+    if not isinstance(r, dict):
+        raise damaged_error(path, "not a result record (a JSON object)")
+    _number(path, r, "seed", 0, None, integer=True)
+    if r.get("status", "ok") == "ok":  # a diverged run may hold a non-finite (null) accuracy: its status says so
+        _checked_accuracies(path, r)
     teacher = r.get("teacher") or {}
     setting = r.get("setting") or {}  # the data setting the job ran with (few-shot fraction, omitted classes, ...)
     hp = r.get("provenance", {}).get("config", {}).get("hp", {})
@@ -57,6 +83,11 @@ def _teacher_row(metrics_path: str, cmi_path: str | None, experiment: str) -> di
     from mcmikd.teachers import get_objective
 
     m = read_json(metrics_path)
+    if not isinstance(m, dict):
+        raise damaged_error(metrics_path, "not a result record (a JSON object)")
+    if not m.get("collapsed"):  # a collapsed teacher may hold non-finite numbers: its flag says so
+        _checked_accuracies(metrics_path, m)
+        _number(metrics_path, m, "model_acc", 0, 100)
     t = m["teacher"]
     seed = m.get("seed", m.get("provenance", {}).get("seed"))
     row = {"experiment": experiment, "role": "teacher", "file": metrics_path, "teacher_arch": t["arch"],

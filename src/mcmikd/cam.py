@@ -80,10 +80,16 @@ class ActivationRecorder:
 
 @torch.no_grad()
 def model_eigen_cam(model: torch.nn.Module, images: torch.Tensor, layer: str, center: bool = True):
-    """Eigen-CAM of `model` at `layer` for a batch of images: (maps upsampled to the input size, logits)."""
+    """Eigen-CAM of `model` at `layer` for a batch of images: (maps upsampled to the input size, logits). The model
+    runs in eval mode and is left in the mode it was found in (every submodule's own flag restored)."""
+    modes = {m: m.training for m in model.modules()}
     model.eval()
-    with ActivationRecorder(model, layer) as rec:
-        logits = model(images)
+    try:
+        with ActivationRecorder(model, layer) as rec:
+            logits = model(images)
+    finally:
+        for m, training in modes.items():
+            m.train(training)
     if rec.output is None or rec.output.dim() != 4:
         from mcmikd.errors import ConfigError
 

@@ -33,7 +33,26 @@ def dataset_shape(grid: Grid | dict) -> tuple[int, int, int]:
     spec.check(ds)
     shape = spec.shape(ds)
     grid.check_class_ids(shape[0])
+    check_fewshot_sizes(grid, spec.num_train(ds), shape[0])
     return shape
+
+
+def check_fewshot_sizes(grid: Grid, num_train: int | None, num_classes: int) -> None:
+    """Refuse a `first_n` few-shot fraction whose subset, ⌊f·N⌋ of the N training images, is smaller than the
+    class count (it could not hold one image per class), before any job; unknown N: checked by the job."""
+    from mcmikd.canonical import fraction_of
+
+    if not num_train:
+        return
+    for name, exp in grid.experiments.items():
+        if exp.body.get("subset", "first_n") != "first_n":
+            continue
+        for i, fraction in enumerate(exp.body.get("fractions") or []):
+            kept = fraction_of(num_train, fraction)
+            if kept < num_classes:
+                raise ConfigError(f"config key 'experiments.{name}.fractions[{i}]': {fraction:g} keeps {kept} of "
+                                  f"{num_train} training images, fewer than the {num_classes} classes; use at least "
+                                  f"{num_classes / num_train:.3g}")
 
 
 def _pair_key(exp, where: str, t_arch: str, s_arch: str) -> str:

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcmikd.canonical import canonical, static_defaults, without_defaults
 from mcmikd.datasets import DATASETS, get_dataset
 from mcmikd.distill import METHODS
 from mcmikd.errors import ConfigError
@@ -149,6 +150,14 @@ def check_config(config: dict) -> None:
     from mcmikd.experiments import EXPERIMENTS, get_experiment
 
     _check_finite(config, "")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(config["name"])):  # the schema's `$` lets a trailing newline in
+        raise ConfigError(f"config key 'name': {config['name']!r} is not allowed; use letters, digits, '_', '.' and "
+                          f"'-' only")
+    padding, size = config.get("augment", {}).get("crop_padding", 0), (config["dataset"].get("image_size")
+                                                               or {"cifar10": 32, "cifar100": 32}.get(config["dataset"]["name"]))
+    if size is not None and padding >= size:
+        raise ConfigError(f"config key 'augment.crop_padding': {padding} is not below the image size ({size} px); "
+                          f"use a smaller padding")
     for name in config["methods"]:
         _check_method(name, f"methods.{name}")
     teachers = config["teachers"]
@@ -197,10 +206,18 @@ def check_config(config: dict) -> None:
                           f"of: {', '.join(EXPERIMENTS)}")
 
 
+MAX_MAGNITUDE = 1e9  # no config number means anything beyond this (epochs, seeds, weights, temperatures, sizes)
+
+
 def _check_finite(value, key: str) -> None:
-    """Numbers become folder names (temperatures, fractions, λ) and loop bounds: `.inf` and `.nan` are refused."""
+    """Numbers become folder names (temperatures, fractions, λ), loop bounds and seeds: `.inf`, `.nan` and any
+    number beyond ±1e9 (`MAX_MAGNITUDE`: e.g. `epochs: 1e23`, a KD temperature of 1e300, a seed Snakemake cannot
+    put in a path) are refused, so no value passes the checks and then fails or never ends inside a job."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"config key '{key}': {value!r} is not a finite number; give a finite value")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
+        raise ConfigError(f"config key '{key}': {value!r} is out of range; config numbers must lie within "
+                          f"±{MAX_MAGNITUDE:.0e}")
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for k, v in items:
         _check_finite(v, f"{key}[{k}]" if isinstance(k, int) else (f"{key}.{k}" if key else str(k)))
@@ -429,7 +446,7 @@ class Grid:
 
     def data_params(self) -> dict:
         # only the keys the dataset uses (its spec's config_keys): changing another one reruns nothing
-        return get_dataset(self.config["dataset"]["name"]).params(self.config["dataset"])
+        return canonical(get_dataset(self.config["dataset"]["name"]).params(self.config["dataset"]))
 
     def _recipe(self, recipe: dict, arch: str) -> dict:
         recipe = dict(recipe)
@@ -451,7 +468,7 @@ class Grid:
                   "augment": dict(self.config["augment"]), "runtime": self.runtime()}
         if fine_tuned:
             params["collapse_ratio"] = block["collapse_ratio"]
-        return params
+        return canonical(params)
 
     def cmi_temperatures(self) -> list[float]:
         temps = set(float(t) for t in self.config["teachers"]["cmi_temperatures"])
@@ -460,8 +477,8 @@ class Grid:
         return sorted(temps)
 
     def cmi_params(self) -> dict:
-        return {"temperatures": self.cmi_temperatures(), "augment": dict(self.config["augment"]),
-                "runtime": self.runtime()}
+        return canonical({"temperatures": self.cmi_temperatures(), "augment": dict(self.config["augment"]),
+                          "runtime": self.runtime()})
 
     def setting_owner(self, setting: str):
         """The experiment that owns a student setting's prefix ('frac', 'omit', 'T', ...); None for 'full'."""
@@ -490,9 +507,12 @@ class Grid:
                        "variant": run.t_variant, "seed": self.teacher_seed(run.seed)}
             if run.t_model == "best":  # only then: the parameters of every other student stay as they were
                 teacher["checkpoint"] = "best"
-        return {"teacher": teacher, "student": run.student, "method": run.method, "hp": hp,
-                "recipe": self._recipe(self.config["students"]["training"], run.student), "setting": setting,
-                "seed": run.seed, "augment": dict(self.config["augment"]), "runtime": self.runtime()}
+        # a hyper-parameter written out at its method's default means the same as one left out (mcmikd.canonical)
+        hp = without_defaults(hp, static_defaults(METHODS[run.method]) if run.method in METHODS else None)
+        return canonical({"teacher": teacher, "student": run.student, "method": run.method, "hp": hp,
+                          "recipe": self._recipe(self.config["students"]["training"], run.student),
+                          "setting": setting, "seed": run.seed, "augment": dict(self.config["augment"]),
+                          "runtime": self.runtime()})
 
     def cam_experiments(self) -> list:
         return [e for e in self.experiments.values() if hasattr(e, "job_params")]
@@ -500,7 +520,7 @@ class Grid:
     def cam_params(self, arch: str) -> dict:
         exp = next(e for e in self.cam_experiments() if arch in e.teacher_archs())
         variants = {o: self.teacher_variant(arch, o, exp) for o in exp.objectives()}
-        return {**exp.job_params(arch, variants), "runtime": self.runtime()}
+        return canonical({**exp.job_params(arch, variants), "runtime": self.runtime()})
 
     def figures(self) -> dict:
         """Every figure of the enabled experiments, and the fine-tuning curves of the fine-tuned teachers (built

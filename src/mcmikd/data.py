@@ -81,18 +81,29 @@ def fewshot_subset(labels: torch.Tensor, fraction: float, mode: str = "first_n",
 
     * `first_n` (the official code): the first ⌊fraction·N⌋ images in file order, whatever their class.
     * `stratified`: ⌊fraction·N_c⌋ images of every class c (at least one), drawn with `seed`.
+
+    ⌊·⌋ is exact on the decimal the config wrote (`mcmikd.canonical.fraction_of`: 0.29 × 50,000 = 14,500). Raises
+    a one-line ConfigError when a `first_n` subset would hold fewer images than there are classes (it could not
+    hold one image of each; `stratified` always holds one per class), ValueError for a fraction outside (0, 1] or an unknown mode.
     """
+    from mcmikd.canonical import fraction_of
+    from mcmikd.errors import ConfigError
+
     n = len(labels)
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    classes = int(torch.unique(labels).numel())
+    if mode == "first_n" and fraction_of(n, fraction) < classes:
+        raise ConfigError(f"few-shot fraction {fraction:g} keeps {fraction_of(n, fraction)} of {n} training images, "
+                          f"fewer than the {classes} classes; use a fraction of at least {classes / n:.3g}")
     if mode == "first_n":
-        return torch.arange(max(1, int(fraction * n)))
+        return torch.arange(fraction_of(n, fraction))
     if mode == "stratified":
         gen = torch.Generator().manual_seed(int(seed))
         picks = []
         for c in torch.unique(labels):
             members = torch.nonzero(labels == c).flatten()
-            k = max(1, int(fraction * len(members)))
+            k = max(1, fraction_of(len(members), fraction))
             picks.append(members[torch.randperm(len(members), generator=gen)[:k]])
         return torch.sort(torch.cat(picks)).values
     raise ValueError(f"unknown few-shot subset mode '{mode}'; use first_n or stratified")

@@ -318,7 +318,9 @@ class ResumeFile:
 
     It holds only plain data (dicts, lists, tensors, numbers, strings, None) and is read with
     `torch.load(..., weights_only=True)`: a file that needs anything else unpickled (e.g. a crafted one with a
-    `__reduce__` payload) is refused without running it, reported in one line, and training starts afresh.
+    `__reduce__` payload) is refused without running it, reported in one line, and training starts afresh. It
+    carries a content record (`mcmikd.io.write_record`) like every intermediate: a checkpoint whose bytes no longer
+    match it (a flipped bit, an edit) is ignored the same way, never resumed from.
     """
 
     def __init__(self, path: str | os.PathLike | None, fingerprint: str):
@@ -327,6 +329,17 @@ class ResumeFile:
 
     def load(self) -> dict | None:
         if self.path is None or not self.path.exists():
+            return None
+        from mcmikd.errors import DamagedFileError
+        from mcmikd.io import check_record, read_record
+
+        try:
+            record = read_record(self.path)
+            damage = check_record(self.path, record) if record is not None else None
+        except DamagedFileError as exc:
+            damage = str(exc)
+        if damage:
+            log(f"ignoring damaged checkpoint {self.path} ({damage}); training starts afresh")
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -347,11 +360,15 @@ class ResumeFile:
             return
         from mcmikd.io import torch_save
 
-        torch_save({**state, "fingerprint": self.fingerprint}, self.path, record=False)  # checked by its fingerprint
+        torch_save({**state, "fingerprint": self.fingerprint}, self.path)  # its record: see the class docstring
 
     def clear(self) -> None:
-        if self.path is not None and self.path.exists():
-            self.path.unlink()
+        from mcmikd.io import record_path
+
+        if self.path is not None:
+            for path in (self.path, record_path(self.path)):
+                if path.exists():
+                    path.unlink()
 
 
 def _rng_state(generator: torch.Generator) -> dict:

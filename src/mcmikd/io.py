@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,14 +25,18 @@ os.umask(_UMASK)
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, report: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` in one rename.
 
     A job killed half-way leaves only a hidden `.tmp` file, never a file that looks complete. A file system that
     refuses the write (read-only `results/`, no permission, disk full) raises `OutputError`, a one-line user error
-    naming the file and the folder to fix, instead of a traceback.
+    naming the file (`report`, when the file written is a sidecar of it) and the folder to fix, instead of a
+    traceback — also when the writer reports a full disk in its own words (`torch.save`'s "basic_ios::clear:
+    iostream error" or "unexpected pos"): any error while the folder's file system has less than
+    `LOW_SPACE` bytes free reads as "No space left on device".
     """
     path = Path(path)
+    named = Path(report) if report is not None else path
     tmp_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,10 +49,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except McmiError:
         raise
     except OSError as err:
-        raise OutputError(_cannot_write(path, err)) from None
+        raise OutputError(_cannot_write(named, err)) from None
+    except Exception as err:
+        if _low_space(path.parent):
+            raise OutputError(_cannot_write(named, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))) from None
+        raise
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+LOW_SPACE = 64 << 20  # bytes free below which a failed write is reported as a full disk
+
+
+def _low_space(folder: Path) -> bool:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE
+    except OSError:
+        return False
 
 
 def _cannot_write(path: Path, err: OSError) -> str:
@@ -57,17 +79,23 @@ def _cannot_write(path: Path, err: OSError) -> str:
             f"name")
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
+def write_json(path: str | os.PathLike, data: Any, record: bool = True) -> None:
     """Write `data` as strict JSON (RFC 8259): every non-finite float (NaN, ±inf — a diverged loss, say),
     also inside tensors and arrays, is written as `null`, never as the bare `NaN`/`Infinity` that
-    `json.dumps` emits by default and strict parsers reject. Finite values are written as before."""
+    `json.dumps` emits by default and strict parsers reject. Finite values are written as before. With `record`,
+    also its content record (`write_record`), which `read_json` checks: a result edited after its job wrote it
+    reads as damaged, never reaches a table."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(strict_json(data), indent=1, sort_keys=False, default=_jsonable,
                                   allow_nan=False) + "\n")
+        if record:
+            write_record(path, tmp)
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """A result file; one that is not valid JSON (truncated, overwritten) is a `DamagedFileError`."""
+    """A result file; one that does not match its content record (edited after its job wrote it) or is not valid
+    JSON (truncated, overwritten) is a one-line `DamagedFileError` naming the repair."""
+    verify_file(path)
     try:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -115,7 +143,7 @@ def write_record(path: str | os.PathLike, written: str | os.PathLike | None = No
     """Record the content of `path`, or of `written`: the finished temporary file about to become `path`."""
     source = Path(written if written is not None else path)
     record = {"file": Path(path).name, "sha256": sha256_file(source), "size": source.stat().st_size}
-    with atomic_path(record_path(path)) as tmp:
+    with atomic_path(record_path(path), report=path) as tmp:
         tmp.write_text(json.dumps(record) + "\n")
 
 
