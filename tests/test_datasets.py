@@ -215,6 +215,7 @@ def test_image_folder_class_ids_are_checked_once_the_folder_exists(tmp_path, loa
 
     def to_folder(cfg):
         cfg["dataset"].update(name="imagefolder", root=str(root))
+        cfg["experiments"]["fewshot"]["enabled"] = False  # 3 training images hold no few-shot subset
 
     grid_config = load(lambda c: (to_folder(c), c["experiments"]["zeroshot"].update(omitted=[[1]]))).config
     assert dataset_shape(grid_config) == (3, 3, grid_config["dataset"]["image_size"])
@@ -279,3 +280,18 @@ def test_a_real_format_cifar_batch_still_loads(tmp_path):
     path.write_bytes(pickle.dumps(np.arange(3, dtype=np.float32), protocol=2))
     with pytest.raises(DataError, match="not a dict"):
         safe_unpickle(path)
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused_in_one_line_before_any_job(tmp_path):
+    """Such a name trains, then breaks the tables and figures at the end; the folder check refuses it first."""
+    import os
+
+    from mcmikd.datasets.imagefolder import scan
+
+    root = _folder(tmp_path, {"train": {"cat": 2, "dog": 2}, "val": {"cat": 1, "dog": 1}})
+    os.rename(os.fsencode(root / "train" / "dog"), os.fsencode(root / "train") + b"/d\xf6g")
+    with pytest.raises(DataError) as info:
+        scan(root)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"class folder {root / 'train' / 'd�g'} has a name that is "
+                                                       f"not UTF-8 text")

@@ -33,7 +33,11 @@ def dataset_shape(grid: Grid | dict) -> tuple[int, int, int]:
     spec.check(ds)
     shape = spec.shape(ds)
     grid.check_class_ids(shape[0])
-    check_fewshot_sizes(grid, spec.num_train(ds), shape[0])
+    try:
+        num_train = spec.num_train(ds)
+    except (KeyError, TypeError, ValueError):  # a partial dataset block (its defaults not filled): unknown
+        num_train = None
+    check_fewshot_sizes(grid, num_train, shape[0])
     return shape
 
 

@@ -55,6 +55,14 @@ def scan(root: str | Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]
     classes = class_folders(train_dir)
     if not classes:
         raise DataError(f"no class folders in {train_dir}; put each class's images in {train_dir}/<class>/")
+    for split_dir in (train_dir, root / "val"):
+        for cls in class_folders(split_dir) if split_dir.is_dir() else []:
+            try:
+                cls.encode("utf-8")
+            except UnicodeEncodeError:  # a name that is not UTF-8 (Python keeps its bytes as surrogates)
+                shown = cls.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                raise DataError(f"class folder {split_dir / shown} has a name that is not UTF-8 text; tables, "
+                                f"figures and the report cannot show it — rename it (e.g. with `convmv`)") from None
     val_dir = root / "val"
     if not val_dir.is_dir():
         raise DataError(f"image folder {val_dir} not found; put the test images in {val_dir}/<class>/")
