@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from conftest import MARK, ROOT, append
-from test_workflow import Workspace, planned_jobs
+from test_workflow import Workspace, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +60,30 @@ def test_a_copied_or_symlinked_project_reruns_nothing(small_project, tmp_path, f
         assert planned_jobs(Workspace(work=link / "proj", repo=link / "proj")) == Counter()
     finally:
         shutil.rmtree(moved)
+
+
+def test_a_finished_project_handed_over_with_its_metadata_reruns_nothing(small_project, tmp_path, foreign_env):
+    """The supported hand-over (README, "Handing a finished project over"): the recipient clones the same commit,
+    copies `results/<name>/`, the config and `.snakemake/metadata/` (Snakemake's record of each output's params and
+    input checksums), checks with the mtime-free triggers that nothing would rerun, then `--touch`es the results
+    (the clone's files are newer than them). Without the metadata every job is planned again; a module edited in
+    the clone is caught by the check."""
+    proj = small_project[0]
+    recipient = tmp_path / "recipient"
+    subprocess.run(["git", "clone", "-q", str(proj), str(recipient)], check=True)
+    shutil.copy2(proj / "config.yaml", recipient / "config.yaml")
+    shutil.copytree(proj / "results", recipient / "results")
+    ws = Workspace(work=recipient, repo=recipient)
+    without = planned_jobs(ws)
+    assert without["train_teacher"] == 1 and sum(without.values()) > 5
+    shutil.copytree(proj / ".snakemake" / "metadata", recipient / ".snakemake" / "metadata", dirs_exist_ok=True)
+    check = ("--rerun-triggers", "params", "input", "software-env")
+    assert planned_jobs(ws, *check) == Counter()
+    kd = recipient / "src" / "mcmikd" / "distill" / "methods" / "kd.py"
+    saved = kd.read_text()
+    append(kd, "\n# the recipient's clone differs here\n")
+    changed = planned_jobs(ws, *check)
+    assert changed["train_student"] >= 3 and "train_teacher" not in changed  # its students, not the teachers
+    kd.write_text(saved)
+    snakemake(ws, "--touch")
+    assert planned_jobs(ws) == Counter()
