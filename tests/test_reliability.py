@@ -105,8 +105,8 @@ def test_every_shipped_config_file_passes_the_file_check():
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda c: c["methods"].setdefault("kd", {}).update(temperature=1e300), "config key 'methods.kd.temperature': 1e+300 is out of range"),
-    (lambda c: c["students"]["training"].update(epochs=1e23), "config key 'students.training.epochs': 1e+23 is out of range"),
-    (lambda c: c["dataset"].update(split_seed=10 ** 23), "config key 'dataset.split_seed': 100000000000000000000000 is out of range"),
+    (lambda c: c["students"]["training"].update(epochs=1e23), "config key 'students.training.epochs': 1e+23 is greater than the maximum of 10000"),
+    (lambda c: c["dataset"].update(split_seed=10 ** 23), "config key 'dataset.split_seed': 100000000000000000000000 is greater than the maximum"),
     (lambda c: c["teachers"].update(seeds=[0, 10 ** 30]), "config key 'teachers.seeds[1]'"),
     (lambda c: c["augment"].update(crop_padding=16), "config key 'augment.crop_padding': 16 is not below the image size (16 px)"),
     (lambda c: c.update(name="tiny\n"), "config key 'name': 'tiny\\n' is not allowed"),
@@ -117,12 +117,65 @@ def test_numbers_and_names_the_code_cannot_honour_are_refused_in_one_line(load, 
     assert expected in _one_line(info)
 
 
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c["students"]["training"].update(epochs=20_000),
+     "config key 'students.training.epochs': 20000 is greater than the maximum of 10000"),
+    (lambda c: c["students"].update(seeds=[0, 1_000_000_001]), "config key 'students.seeds[1]': 1000000001 is greater"),
+    (lambda c: c["teachers"].update(cmi_temperatures=[1, 1000]),
+     "config key 'teachers.cmi_temperatures[1]': 1000 is greater than the maximum of 100"),
+    (lambda c: c["runtime"].update(threads=4096), "config key 'runtime.threads': 4096 is greater than the maximum"),
+])
+def test_every_schema_number_has_a_range_the_code_honours(load, mutate, expected):
+    with pytest.raises(ConfigError) as info:
+        load(mutate)
+    assert expected in _one_line(info)
+
+
+@pytest.mark.parametrize("hp, expected", [
+    ({"temperature": 1000}, "config key 'methods.kd.temperature': 1000 is out of range; use a value in (0, 100]"),
+    ({"temperature": 0}, "config key 'methods.kd.temperature': 0 is out of range"),
+    ({"alpha": -0.5}, "config key 'methods.kd.alpha': -0.5 is out of range; use a value in [0, inf)"),
+    ({"temperature": "4"}, "config key 'methods.kd.temperature': '4' is not a number"),
+    ({"gamma": True}, "config key 'methods.kd.gamma': True is not a number"),
+])
+def test_a_method_hyper_parameter_of_the_wrong_type_or_out_of_range_is_refused_before_any_job(load, hp, expected):
+    from mcmikd.checks import check_methods
+
+    grid = load(lambda c: c["methods"].update(kd=hp))
+    with pytest.raises(ConfigError) as info:
+        check_methods(grid, 10, 1, 16)
+    assert expected in _one_line(info)
+
+
+def test_whole_number_method_keys_refuse_fractions_and_take_whole_floats():
+    from mcmikd.distill import get_method
+
+    crd = get_method("crd")
+    crd.check_hp({"feat_dim": 64.0, "nce_k": 100}, "methods.crd")
+    with pytest.raises(ConfigError) as info:
+        crd.check_hp({"feat_dim": 64.5}, "methods.crd")
+    assert "config key 'methods.crd.feat_dim': 64.5 is not a whole number" in _one_line(info)
+
+
 # ------------------------------------------------------------------------------------------- exact fractions
 @pytest.mark.parametrize("fraction, n, expected", [(0.29, 50_000, 14_500), (0.57, 50_000, 28_500),
                                                    (0.58, 50_000, 29_000), (0.05, 1347, 67), (0.1, 1347, 134)])
 def test_a_fraction_of_a_count_is_exact(fraction, n, expected):
     assert int(fraction * n) != expected or fraction in (0.05, 0.1)  # the float product is what went wrong
     assert fraction_of(n, fraction) == expected
+
+
+def test_the_validation_split_holds_out_an_exact_fraction_of_each_class():
+    from mcmikd.data import DatasetTensors
+    from mcmikd.datasets import hold_out_validation
+
+    labels = torch.arange(200) % 2  # 100 images per class; 0.07 × 100 is 7.000000000000001 in floats (ceil: 8)
+    images = torch.zeros(200, 1, 8, 8, dtype=torch.uint8)
+    data = DatasetTensors(name="toy", train_images=images, train_labels=labels, test_images=images[:2],
+                          test_labels=labels[:2], mean=(0.5,), std=(0.5,), class_names=["a", "b"], hflip=False)
+    held = hold_out_validation(data, 0.07, seed=0, recompute_stats=False)
+    assert torch.bincount(held.test_labels).tolist() == [7, 7]
+    assert len(held.train_labels) == 186
 
 
 def test_a_few_shot_subset_smaller_than_the_class_count_is_refused():

@@ -219,6 +219,9 @@ BAD_CONFIGS = {
     "a few-shot subset smaller than the class count": (
         lambda c: c["experiments"]["fewshot"].update(fractions=[1e-9]),
         "config key 'experiments.fewshot.fractions[0]': 1e-09 keeps 0 of "),
+    "a KD temperature the softmax cannot resolve": (
+        lambda c: c["methods"].update(kd={"temperature": 1000}),
+        "config key 'methods.kd.temperature': 1000 is out of range; use a value in (0, 100]"),
     "the old single teacher seed": (lambda c: (c["teachers"].pop("seeds"), c["teachers"].update(seed=0)),
                                     "config key 'teachers.seed': replaced by 'teachers.seeds', a list of teacher "
                                     "seeds (each teacher is trained per seed); write seeds: [0]"),

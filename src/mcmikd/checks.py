@@ -107,10 +107,7 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
         configured = grid.method_hp(method)
         hp = {**configured, **overrides}
         for where, keys in ((f"methods.{method}", configured), (source, overrides)):
-            unknown = sorted(set(keys) - set(cls.defaults))
-            if unknown:
-                raise ConfigError(f"config key '{where}': unknown key(s) {unknown} for method '{method}'; "
-                                  f"known: {sorted(cls.defaults)}")
+            cls.check_hp(keys, where)  # known keys, their types and ranges
         t_shapes = shape_of(t_arch) if cls.uses_teacher and t_arch != NO_TEACHER else {}
         s_shapes = shape_of(s_arch)
         try:

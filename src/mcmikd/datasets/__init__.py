@@ -10,7 +10,6 @@ uses the existing keys of the config's `dataset:` block).
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 DATASETS: dict[str, str] = {
@@ -94,6 +93,7 @@ def hold_out_validation(data, fraction: float, seed: int = 0, recompute_stats: b
     images. Raises ValueError for a fraction outside (0, 1) or a class with fewer than 2 training images."""
     import torch
 
+    from mcmikd.canonical import ceil_fraction_of
     from mcmikd.data import DatasetTensors
 
     if not 0 < fraction < 1:
@@ -105,7 +105,7 @@ def hold_out_validation(data, fraction: float, seed: int = 0, recompute_stats: b
         members = torch.nonzero(labels == c).flatten()
         if len(members) < 2:
             raise ValueError(f"class {int(c)} has {len(members)} training image(s); a validation split needs 2")
-        k = min(max(1, math.ceil(fraction * len(members))), len(members) - 1)
+        k = min(max(1, ceil_fraction_of(len(members), fraction)), len(members) - 1)  # exact on the decimal written
         held.append(members[torch.randperm(len(members), generator=gen)[:k]])
     val_idx = torch.sort(torch.cat(held)).values
     keep = torch.ones(len(labels), dtype=torch.bool)

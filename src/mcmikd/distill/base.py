@@ -63,6 +63,46 @@ class Distiller(nn.Module):
     # dict, module-level fallback value), both by name
     weight_table: ClassVar[tuple[str, str] | None] = None
 
+    # the range each numeric hyper-parameter may take, by name: (low, high, low excluded); None = unbounded. Applied
+    # to the keys of `defaults` before any job (`check_hp`); a plug-in method adds its own keys to a copy.
+    # Temperatures stop at 100: beyond it float32 softmax(logits / T) no longer resolves the logits.
+    hp_ranges: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
+        **{w: (0, None, False) for w in ("gamma", "alpha", "beta", "w_dist", "w_angle", "inter_weight",
+                                          "intra_weight")},
+        "temperature": (0, 100, True), "nce_t": (0, 100, True), "nce_momentum": (0, 1, False),
+        "init_lr": (0, 10, True), "init_epochs": (0, 10_000, False), "warmup": (0, 10_000, False),
+        "feat_dim": (1, 65_536, False), "nce_k": (1, 10_000_000, False), "hint_layer": (0, 16, False),
+        "p": (1, 16, False),
+    }
+
+    @classmethod
+    def check_hp(cls, hp: dict, where: str) -> None:
+        """Raise a one-line ConfigError for a key not in `defaults`, a value of another type than its default's
+        (a number where the default is a number, a whole number where it is an integer, true/false where it is a
+        boolean) or a number outside `hp_ranges`. `where` is the config key holding `hp` (e.g. methods.kd)."""
+        unknown = sorted(set(hp) - set(cls.defaults))
+        if unknown:
+            raise ConfigError(f"config key '{where}': unknown key(s) {unknown} for method '{cls.name}'; "
+                              f"known: {sorted(cls.defaults)}")
+        for key, value in hp.items():
+            default, at = cls.defaults[key], f"{where}.{key}"
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"config key '{at}': {value!r} is not true/false; write true or false")
+                continue
+            if isinstance(default, (int, float)) or (default is None and value is not None and key in cls.hp_ranges):
+                if not number:
+                    raise ConfigError(f"config key '{at}': {value!r} is not a number; write a number, e.g. {default!r}")
+                if isinstance(default, int) and value != int(value):
+                    raise ConfigError(f"config key '{at}': {value!r} is not a whole number; write e.g. {default!r}")
+            if number and key in cls.hp_ranges:
+                low, high, open_low = cls.hp_ranges[key]
+                if (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high):
+                    text = f"{'(' if open_low else '['}{low if low is not None else '-inf'}, " \
+                           f"{high if high is not None else 'inf'}{']' if high is not None else ')'}"
+                    raise ConfigError(f"config key '{at}': {value!r} is out of range; use a value in {text}")
+
     def __init__(self, student: nn.Module, teacher: nn.Module | None, hp: dict, ctx: DistillContext):
         super().__init__()
         unknown = set(hp) - set(self.defaults)

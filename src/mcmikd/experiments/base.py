@@ -18,9 +18,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PAIR = {"type": "object", "additionalProperties": False, "required": ["teacher", "student"],
         "properties": {"teacher": {"type": "string"}, "student": {"type": "string"}}}
-SEEDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "uniqueItems": True}
+SEEDS = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}, "minItems": 1, "uniqueItems": True}
 NAMES = {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
 NUMBERS = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1, "uniqueItems": True}
+TEMPERATURES = {**NUMBERS, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}}  # beyond T = 100 the
+# float32 softmax of logits / T no longer resolves the logits (KD's T² then scales rounding noise)
 EXCLUDE = {
     "description": "method–pair combinations not to run (e.g. FSP across architectures, whose feature maps it "
                    "cannot pair); an entry without teacher/student applies to every pair",

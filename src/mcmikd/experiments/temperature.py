@@ -3,7 +3,7 @@ accuracy at that T, for each compared teacher objective."""
 
 from __future__ import annotations
 
-from mcmikd.experiments.base import NUMBERS, PAIR, Experiment, Figure
+from mcmikd.experiments.base import PAIR, TEMPERATURES, Experiment, Figure
 
 CAPTION = (
     "The paper's Fig. 1: for each teacher–student pair, bars give the KD student's top-1 test accuracy "
@@ -17,7 +17,7 @@ CAPTION = (
 class Temperature(Experiment):
     name = "temperature"
     title = "Temperature"
-    properties = {"pairs": {"type": "array", "items": PAIR, "minItems": 1}, "temperatures": NUMBERS}
+    properties = {"pairs": {"type": "array", "items": PAIR, "minItems": 1}, "temperatures": TEMPERATURES}
     required = ("pairs", "temperatures")
     setting_prefix = "T"
     gains = "top-1"
