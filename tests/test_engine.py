@@ -47,9 +47,12 @@ def test_schedules():
 
 
 def test_teacher_learns_and_records_everything(teacher):
+    from mcmikd.confusion import decode
+
     m = json.loads((teacher / "metrics.json").read_text())
     assert m["last_acc"] > 50  # 3 short epochs on 8×8 digits already beat chance (10 %) by far
-    assert len(m["confusion_last"]) == 10 and sum(map(sum, m["confusion_last"])) == 450
+    confusion = decode(m["confusion_last"])  # stored sparse (mcmikd.confusion)
+    assert len(confusion) == 10 and sum(map(sum, confusion)) == 450
     assert m["provenance"]["seed"] == 0 and m["provenance"]["config"]["arch"] == "resnet8"
     assert {"torch", "python", "mcmikd"} <= set(m["provenance"]["versions"])
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3]

@@ -4,6 +4,7 @@ are exact, and helpers leave what they borrow as they found it."""
 
 import copy
 import json
+import re
 import time
 
 import pytest
@@ -186,6 +187,52 @@ def test_a_few_shot_subset_smaller_than_the_class_count_is_refused():
     with pytest.raises(ConfigError) as info:
         fewshot_subset(labels, 1e-9)
     assert "keeps 0 of 1000 training images, fewer than the 10 classes" in _one_line(info)
+
+
+# ------------------------------------------------------------------------------------- large class counts
+def test_a_result_record_at_1000_classes_stays_small_and_reads_back_its_confusion(tmp_path):
+    from mcmikd.augment import Normalizer
+    from mcmikd.confusion import decode
+    from mcmikd.engine import FitResult, Runtime, evaluate, summarize
+    from mcmikd.io import read_json, write_json
+
+    classes, per_class = 1000, 10  # 10,000 test images, as CIFAR's and ImageNet-scale test sets have per 1,000
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (classes * per_class, 1, 4, 4), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, classes))
+    runtime = Runtime(device=torch.device("cpu"), channels_last=False, precision="fp32", deterministic=True)
+    ev = evaluate(model, images, labels, Normalizer((0.5,), (0.5,), runtime.device, False), runtime, classes)
+    record = {"epoch": 1, "test_acc": ev.acc, "test_cmi": ev.cmi, "per_class_acc": ev.per_class_acc,
+              "confusion": ev.confusion}
+    write_json(tmp_path / "seed0.json", summarize(FitResult(history=[], best=record, last=record, best_state=None)))
+    size = (tmp_path / "seed0.json").stat().st_size
+    assert size < 1_000_000, size  # the dense matrices alone were 2 × 10⁶ cells (38 MB written indented)
+    back = read_json(tmp_path / "seed0.json")
+    assert decode(back["confusion_last"]) == ev.confusion  # exactly the matrix the evaluation counted
+    assert sum(n for *_, n in back["confusion_last"]["counts"]) == classes * per_class
+
+
+@pytest.mark.parametrize("value, expected", [
+    ({"classes": 2, "counts": [[0, 2, 1]]}, "lies outside a 2 × 2 matrix"),
+    ({"classes": 2, "counts": [[0, 1, -1]]}, "a confusion count must be a whole number ≥ 0"),
+    ({"classes": 2, "counts": [[0, 1, 1.5]]}, "a confusion count must be a whole number ≥ 0"),
+    ([[1, 0], [0]], "a dense confusion matrix must be 2 lists of 2 counts"),
+    ("not json", "Expecting value"),
+])
+def test_a_damaged_confusion_record_is_refused(value, expected):
+    from mcmikd.confusion import decode
+
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        decode(value)
+
+
+def test_old_dense_and_new_sparse_confusion_records_read_alike():
+    from mcmikd.confusion import decode, encode
+
+    dense = [[3, 0, 1], [0, 0, 0], [2, 0, 5]]
+    assert encode(dense) == {"classes": 3, "counts": [[0, 0, 3], [0, 2, 1], [2, 0, 2], [2, 2, 5]]}
+    assert decode(encode(dense)) == decode(json.dumps(encode(dense))) == decode(dense) == dense
 
 
 # ------------------------------------------------------------------------------------ helpers leave no trace

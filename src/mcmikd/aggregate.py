@@ -46,6 +46,14 @@ def _checked_accuracies(path: str, r: dict) -> None:
     for key in ("best_acc", "last_acc"):
         _number(path, r, key, 0, 100)
     _number(path, r, "best_epoch", 0, None, integer=True)
+    from mcmikd.confusion import check as check_confusion
+
+    for key in ("confusion_best", "confusion_last"):
+        if key in r:
+            try:
+                check_confusion(r[key])
+            except ValueError as err:
+                raise damaged_error(path, f"field '{key}': {err}") from None
 
 
 def _student_row(path: str, experiment: str) -> dict:

@@ -77,8 +77,10 @@ def read(where: list[str]):
 
 def _resolution(confusion: str | float, row: int | None = None) -> float:
     """One image in points: 100 / (test images), or / (test images of class `row`)."""
+    from mcmikd.confusion import decode
+
     try:
-        m = json.loads(confusion)
+        m = decode(confusion)
     except (TypeError, ValueError):
         return 0.0
     total = sum(m[row]) if row is not None else sum(sum(r) for r in m)

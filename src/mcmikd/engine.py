@@ -534,12 +534,16 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
 
 
 def summarize(result: FitResult) -> dict:
-    """Compact metrics for a result file: best/last accuracies, per-class accuracy, confusion, curves."""
+    """Compact metrics for a result file: best/last accuracies, per-class accuracy, confusion (sparse:
+    `mcmikd.confusion`), curves."""
+    from mcmikd.confusion import encode as encode_confusion
+
     return {
         "best_acc": result.best["test_acc"], "best_epoch": result.best["epoch"],
         "last_acc": result.last["test_acc"], "last_epoch": result.last["epoch"],
         "per_class_acc_best": result.best["per_class_acc"], "per_class_acc_last": result.last["per_class_acc"],
-        "confusion_best": result.best["confusion"], "confusion_last": result.last["confusion"],
+        "confusion_best": encode_confusion(result.best["confusion"]),  # sparse (mcmikd.confusion)
+        "confusion_last": encode_confusion(result.last["confusion"]),
         "test_cmi_last": result.last["test_cmi"],
         "stopped_early": result.stopped_early,
         "history": result.history,

@@ -168,7 +168,9 @@ def extent(series: list[tuple]) -> tuple[float, float]:
 def mean_confusion(frame: pd.DataFrame, metric: str) -> np.ndarray | None:
     """Row-normalised confusion (%) of the pooled seeds (every seed sees the same test set, so pooling the counts
     equals averaging the per-seed normalised matrices)."""
-    mats = [np.asarray(json.loads(c), float) for c in ok(frame)[f"confusion_{metric}"]]
+    from mcmikd.confusion import decode
+
+    mats = [np.asarray(decode(c), float) for c in ok(frame)[f"confusion_{metric}"]]
     if not mats:
         return None
     counts = np.sum(mats, axis=0)
