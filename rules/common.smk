@@ -203,6 +203,22 @@ onstart:
         print(preflight(GRID), file=sys.stderr)
     except McmiError as err:
         sys.exit(f"Error: {err}")
+    from mcmikd import termination
+
+    termination.watch()  # after Snakemake's own SIGTERM handler, which it keeps
+
+
+onerror:
+    # a SIGTERM stop is no job failure: say so (mcmikd.termination)
+    from mcmikd import termination
+
+    try:
+        missing = len(list(workflow.dag.needrun_jobs(exclude_finished=True)))
+    except Exception:  # Snakemake's DAG API moved: the line without the count
+        missing = None
+    stopped = termination.report(missing)
+    if stopped:
+        print(stopped, file=sys.stderr)
 
 
 # With --sdm conda every job runs in an environment built from environment.yml (the package itself comes from

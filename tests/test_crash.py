@@ -61,3 +61,28 @@ def test_sigkilled_job_resumes_to_identical_metrics(tmp_path):
     log = (tmp_path / "logs/tiny/train_student/resnet8/mll/resnet8/kd/full/seed0.log").read_text()
     assert f"epoch {epochs_done + 1}" in log and "resumed from" in log
     assert _comparable(target) == uninterrupted
+
+
+def test_sigterm_lets_the_running_job_finish_and_says_what_happened(tmp_path):
+    """SIGTERM to Snakemake (a batch system's limit, `kill`): the running job finishes and is kept, no new job
+    starts, and the run says it was stopped, not that a job failed; the rerun does only what is missing."""
+    write_config(tmp_path, lambda c: c["students"]["training"].update(epochs=5))
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+           str(tmp_path / "config.yaml"), "--cores", "1", "--", TARGET]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not any(tmp_path.glob("results/tiny/teachers/**/.*resume.pt")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before any training job started"
+    proc.send_signal(signal.SIGTERM)  # to Snakemake only, as `kill PID` does
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "Stopped by SIGTERM at " in out and "no job failed" in out, out[-3000:]
+    assert "planned job(s) did not run" in out
+    assert list(tmp_path.glob("results/tiny/teachers/*/*/seed0/model.pt")), "the running teacher job was kept"
+    assert not (tmp_path / TARGET).exists(), "no job may start after the signal"
+    assert _run(tmp_path, "--unlock").returncode == 0
+    dry = _run(tmp_path, "-n", TARGET)
+    assert dry.returncode == 0 and "train_student" in dry.stdout and "train_teacher" not in dry.stdout, dry.stdout
+    rerun = _run(tmp_path, TARGET)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
