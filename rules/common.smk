@@ -1,5 +1,6 @@
 # Config validation, the experiment grid and the input/params functions every rule file uses.
 # Nothing here imports torch: a SLURM job step parses this file again for each job, so parsing stays cheap.
+import copy
 import importlib.util
 import re
 import sys
@@ -12,6 +13,7 @@ _SRC_SPEC.loader.exec_module(importlib.util.module_from_spec(_SRC_SPEC))
 from mcmikd.codedeps import code_inputs, registry_module
 from mcmikd.config import NO_TEACHER, load_grid, split_teacher_folder
 from mcmikd.configfile import check_config_file
+from mcmikd import planned
 from mcmikd.distill import METHODS
 from mcmikd.errors import McmiError
 from mcmikd.experiments import EXPERIMENTS
@@ -23,9 +25,25 @@ try:
     # the files themselves first: a key given twice, an alias bomb (mcmikd.configfile); then their values
     for _configfile in workflow.configfiles:
         check_config_file(_configfile)
+    # every job runs the config the head planned, even after a config file was edited while jobs were queued
+    # (mcmikd.planned: a cluster job re-reads the files)
+    if workflow.is_main_process:
+        planned.announce(config)
+        PLANNED_CONFIG = copy.deepcopy(config)  # stored for the jobs by `onstart`, before any job
+    else:
+        _planned, _note = planned.for_job(config)
+        if _planned is not None:
+            print(_note, file=sys.stderr)
+            config.clear()
+            config.update(_planned)
     GRID = load_grid(config, workflow.source_path("../workflow/schemas/config.schema.yaml"))
 except McmiError as err:
     sys.exit(f"Error: {err}")
+
+
+envvars:
+    planned.ENV,
+
 # the same schema through Snakemake's own validator (fills the same defaults; it cannot fail after load_grid)
 validate(config, "../workflow/schemas/config.schema.yaml")
 
@@ -203,6 +221,7 @@ onstart:
         print(preflight(GRID), file=sys.stderr)
     except McmiError as err:
         sys.exit(f"Error: {err}")
+    planned.save(PLANNED_CONFIG)  # what every job of this run runs (mcmikd.planned)
     from mcmikd import termination
 
     termination.watch()  # after Snakemake's own SIGTERM handler, which it keeps

@@ -4,6 +4,7 @@ are exact, and helpers leave what they borrow as they found it."""
 
 import copy
 import json
+import os
 import re
 import time
 
@@ -233,6 +234,43 @@ def test_old_dense_and_new_sparse_confusion_records_read_alike():
     dense = [[3, 0, 1], [0, 0, 0], [2, 0, 5]]
     assert encode(dense) == {"classes": 3, "counts": [[0, 0, 3], [0, 2, 1], [2, 0, 2], [2, 2, 5]]}
     assert decode(encode(dense)) == decode(json.dumps(encode(dense))) == decode(dense) == dense
+
+
+# ------------------------------------------------------------------------------- the config a job runs
+def test_a_job_runs_the_planned_config_when_the_file_was_edited_after_planning(tmp_path, monkeypatch):
+    from mcmikd import planned
+
+    monkeypatch.delenv(planned.ENV, raising=False)
+    config = {"name": "tiny", "students": {"training": {"epochs": 3, "lr": 0.05}}}
+    planned.announce(config)  # the head process
+    planned.save(config, tmp_path)
+    reformatted = {"students": {"training": {"lr": 0.05, "epochs": 3.0}}, "name": "tiny"}
+    assert planned.for_job(reformatted, tmp_path) == (None, None)  # the same meaning: nothing to do
+    edited = {"name": "tiny", "students": {"training": {"epochs": 4, "lr": 0.05}}}
+    run, note = planned.for_job(edited, tmp_path)
+    assert run == config and "this job runs the planned config" in note and "\n" not in note
+
+
+def test_a_job_whose_planned_config_is_lost_refuses_in_one_line(tmp_path, monkeypatch):
+    from mcmikd import planned
+
+    config = {"name": "tiny", "seed": 0}
+    monkeypatch.setenv(planned.ENV, planned.digest(config))  # planned, but never stored (or the file was removed)
+    with pytest.raises(ConfigError) as info:
+        planned.for_job({"name": "tiny", "seed": 1}, tmp_path)
+    assert "the config files changed after this run was planned" in _one_line(info)
+    path = planned.save(config, tmp_path)
+    path.write_text(path.read_text().replace("0", "7"))  # a damaged store is no plan either
+    with pytest.raises(ConfigError):
+        planned.for_job({"name": "tiny", "seed": 1}, tmp_path)
+
+
+def test_a_job_started_by_hand_takes_its_own_config_as_the_plan(tmp_path, monkeypatch):
+    from mcmikd import planned
+
+    monkeypatch.delenv(planned.ENV, raising=False)
+    assert planned.for_job({"name": "x"}, tmp_path) == (None, None)
+    assert planned.ENV in os.environ
 
 
 # ------------------------------------------------------------------------------------ helpers leave no trace

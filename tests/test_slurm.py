@@ -97,6 +97,17 @@ def _resources(gpus: bool) -> dict:
     return table
 
 
+def _command(tmp_path: Path, cluster: dict, *extra: str) -> list[str]:
+    """The profile as a user would run it, with this cluster's partition for the site-specific names."""
+    partition = cluster["partition"]
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    return [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(tmp_path / "config.yaml"), "--profile", str(PROFILE), "--jobs", "4",
+            "--default-resources", f"slurm_partition={partition}",
+            "--set-resources", *(f"{rule}:slurm_partition={partition}" for rule in profile.get("set-resources", {})),
+            "--slurm-init-seconds-before-status-checks", "1", *extra]
+
+
 def test_tiny_workflow_runs_on_slurm(cluster, tmp_path):
     ws = Workspace(work=tmp_path)
     resources = _resources(cluster["gpus"])
@@ -108,14 +119,7 @@ def test_tiny_workflow_runs_on_slurm(cluster, tmp_path):
     write_config(ws, mutate)
     plan = planned_jobs(ws)
 
-    # the profile as a user would run it, with this cluster's partition for the site-specific names
-    partition = cluster["partition"]
-    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(tmp_path / "config.yaml"), "--profile", str(PROFILE), "--jobs", "4",
-           "--default-resources", f"slurm_partition={partition}",
-           "--set-resources", *(f"{rule}:slurm_partition={partition}" for rule in profile.get("set-resources", {})),
-           "--slurm-init-seconds-before-status-checks", "1"]
+    cmd = _command(tmp_path, cluster)
     log_path = tmp_path / "snakemake.log"
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
     try:
@@ -158,3 +162,51 @@ def test_tiny_workflow_runs_on_slurm(cluster, tmp_path):
         assert ("gres/gpu=1" in tres) == bool(want.get("gpu")), (job, rule, tres)
 
     assert planned_jobs(ws) == Counter()  # the result is complete: nothing left to do
+
+
+STUDENT = "results/tiny/students/resnet8/mll/resnet8/kd/full/seed0.json"
+
+
+def test_a_config_edited_while_jobs_are_queued_changes_no_job(cluster, tmp_path):
+    """Each SLURM job parses the workflow again and re-reads the config file; an edit made after the head planned
+    the run must not reach a later job (mcmikd.planned): every job runs the planned config and says so."""
+    ws = Workspace(work=tmp_path)
+
+    def mutate(c):
+        c.update(resources=_resources(cluster["gpus"]))
+        c["teachers"]["seeds"] = [0]
+
+    write_config(ws, mutate)
+    planned_recipe = dict(yaml.safe_load((tmp_path / "config.yaml").read_text())["students"]["training"])
+    cmd = _command(tmp_path, cluster, "--slurm-keep-successful-logs", "--", STUDENT)
+    log_path = tmp_path / "snakemake.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + TIMEOUT_S
+            while "submitted with SLURM jobid" not in log_path.read_text() and proc.poll() is None:
+                assert time.time() < deadline, "no job was submitted"
+                time.sleep(0.2)
+            # the first job is queued or running: the user edits the config (a recipe the student job reads)
+            edited = yaml.safe_load((tmp_path / "config.yaml").read_text())
+            edited["students"]["training"].update(lr=planned_recipe.get("lr", 0.05) / 10, epochs=planned_recipe["epochs"] + 1)
+            (tmp_path / "config.yaml").write_text(yaml.safe_dump(edited))
+            returncode = proc.wait(timeout=TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=60)
+            run_id = re.search(r"SLURM run ID: (\S+)", log_path.read_text())
+            if run_id:
+                subprocess.run(["scancel", "--name", run_id[1]], capture_output=True)
+    log = log_path.read_text()
+    assert returncode == 0, f"snakemake exited {returncode}; log {log_path}:\n{log[-5000:]}"
+    result = yaml.safe_load((tmp_path / STUDENT).read_text())  # JSON is YAML
+    recipe = result["provenance"]["config"]["recipe"]
+    assert (recipe["lr"], recipe["epochs"]) == (planned_recipe.get("lr", 0.05), planned_recipe["epochs"])
+    assert len(result["history"]) == planned_recipe["epochs"]
+    notes = [p for p in (tmp_path / "logs" / "slurm").rglob("*.log")
+             if "the config files changed after this run was planned" in p.read_text()]
+    assert notes, "no job said that it ran the planned config"
+    # the edit is a change of meaning: the next run with the edited config retrains the student, and only it
+    assert planned_jobs(ws, STUDENT) == Counter({"train_student": 1})
