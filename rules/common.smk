@@ -231,13 +231,12 @@ onerror:
     # a SIGTERM stop is no job failure: say so (mcmikd.termination)
     from mcmikd import termination
 
-    try:
-        missing = len(list(workflow.dag.needrun_jobs(exclude_finished=True)))
-    except Exception:  # Snakemake's DAG API moved: the line without the count
-        missing = None
-    stopped = termination.report(missing)
-    if stopped:
-        print(stopped, file=sys.stderr)
+    if termination.received():  # the count of missing jobs only then
+        try:
+            missing = len(list(workflow.dag.needrun_jobs(exclude_finished=True)))
+        except Exception:  # Snakemake's DAG API moved: the line without the count
+            missing = None
+        print(termination.report(missing), file=sys.stderr)
 
 
 # With --sdm conda every job runs in an environment built from environment.yml (the package itself comes from

@@ -31,6 +31,11 @@ def watch() -> None:
     signal.signal(signal.SIGTERM, noted)
 
 
+def received() -> bool:
+    """Whether this process has received SIGTERM since `watch`."""
+    return bool(_received)
+
+
 def report(missing: int | None = None) -> str | None:
     """The line to print when the run ends unsuccessfully after a SIGTERM (None when no SIGTERM came). `missing`:
     how many planned jobs have not produced their outputs (None: unknown)."""

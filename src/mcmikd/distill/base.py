@@ -105,10 +105,7 @@ class Distiller(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, hp: dict, ctx: DistillContext):
         super().__init__()
-        unknown = set(hp) - set(self.defaults)
-        if unknown:
-            raise ConfigError(f"methods.{self.name}: unknown key(s) {sorted(unknown)}; "
-                              f"known: {sorted(self.defaults)}")
+        self.check_hp(hp, f"methods.{self.name}")  # the pre-flight's check, also for a distiller built directly
         self.hp = {**self.defaults, **hp}
         self.ctx = ctx
         self.student = student
