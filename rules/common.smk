@@ -180,6 +180,11 @@ def cam_models(wildcards):
     return [teacher_files(wildcards.arch, v, params["teacher_seed"])["model"] for v in params["variants"].values()]
 
 
+def cam_measure_models(wildcards):
+    params = GRID.cam_measure_params(wildcards.arch, int(wildcards.tseed))
+    return [teacher_files(wildcards.arch, v, int(wildcards.tseed))["model"] for v in params["variants"].values()]
+
+
 def figure_spec(wildcards):
     return GRID.figures()[wildcards.figure]
 
@@ -205,6 +210,8 @@ def get_final_output():
     """Every table and figure the enabled experiments produce."""
     targets = expand("<results>/tables/{exp}.{ext}", exp=list(GRID.runs), ext=("csv", "md", "tex"))
     targets += expand("<results>/figures/{fig}.{ext}", fig=list(GRID.figures()), ext=("png", "pdf"))
+    if GRID.cam_measure_files():
+        targets += expand("<results>/tables/cam.{ext}", ext=("csv", "md", "tex"))
     return targets
 
 

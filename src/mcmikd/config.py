@@ -153,8 +153,9 @@ def check_config(config: dict) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(config["name"])):  # the schema's `$` lets a trailing newline in
         raise ConfigError(f"config key 'name': {config['name']!r} is not allowed; use letters, digits, '_', '.' and "
                           f"'-' only")
-    padding, size = config.get("augment", {}).get("crop_padding", 0), (config["dataset"].get("image_size")
-                                                               or {"cifar10": 32, "cifar100": 32}.get(config["dataset"]["name"]))
+    padding, size = config.get("augment", {}).get("crop_padding", 0), config["dataset"].get("image_size")
+    if config["dataset"]["name"] in DATASETS:  # datasets that fix their image size (CIFAR, cluttered digits)
+        size = get_dataset(config["dataset"]["name"]).fixed_image_size or size
     if size is not None and padding >= size:
         raise ConfigError(f"config key 'augment.crop_padding': {padding} is not below the image size ({size} px); "
                           f"use a smaller padding")
@@ -453,6 +454,8 @@ class Grid:
         small = recipe.pop("lr_small_models", None)
         for key in ("checkpoint", "collapse_ratio"):
             recipe.pop(key, None)
+        if recipe.get("last_batch") == "keep":  # the default: jobs that keep it keep their params (and results)
+            recipe.pop("last_batch")
         if small is not None and arch in SMALL_LR_MODELS:
             recipe["lr"] = small
         return recipe
@@ -521,6 +524,20 @@ class Grid:
         exp = next(e for e in self.cam_experiments() if arch in e.teacher_archs())
         variants = {o: self.teacher_variant(arch, o, exp) for o in exp.objectives()}
         return canonical({**exp.job_params(arch, variants), "runtime": self.runtime()})
+
+    def cam_measure_params(self, arch: str, teacher_seed: int) -> dict:
+        """The params of the CAM measurement job of teacher architecture `arch` and teacher seed `teacher_seed`."""
+        exp = next(e for e in self.cam_experiments() if arch in e.teacher_archs())
+        variants = {o: self.teacher_variant(arch, o, exp) for o in exp.objectives()}
+        return canonical({**exp.measure_params(arch, variants, teacher_seed), "runtime": self.runtime()})
+
+    def cam_measure_files(self) -> list[str]:
+        """Result paths (relative to results/<name>/) of every CAM measurement job; [] when none measures."""
+        return [f for e in self.cam_experiments() if hasattr(e, "measure_files") for f in e.measure_files()]
+
+    def cam_measure_layout(self) -> dict:
+        exp = next(e for e in self.cam_experiments() if getattr(e, "measures", lambda: False)())
+        return exp.measure_layout()
 
     def figures(self) -> dict:
         """Every figure of the enabled experiments, and the fine-tuning curves of the fine-tuned teachers (built

@@ -14,6 +14,7 @@ from pathlib import Path
 
 DATASETS: dict[str, str] = {
     "digits": "mcmikd.datasets.digits:Digits",
+    "cluttered_digits": "mcmikd.datasets.cluttered_digits:ClutteredDigits",
     "cifar10": "mcmikd.datasets.cifar10:CIFAR10",
     "cifar100": "mcmikd.datasets.cifar100:CIFAR100",
     "imagefolder": "mcmikd.datasets.imagefolder:ImageFolder",
@@ -83,6 +84,8 @@ def load_dataset(name: str, **params):
 def hold_out_validation(data, fraction: float, seed: int = 0, recompute_stats: bool = True):
     """`data` with a seeded, stratified `fraction` of its TRAINING images as the evaluation set and the rest as the
     training set; its test images are dropped, so nothing can be selected on them (config `dataset.validation`).
+    Images made from one source image (`info["train_sources"]`, cluttered digits) stay on one side: the draw is
+    over sources (stratified by their class), and the per-image boxes and sources follow their images.
 
     Every class keeps ⌈fraction·N_c⌉ validation images (at least 1, and at least 1 training image); the
     draw is `torch.randperm` per class with a generator seeded by `seed`. Both parts keep file order. The
@@ -99,15 +102,21 @@ def hold_out_validation(data, fraction: float, seed: int = 0, recompute_stats: b
     if not 0 < fraction < 1:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
     labels = data.train_labels
+    sources = data.info.get("train_sources")  # images made from one source (cluttered digits): one side only
+    groups = torch.arange(len(labels)) if sources is None else torch.as_tensor(sources, dtype=torch.long)
+    unique, first = torch.unique(groups, return_inverse=True)
+    group_label = torch.empty(len(unique), dtype=labels.dtype)
+    group_label[first] = labels
     gen = torch.Generator().manual_seed(int(seed))
     held = []
-    for c in torch.unique(labels):
-        members = torch.nonzero(labels == c).flatten()
+    for c in torch.unique(group_label):
+        members = torch.nonzero(group_label == c).flatten()
         if len(members) < 2:
             raise ValueError(f"class {int(c)} has {len(members)} training image(s); a validation split needs 2")
         k = min(max(1, ceil_fraction_of(len(members), fraction)), len(members) - 1)  # exact on the decimal written
         held.append(members[torch.randperm(len(members), generator=gen)[:k]])
-    val_idx = torch.sort(torch.cat(held)).values
+    held_groups = unique[torch.cat(held)]
+    val_idx = torch.nonzero(torch.isin(groups, held_groups)).flatten()
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[val_idx] = False
     train_idx = torch.nonzero(keep).flatten()
@@ -118,6 +127,11 @@ def hold_out_validation(data, fraction: float, seed: int = 0, recompute_stats: b
         mean = tuple(float(v) for v in scaled.mean(dim=(0, 2, 3)))
         std = tuple(float(v) for v in scaled.std(dim=(0, 2, 3)))
     info = {k: v for k, v in data.info.items() if not k.startswith("test_")}
+    for key in ("boxes", "sources"):  # per-image records follow their images
+        if f"train_{key}" in info:
+            per_image = info[f"train_{key}"]
+            info[f"train_{key}"] = [per_image[i] for i in train_idx.tolist()]
+            info[f"test_{key}"] = [per_image[i] for i in val_idx.tolist()]
     info.update(evaluated_on="validation", validation_fraction=fraction, validation_seed=int(seed),
                 validation_positions=val_idx.tolist(), train_positions=train_idx.tolist())
     return DatasetTensors(name=data.name, train_images=train_images, train_labels=labels[train_idx].clone(),

@@ -15,6 +15,7 @@ EXPERIMENTS: dict[str, str] = {
     "temperature": "mcmikd.experiments.temperature:Temperature",
     "cam": "mcmikd.experiments.cam:Cam",
     "lambda_sweep": "mcmikd.experiments.lambda_sweep:LambdaSweep",
+    "recipes": "mcmikd.experiments.recipes:Recipes",
     "method_weights": "mcmikd.experiments.method_weights:MethodWeights",
     "early_stopped": "mcmikd.experiments.early_stopped:EarlyStopped",
 }

@@ -6,6 +6,8 @@ from __future__ import annotations
 from mcmikd.errors import ConfigError
 from mcmikd.experiments.base import Experiment, Figure
 
+CAM_METHODS = ("eigencam", "eigencam_uncentered", "gradcam", "gradcampp")  # as mcmikd.jobs.cam (no torch here)
+
 CAPTION = (
     "The paper's Fig. 3 for the {{ snakemake.params.layout.arch }} teachers: Eigen-CAM maps (the first principal "
     "component of the chosen layer's activations, min–max scaled) of each compared teacher (one row each) on the "
@@ -14,6 +16,16 @@ CAPTION = (
     "(red ✗ when wrong). The paper reports that MCMI teachers attend to more of the object than MLL teachers, whose "
     "maps concentrate on a few discriminative parts. The maps are those of teacher seed "
     "{{ snakemake.params.layout.teacher_seed }}, the first of teachers.seeds (one teacher per objective is shown).")
+
+
+MEASURE_CAPTION = (
+    "Eigen-CAM measured against each test image's object box, over every test image and teacher seed. Left: "
+    "weakly-supervised localization of each map method on each compared teacher (box from the largest region above "
+    "{{ snakemake.params.layout.box_threshold }} of the map's maximum; localization accuracy at IoU ≥ 0.5, "
+    "GT-known), mean over teacher seeds with its 95 % t-interval. Right: the MCMI paper's claim on the Eigen-CAM "
+    "maps — the share of the map's mass outside the object box (context), its area above "
+    "{{ snakemake.params.layout.area_threshold }} of its maximum and its spatial entropy (0 = one pixel, 1 = flat), "
+    "per compared teacher, with seed-level intervals. Numbers: table cam.")
 
 
 class Cam(Experiment):
@@ -27,6 +39,17 @@ class Cam(Experiment):
         "indices": {"type": "array", "items": {"type": "integer", "minimum": 0}, "default": []},
         "layer": {"type": "string", "default": "auto"},
         "center": {"type": "boolean", "default": True},
+        "measure": {"type": "boolean", "default": False,
+                    "description": "also score the maps of every test image and teacher seed against the object "
+                                   "boxes (datasets that record them: cluttered_digits): table `cam`"},
+        "box_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.2,
+                          "description": "fraction of a map's maximum that bounds its box (CAM, Zhou et al. 2016: 0.2)"},
+        "area_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.5,
+                           "description": "fraction of a map's maximum above which a pixel counts in its area"},
+        "cam_methods": {"type": "array", "minItems": 1, "uniqueItems": True, "default": list(CAM_METHODS),
+                    "items": {"enum": list(CAM_METHODS)},
+                    "description": "maps scored: eigencam (centred), eigencam_uncentered (the paper's formula), "
+                                   "gradcam, gradcampp (pytorch-grad-cam, true class)"},
     }
     required = ("teachers",)
     has_students = False
@@ -54,9 +77,46 @@ class Cam(Experiment):
                 "per_class": body["per_class"], "classes": body.get("classes"), "layer": body["layer"],
                 "center": body["center"]}
 
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.measures():
+            from mcmikd.datasets import get_dataset
+
+            name = self.grid.config["dataset"]["name"]
+            if not getattr(get_dataset(name), "has_boxes", False):
+                raise ConfigError(f"config key '{where}.measure': dataset '{name}' records no object boxes to measure "
+                                  f"maps against; use a dataset that does (cluttered_digits) or set measure: false")
+
+    def measures(self) -> bool:
+        return bool(self.body.get("measure", False))
+
+    def measure_params(self, arch: str, variants: dict[str, str], teacher_seed: int) -> dict:
+        """The CAM measurement job's own slice of the config (one teacher seed; every compared teacher)."""
+        body = self.body
+        return {"arch": arch, "variants": variants, "teacher_seed": int(teacher_seed), "layer": body["layer"],
+                "box_threshold": body.get("box_threshold", 0.2), "area_threshold": body.get("area_threshold", 0.5),
+                "methods": list(body.get("cam_methods", CAM_METHODS))}
+
+    def measure_files(self) -> list[str]:
+        """Result paths (relative to results/<name>/) of every CAM measurement job."""
+        if not self.measures():
+            return []
+        return [f"cam/{arch}/measure/seed{s}.json" for arch in self.body["teachers"] for s in self.grid.teacher_seeds()]
+
+    def measure_layout(self) -> dict:
+        layout = self.layout()
+        return {"objectives": layout["objectives"], "labels": layout["labels"], "colors": layout["colors"],
+                "methods": list(self.body.get("cam_methods", CAM_METHODS)), "archs": list(self.body["teachers"]),
+                "box_threshold": self.body.get("box_threshold", 0.2),
+                "area_threshold": self.body.get("area_threshold", 0.5)}
+
     def figures(self) -> list[Figure]:
         layout = self.layout()
-        return [Figure(f"cam_{arch}", "mcmikd.experiments.cam:figure", (f"cam/{arch}.pt",), CAPTION, self.title,
+        extra = []
+        if self.measures():
+            extra = [Figure("cam_measured", "mcmikd.cam_table:figure", tuple(self.measure_files()), MEASURE_CAPTION,
+                            self.title, "Eigen-CAM measured", self.measure_layout())]
+        return extra + [Figure(f"cam_{arch}", "mcmikd.experiments.cam:figure", (f"cam/{arch}.pt",), CAPTION, self.title,
                        f"Eigen-CAM {arch}", {**layout, "arch": arch, "teacher_seed": self.teacher_seed()}) for arch in self.body["teachers"]]
 
 

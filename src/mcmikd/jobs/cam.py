@@ -51,3 +51,66 @@ def run_cam(data_path: str, teacher_models: dict[str, str], params: dict, output
         log(f"{ckpt['variant']}: Eigen-CAM at {layer} for {len(idx)} images")
     torch_save(result, output)
     return result
+
+
+CAM_METHODS = ("eigencam", "eigencam_uncentered", "gradcam", "gradcampp")
+
+
+def run_cam_measure(data_path: str, teacher_models: dict[str, str], params: dict, output: str,
+                    threads: int | None = None, chunk: int = 256) -> dict:
+    """The CAM localization and context measurements of one teacher seed (issue 18): for every test image with an
+    object box (`info["test_boxes"]`, e.g. cluttered digits) and every compared teacher (objective -> model file),
+    the maps of each method of `params["methods"]` (CAM_METHODS: Eigen-CAM centred and the paper's uncentred
+    formula, `mcmikd.cam`; Grad-CAM and Grad-CAM++ of the true class through pytorch-grad-cam) at the same layer,
+    scored by `mcmikd.cam_metrics.measure` against the box. Writes JSON {arch, teacher_seed, layer, images,
+    box_threshold, area_threshold, correct: {objective: [bool]}, metrics: {objective: {method: {metric: [per
+    image]}}}}. Raises DataError when the dataset records no boxes."""
+    from mcmikd.augment import Normalizer
+    from mcmikd.cam import model_eigen_cam
+    from mcmikd.cam_metrics import gradcam_maps, measure
+    from mcmikd.errors import DataError
+    from mcmikd.io import write_json
+
+    runtime = Runtime.from_config(params["runtime"], threads)
+    data = DatasetTensors.from_file(data_path)
+    boxes = data.info.get("test_boxes")
+    if boxes is None:
+        raise DataError(f"dataset '{data.name}' records no object boxes; measure CAMs on a dataset that does "
+                        f"(e.g. cluttered_digits) or set experiments.cam.measure: false")
+    normalize = Normalizer(data.mean, data.std, runtime.device)
+    result = {"arch": params["arch"], "teacher_seed": params["teacher_seed"], "images": len(boxes),
+              "box_threshold": params["box_threshold"], "area_threshold": params["area_threshold"],
+              "evaluated_on": data.evaluated_on, "correct": {}, "metrics": {}}
+    for name, path in teacher_models.items():
+        model, ckpt = load_model(path, runtime)
+        layer = model.cam_layer if params["layer"] == "auto" else params["layer"]
+        result["layer"] = layer
+        per_method = {m: None for m in params["methods"]}
+        correct = []
+        for start in range(0, len(boxes), chunk):
+            images = normalize(data.test_images[start:start + chunk].to(runtime.device))
+            labels = data.test_labels[start:start + chunk].to(runtime.device)
+            box = boxes[start:start + chunk]
+            maps = {}
+            for method in params["methods"]:
+                if method in ("eigencam", "eigencam_uncentered"):
+                    maps[method], _ = model_eigen_cam(model, images, layer, center=method == "eigencam")
+                else:
+                    maps[method] = gradcam_maps(model, images, layer, labels, method)
+            with torch.no_grad():
+                correct += (model.eval()(images).argmax(1) == labels).cpu().tolist()
+            for method, m in maps.items():
+                scores = measure(m.cpu(), box, params["box_threshold"], params["area_threshold"])
+                scores.pop("box")
+                if per_method[method] is None:
+                    per_method[method] = scores
+                else:
+                    for key, values in scores.items():
+                        per_method[method][key] += values
+        result["metrics"][name] = per_method
+        result["correct"][name] = correct
+        loc = {m: sum(v["localized"]) / len(boxes) for m, v in per_method.items()}
+        log(f"{ckpt['variant']} seed {params['teacher_seed']}: {len(boxes)} images, localization accuracy "
+            + ", ".join(f"{m} {100 * a:.1f}%" for m, a in loc.items()))
+    write_json(output, result)
+    return result

@@ -74,7 +74,7 @@ class MCMI(TeacherObjective):
     control = "ce_finetune"
     must_raise_cmi_over = ("start", "control")
     defaults = {"lambda": 0.25, "lambda_per_teacher": {}, "centroids": "eval", "ema_decay": 0.9999}
-    path_keys = ("lambda",)
+    path_keys = ("lambda", "centroids")  # the folder: mcmi-<λ>, with -<centroids> unless the default (eval)
 
     @classmethod
     def check_hp(cls, hp: dict, where: str) -> None:
@@ -101,8 +101,16 @@ class MCMI(TeacherObjective):
         return hp
 
     @classmethod
+    def variant(cls, hp: dict) -> str:
+        """'mcmi-<λ>' for the default frozen (eval) centroids, as before; 'mcmi-<λ>-<centroids>' otherwise."""
+        name = f"{cls.name}-{fmt_num(hp['lambda'])}"
+        centroids = hp.get("centroids", cls.defaults["centroids"])
+        return name if centroids == cls.defaults["centroids"] else f"{name}-{centroids}"
+
+    @classmethod
     def describe(cls, hp: dict) -> str:
-        return f"{cls.label} (λ={fmt_num(hp['lambda'])})"
+        centroids = hp.get("centroids", cls.defaults["centroids"])
+        return f"{cls.label} (λ={fmt_num(hp['lambda'])}" + ("" if centroids == "eval" else f", {centroids}") + ")"
 
     @classmethod
     def collapse_advice(cls, hp: dict) -> str:
