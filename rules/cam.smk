@@ -68,6 +68,7 @@ rule cam_table:
         ),
         md="<results>/tables/cam.md",
         tex="<results>/tables/cam.tex",
+        seeds="<results>/tables/cam_seeds.csv",
     params:
         layout=lambda wc: GRID.cam_measure_layout(),
     log:

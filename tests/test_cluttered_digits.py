@@ -82,6 +82,13 @@ def test_the_images_do_not_depend_on_the_cpus_vector_instructions(data):
     assert out.stdout.strip() == _digest(data)
 
 
+def test_more_test_placements_add_test_canvases_and_leave_the_training_set_alone(data):
+    more = load_cluttered_digits(**SMALL, test_placements=3)
+    assert torch.equal(more.train_images, data.train_images) and more.info["train_boxes"] == data.info["train_boxes"]
+    assert len(more.test_labels) == 450 * 3 and set(more.info["test_sources"]) == set(data.info["test_sources"])
+    assert more.mean == data.mean and more.std == data.std
+
+
 def test_upscale_is_torchs_bilinear_resize():
     image = np.random.default_rng(0).random((8, 8))
     expected = torch.nn.functional.interpolate(torch.from_numpy(image)[None, None], size=(13, 13), mode="bilinear",
@@ -109,9 +116,10 @@ def test_a_validation_split_keeps_each_source_on_one_side(data):
 
 def test_the_dataset_uses_only_its_own_config_keys():
     ds = {"name": "cluttered_digits", "image_size": 16, "test_fraction": 0.25, "split_seed": 0, "root": "data",
-          "placements": 3, "clutter": 4, "digit_size": [12, 18], "fragment_size": 6, "validation": None}
+          "placements": 3, "test_placements": None, "clutter": 4, "digit_size": [12, 18], "fragment_size": 6, "validation": None}
     assert list(dataset_params(ds)) == ["name", "test_fraction", "split_seed", "placements", "clutter", "digit_size",
-                                        "fragment_size"]
+                                        "fragment_size"]  # config order; test_placements only when set
+    assert "test_placements" in dataset_params({**ds, "test_placements": 4})
     assert list(dataset_params({**ds, "name": "digits"})) == ["name", "image_size", "test_fraction", "split_seed"]
 
 

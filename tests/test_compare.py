@@ -102,3 +102,33 @@ def test_against_published_numbers_with_their_trials(tmp_path):
     rows = compare_paper(runs[runs["experiment"] == "main"], str(path))
     verdicts = {r["theirs"].split()[0] + " " + r["cell"].split("(")[-1]: r["verdict"] for r in rows}
     assert verdicts == {"99.10 best epoch)": "agree", "80.00 last epoch)": "differ", "80.00 best epoch)": "only theirs"}
+
+
+def test_cam_measurements_are_cells_too(tmp_path):
+    """A run that measured CAMs (tables/cam_seeds.csv): each (teacher, map method, metric) is a cell over the teacher
+    seeds; percentages get the accuracy margin, fractions the absolute --cam-margin."""
+    from mcmikd.compare import compare_runs, read
+
+    def cam(loc, context):
+        return pd.DataFrame([{"arch": "resnet20", "teacher_seed": s, "objective": "mll", "method": "eigencam",
+                              "metric": m, "value": v, "images": 450}
+                             for s in range(3) for m, v in (("localized", loc[s]), ("context", context[s]))])
+
+    folders = {}
+    for name, frame in (("a", cam((80.0, 80.2, 79.8), (0.300, 0.302, 0.298))),
+                        ("b", cam((80.1, 80.1, 79.9), (0.301, 0.300, 0.299))),
+                        ("c", cam((60.0, 60.2, 59.8), (0.500, 0.502, 0.498)))):
+        folder = tmp_path / name
+        (folder / "runs").mkdir(parents=True)
+        _runs().query("experiment == 'main'").to_csv(folder / "runs" / "main.csv", index=False)
+        (folder / "tables").mkdir()
+        frame.to_csv(folder / "tables" / "cam_seeds.csv", index=False)
+        folders[name] = read([str(folder)])
+    same = {r["cell"]: r for r in compare_runs(folders["b"], folders["a"])}
+    loc = same["CAM resnet20 mll teacher, Eigen-CAM (centred): Loc. acc. (%)"]
+    ctx = same["CAM resnet20 mll teacher, Eigen-CAM (centred): Context (mass outside box)"]
+    assert loc["verdict"] == "agree" and loc["margin"] == pytest.approx(1.0)
+    assert ctx["verdict"] == "agree" and ctx["margin"] == pytest.approx(0.02)
+    moved = {r["cell"]: r for r in compare_runs(folders["c"], folders["a"])}
+    assert moved["CAM resnet20 mll teacher, Eigen-CAM (centred): Loc. acc. (%)"]["verdict"] == "differ"
+    assert moved["CAM resnet20 mll teacher, Eigen-CAM (centred): Context (mass outside box)"]["verdict"] == "differ"

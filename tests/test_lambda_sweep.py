@@ -49,8 +49,8 @@ def test_a_sweep_without_the_control_and_with_an_explicit_objective(load):
 
 def test_an_override_of_a_non_path_key_is_refused(load):
     grid = load(with_sweep())
-    with pytest.raises(ConfigError, match=r"\['centroids'\] cannot be overridden per teacher"):
-        grid.teacher_variant("resnet20", "mcmi", None, {"centroids": "ema"})
+    with pytest.raises(ConfigError, match=r"\['ema_decay'\] cannot be overridden per teacher"):
+        grid.teacher_variant("resnet20", "mcmi", None, {"ema_decay": 0.9})
 
 
 @pytest.mark.parametrize("changes, expected", [

@@ -512,8 +512,16 @@ def write_table(runs_csv: str, experiment: str, layout: dict, metric: str, csv_o
         notes += [f"* Differs from the paper: {d}" for d in reference.get("differences", [])]
         md += "\n" + "\n".join(notes) + "\n" if notes else ""
     if gains_out is not None:
-        gains_md = write_gains(runs, layout, [metric, other], kind.gains == "classes", gains_out) if kind.gains \
-            else write_gains(runs.iloc[0:0], layout, [], False, gains_out)
+        extra = None
+        if kind.has_students and layout.get("objectives"):  # is there room for a better teacher? (mcmikd.headroom)
+            from mcmikd.headroom import headroom, headroom_markdown
+
+            extra = headroom(runs, layout["objectives"][0], metric)
+            room = headroom_markdown(extra, metric)
+            md += ("\n" + room) if room else ""
+            extra = extra.assign(metric=metric, level="headroom") if len(extra) else None
+        gains_md = write_gains(runs, layout, [metric, other], kind.gains == "classes", gains_out, extra) \
+            if kind.gains else write_gains(runs.iloc[0:0], layout, [], False, gains_out, extra)
         md += ("\n" + gains_md) if gains_md else ""
     write_text(csv_out, numbers.to_csv(index=False))
     write_text(md_out, md)
@@ -711,9 +719,11 @@ def gains_markdown(gains: pd.DataFrame, pooled: pd.DataFrame, metric: str, title
     return text
 
 
-def write_gains(runs: pd.DataFrame, layout: dict, metrics: list[str], classes: bool, csv_out: str) -> str:
+def write_gains(runs: pd.DataFrame, layout: dict, metrics: list[str], classes: bool, csv_out: str,
+                extra: pd.DataFrame | None = None) -> str:
     """The seed-paired gains and pooled estimates of an experiment at each of `metrics` (the first is the primary):
-    every number to `csv_out` (columns `metric` and `level`: cell / pooled), and their Markdown (returned)."""
+    every number to `csv_out` (columns `metric` and `level`: cell / pooled, and the `extra` rows, e.g. level
+    headroom), and their Markdown (returned)."""
     objectives = layout["objectives"]
     controls = {o: k for o, k in layout.get("controls", {}).items() if o in objectives and k in objectives}
     frames, md = [], []
@@ -724,6 +734,7 @@ def write_gains(runs: pd.DataFrame, layout: dict, metrics: list[str], classes: b
         label = f"{metric} epoch" + (", selected on the test set" if metric == "best" else "")
         title = f"Seed-paired gains ({label})" + ("" if i == 0 else ", beside the primary table above")
         md.append(gains_markdown(gains, pooled, metric, title))
+    frames += [extra] if extra is not None else []
     write_text(csv_out, pd.concat([f for f in frames if len(f)] or [pd.DataFrame()],
                                   ignore_index=True).to_csv(index=False))
     return "\n".join(m for m in md if m)

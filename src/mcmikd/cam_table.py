@@ -165,8 +165,10 @@ def tables(records: list[dict], layout: dict):
     return pd.DataFrame(numbers), summary, diffs
 
 
-def write_cam_table(measures: list[str], layout: dict, csv_out: str, md_out: str, tex_out: str):
-    """Writes table `cam` (CSV numbers; Markdown and LaTeX display) from the measurement files."""
+def write_cam_table(measures: list[str], layout: dict, csv_out: str, md_out: str, tex_out: str,
+                    seeds_out: str | None = None):
+    """Writes table `cam` (CSV numbers; Markdown and LaTeX display) from the measurement files, and with `seeds_out`
+    the per-seed means (arch, teacher_seed, objective, method, metric, value, images; what `mcmikd compare` reads)."""
     from mcmikd.aggregate import to_latex, to_markdown
     from mcmikd.io import write_text
 
@@ -176,6 +178,12 @@ def write_cam_table(measures: list[str], layout: dict, csv_out: str, md_out: str
     first = f"CAM localization and context on every {split} image (mean ± 95 % CI over teacher seeds)"
     second = "Paired differences (Eigen-CAM against the gradient baselines; each teacher against the reference)"
     write_text(csv_out, numbers.to_csv(index=False))
+    if seeds_out is not None:
+        import pandas as pd
+
+        images = {(r["arch"], r["teacher_seed"]): r["images"] for r in records}
+        seeds = pd.DataFrame([{**row, "images": images[(row["arch"], row["teacher_seed"])]} for row in per_seed(records)])
+        write_text(seeds_out, seeds.to_csv(index=False))
     write_text(md_out, to_markdown(summary, first) + "\n" + to_markdown(diffs, second))
     write_text(tex_out, to_latex(summary, first) + "\n" + to_latex(diffs, second))
     return numbers

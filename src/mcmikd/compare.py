@@ -7,8 +7,9 @@ file list, or a config whose `reference:` block holds published numbers (config/
 **Cells.** Against another run, every measured quantity of both runs' tables is a cell: each student cell
 (experiment, teacher → student, setting, framework, teacher variant) with its last- and best-epoch top-1 accuracy
 and, in the zero-shot experiment, the recall of each omitted class; each teacher (architecture, variant) with its
-test accuracy and its training-set CMI (T = 1, nats). The values of a cell are its seeds (students: the student
-seed; teachers: the teacher seed). Against a config's `reference:` block, each published entry is a cell matched
+test accuracy and its training-set CMI (T = 1, nats); and, where the run measured CAMs (`tables/cam_seeds.csv`), each
+(teacher, map method, CAM metric). The values of a cell are its seeds (students: the student seed; teachers and
+CAMs: the teacher seed). Against a config's `reference:` block, each published entry is a cell matched
 to a row of the experiment's table (`mcmikd.references.matches`), at the entry's `metric` (default best epoch, what
 the official logs report), with the entry's `trials` (default 1) and optional `std`.
 
@@ -16,7 +17,8 @@ the official logs report), with the entry's `trials` (default 1) and optional `s
 independent samples (Welch; where one side is a single run or a published mean without spread, the other side's
 seed spread stands for both; each side's std is floored at the measurement's resolution, one test image). A
 margin δ says which differences matter: ``--margin`` points for accuracies (default 1, never below one test image),
-``--cmi-margin`` × the reference's mean for CMI (default 0.25). Then
+``--cmi-margin`` × the reference's mean for CMI (default 0.25), ``--cam-margin`` for the CAM fractions (IoU,
+context, area, entropy; default 0.02). Then
 
 * ``differ``: |true d| > δ is shown by a one-sided t-test at α = 0.05 after Holm's correction over all cells
   compared (p_differ = t.sf((|d| − δ)/se, df));
@@ -40,7 +42,7 @@ from pathlib import Path
 from mcmikd.stats import ALPHA, difference, difference_from_summary, equivalence, holm
 
 VERDICTS = ("agree", "differ", "can't tell")
-MARGIN, CMI_MARGIN = 1.0, 0.25
+MARGIN, CMI_MARGIN, CAM_MARGIN = 1.0, 0.25, 0.02
 
 
 # --------------------------------------------------------------------------------------------- reading runs
@@ -72,6 +74,11 @@ def read(where: list[str]):
             if "experiment" not in frame:
                 frame["experiment"] = f.stem.removeprefix("runs_")
             frames.append(frame)
+        folder = Path(w)
+        for cam in (folder / "tables" / "cam_seeds.csv", folder / "cam_seeds.csv"):
+            if folder.is_dir() and cam.is_file():  # the CAM measurements' per-seed means (mcmikd.cam_table)
+                frames.append(pd.read_csv(cam).assign(role="cam", experiment="cam"))
+                break
     return pd.concat(frames, ignore_index=True)
 
 
@@ -120,6 +127,14 @@ def cells(runs) -> dict[tuple, dict]:
         seed = 0 if r.get("teacher_seed") is None or math.isnan(float(r["teacher_seed"])) else r["teacher_seed"]
         put(base + ("test accuracy %",), seed, r.get("model_acc"), test_floor, "points")
         put(base + ("CMI (train, T = 1, nats)",), seed, r.get("cmi_T1"), 0.0, "nats")
+    cams = runs[runs["role"] == "cam"] if len(runs) and "role" in runs else runs.iloc[0:0]
+    for _, r in cams.iterrows():  # CAM measurements: one value per teacher seed (the mean over the test images)
+        from mcmikd.cam_table import METHOD_LABELS, METRICS
+
+        label, scale = METRICS[r["metric"]]
+        put(("cam", "", r["arch"], "", METHOD_LABELS.get(r["method"], r["method"]), r["objective"], label),
+            r["teacher_seed"], r["value"], scale / float(r["images"]) if scale == 100 else 0.0,
+            "points" if scale == 100 else "fraction")
     return out
 
 
@@ -131,11 +146,15 @@ def machines(runs) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- the rule
-def margin_for(key: tuple, reference_mean: float, floor: float, margin: float, cmi_margin: float) -> float:
-    """δ of a cell: `margin` points for accuracies (never below the resolution `floor`), `cmi_margin` × |reference
-    mean| for CMI."""
+def margin_for(key: tuple, reference_mean: float, floor: float, margin: float, cmi_margin: float,
+               cam_margin: float = 0.02) -> float:
+    """δ of a cell: `margin` points for accuracies and CAM percentages (never below the resolution `floor`),
+    `cmi_margin` × |reference mean| for CMI, `cam_margin` (absolute) for the CAM fractions (IoU, context, area,
+    entropy)."""
     if key[-1].startswith("CMI"):
         return cmi_margin * abs(reference_mean)
+    if key[0] == "cam" and not key[-1].endswith("(%)"):
+        return cam_margin
     return max(margin, floor)
 
 
@@ -159,7 +178,7 @@ def judge(rows: list[dict], alpha: float = ALPHA) -> list[dict]:
 
 
 def _show(values: list[float], unit: str) -> str:
-    digits = 4 if unit == "nats" else 2
+    digits = 4 if unit in ("nats", "fraction") else 2
     if not values:
         return "–"
     mean = sum(values) / len(values)
@@ -169,7 +188,8 @@ def _show(values: list[float], unit: str) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f} ({len(values)})"
 
 
-def compare_runs(ours, theirs, margin: float = MARGIN, cmi_margin: float = CMI_MARGIN) -> list[dict]:
+def compare_runs(ours, theirs, margin: float = MARGIN, cmi_margin: float = CMI_MARGIN,
+                 cam_margin: float = CAM_MARGIN) -> list[dict]:
     """One row per cell of either runs frame: what, ours, theirs, d, se, df, margin, p-values and verdict."""
     a, b = cells(ours), cells(theirs)
     rows, only = [], []
@@ -186,7 +206,7 @@ def compare_runs(ours, theirs, margin: float = MARGIN, cmi_margin: float = CMI_M
         floor = max(a[key]["floor"], b[key]["floor"])
         diff = difference(va, vb, floor)
         rows.append({"cell": what, "ours": _show(va, a[key]["unit"]), "theirs": _show(vb, b[key]["unit"]), **diff,
-                     "margin": margin_for(key, sum(vb) / len(vb), floor, margin, cmi_margin),
+                     "margin": margin_for(key, sum(vb) / len(vb), floor, margin, cmi_margin, cam_margin),
                      "identical": a[key]["values"] == b[key]["values"]})
     judge(rows)
     for r in rows:  # the same value for every seed on both sides: the same bits, whatever the spread
@@ -199,6 +219,8 @@ def describe_key(key: tuple) -> str:
     role, experiment, pair, setting, method, variant, measure = key
     if role == "teacher":
         return f"teacher {pair} {variant}: {measure}"
+    if role == "cam":
+        return f"CAM {pair} {variant} teacher, {method}: {measure}"
     return f"{experiment} {pair} {setting} {method} ({variant}): {measure}"
 
 
@@ -282,11 +304,13 @@ def main(argv: list[str]) -> int:
                     help=f"accuracy difference that matters, points (default {MARGIN:g})")
     ap.add_argument("--cmi-margin", type=float, default=CMI_MARGIN,
                     help=f"CMI difference that matters, as a fraction of the reference's (default {CMI_MARGIN:g})")
+    ap.add_argument("--cam-margin", type=float, default=CAM_MARGIN,
+                    help=f"CAM IoU/context/area/entropy difference that matters, absolute (default {CAM_MARGIN:g})")
     ap.add_argument("--csv", help="also write every cell's numbers (d, se, df, p-values) to this CSV")
     ap.add_argument("--all", action="store_true", help="list every cell (default: those that differ or can't tell)")
     args = ap.parse_args(argv)
-    if not (args.margin > 0 and args.cmi_margin > 0):
-        print("Error: --margin and --cmi-margin must be > 0", file=sys.stderr)
+    if not (args.margin > 0 and args.cmi_margin > 0 and args.cam_margin > 0):
+        print("Error: --margin, --cmi-margin and --cam-margin must be > 0", file=sys.stderr)
         return 2
     try:
         ours = read([args.run])
@@ -295,7 +319,7 @@ def main(argv: list[str]) -> int:
             where = f"the published numbers in {args.reference}"
         else:
             theirs = read([args.reference])
-            rows = compare_runs(ours, theirs, args.margin, args.cmi_margin)
+            rows = compare_runs(ours, theirs, args.margin, args.cmi_margin, args.cam_margin)
             where = args.reference
             for side, frame in (("yours", ours), ("reference", theirs)):
                 if machines(frame):

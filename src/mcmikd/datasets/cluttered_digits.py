@@ -7,7 +7,8 @@ here from the scikit-learn digits so that it needs no download:
 
 1. The 1,797 source images are split into train and test sources first (seeded, stratified by class, as the
    `digits` dataset splits them: `sklearn.model_selection.train_test_split`), so no source digit is in both.
-2. Each source digit is placed `placements` times. A placement upscales the 8×8 digit bilinearly to a side
+2. Each source digit is placed `placements` times (test sources `test_placements` times, default the same: more
+   test canvases measure each model more finely at no training cost). A placement upscales the 8×8 digit bilinearly to a side
    drawn uniformly from `digit_size` = [low, high] px, puts it at a uniform random position on the 32×32
    canvas, and first draws `clutter` fragments on the canvas: `fragment_size`² crops (with ink) of other digits
    of the SAME split, each upscaled the same way, at uniform random positions. Pixels combine by maximum.
@@ -38,18 +39,25 @@ class ClutteredDigits(DatasetSpec):
     in_channels = 1
     hflip = False  # a mirrored 2, 3, 4, 5, 7 or 9 is not that digit
     fixed_image_size = CANVAS
-    config_keys = ("test_fraction", "split_seed", "placements", "clutter", "digit_size", "fragment_size")
+    config_keys = ("test_fraction", "split_seed", "placements", "test_placements", "clutter", "digit_size",
+                   "fragment_size")
     has_boxes = True  # info holds train_boxes / test_boxes (the CAM localization table reads them)
+
+    @classmethod
+    def params(cls, ds: dict) -> dict:
+        """As `DatasetSpec.params`, without `test_placements` while it is null (the same data as `placements`)."""
+        return {k: v for k, v in super().params(ds).items() if not (k == "test_placements" and v is None)}
 
     @classmethod
     def num_train(cls, ds: dict) -> int:
         return (NUM_SOURCES - math.ceil(float(ds["test_fraction"]) * NUM_SOURCES)) * int(ds.get("placements", 2))
 
     @classmethod
-    def load(cls, test_fraction: float = 0.25, split_seed: int = 0, placements: int = 2, clutter: int = 4,
-             digit_size=(12, 18), fragment_size: int = 6):
+    def load(cls, test_fraction: float = 0.25, split_seed: int = 0, placements: int = 2, test_placements=None,
+             clutter: int = 4, digit_size=(12, 18), fragment_size: int = 6):
         return load_cluttered_digits(test_fraction=test_fraction, split_seed=split_seed, placements=placements,
-                                     clutter=clutter, digit_size=tuple(digit_size), fragment_size=fragment_size)
+                                     test_placements=test_placements, clutter=clutter, digit_size=tuple(digit_size),
+                                     fragment_size=fragment_size)
 
 
 def upscale(image, side: int):
@@ -108,12 +116,13 @@ def _compose(sources, labels, indices, placements: int, clutter: int, digit_size
     return np.stack(images), np.repeat(labels[np.asarray(indices)], placements), boxes, origin
 
 
-def load_cluttered_digits(test_fraction: float = 0.25, split_seed: int = 0, placements: int = 2, clutter: int = 4,
+def load_cluttered_digits(test_fraction: float = 0.25, split_seed: int = 0, placements: int = 2,
+                          test_placements: int | None = None, clutter: int = 4,
                           digit_size: tuple[int, int] = (12, 18), fragment_size: int = 6):
     """The cluttered-digits dataset (module docstring) as a `DatasetTensors`: uint8 images (N, 1, 32, 32), int64
     labels, mean/std of the training images, and in `info` the object boxes, source indices and construction
-    parameters. Raises ValueError for a digit size outside [8, 32] or low > high, a fragment size outside
-    [2, 32], placements < 1 or clutter < 0."""
+    parameters. `test_placements` (None: `placements`) canvases are made from each test source. Raises ValueError for
+    a digit size outside [8, 32] or low > high, a fragment size outside [2, 32], placements < 1 or clutter < 0."""
     import numpy as np
     import torch
     from sklearn.datasets import load_digits as sk_digits
@@ -126,8 +135,9 @@ def load_cluttered_digits(test_fraction: float = 0.25, split_seed: int = 0, plac
         raise ValueError(f"digit_size {list(digit_size)} must be [low, high] with 8 ≤ low ≤ high ≤ {CANVAS}")
     if not 2 <= int(fragment_size) <= CANVAS:
         raise ValueError(f"fragment_size {fragment_size} must be in [2, {CANVAS}]")
-    if int(placements) < 1 or int(clutter) < 0:
-        raise ValueError(f"placements ({placements}) must be ≥ 1 and clutter ({clutter}) ≥ 0")
+    test_placements = placements if test_placements is None else test_placements
+    if int(placements) < 1 or int(test_placements) < 1 or int(clutter) < 0:
+        raise ValueError(f"placements ({placements}, test {test_placements}) must be ≥ 1 and clutter ({clutter}) ≥ 0")
     bunch = sk_digits()
     sources = bunch.images.astype(np.float64) / 16.0  # (1797, 8, 8) in [0, 1]
     labels = bunch.target.astype(np.int64)
@@ -135,9 +145,9 @@ def load_cluttered_digits(test_fraction: float = 0.25, split_seed: int = 0, plac
                                            stratify=labels)
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
     parts = {}
-    for stream, (split, idx) in enumerate((("train", train_idx), ("test", test_idx))):
+    for stream, (split, idx, times) in enumerate((("train", train_idx, placements), ("test", test_idx, test_placements))):
         rng = np.random.Generator(np.random.PCG64([int(split_seed), stream]))
-        images, split_labels, boxes, origin = _compose(sources, labels, idx, int(placements), int(clutter),
+        images, split_labels, boxes, origin = _compose(sources, labels, idx, int(times), int(clutter),
                                                        (low, high), int(fragment_size), rng)
         parts[split] = (torch.from_numpy(np.round(images * 255).astype(np.uint8)).unsqueeze(1).contiguous(),
                         torch.from_numpy(split_labels), boxes, origin)
@@ -153,7 +163,7 @@ def load_cluttered_digits(test_fraction: float = 0.25, split_seed: int = 0, plac
         class_names=[str(c) for c in bunch.target_names], hflip=False,
         info={"source": "sklearn.datasets.load_digits, cluttered (Jaderberg et al., 2015, §4.1)",
               "image_size": CANVAS, "test_fraction": test_fraction, "split_seed": split_seed,
-              "placements": int(placements), "clutter": int(clutter), "digit_size": [low, high],
+              "placements": int(placements), "test_placements": int(test_placements), "clutter": int(clutter), "digit_size": [low, high],
               "fragment_size": int(fragment_size), "box_format": "x0, y0, x1, y1 (x1, y1 exclusive), pixels",
               "train_boxes": parts["train"][2], "test_boxes": parts["test"][2],
               "train_sources": parts["train"][3], "test_sources": parts["test"][3]},
