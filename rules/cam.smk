@@ -62,9 +62,9 @@ rule cam_table:
     output:
         csv=report(
             "<results>/tables/cam.csv",
-            caption="../workflow/report/table.rst",
+            caption="../workflow/report/cam_table.rst",
             category="Tables",
-            labels={"table": "cam"},
+            labels={"table": "CAM measured"},
         ),
         md="<results>/tables/cam.md",
         tex="<results>/tables/cam.tex",

@@ -88,14 +88,15 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
     kd = pd.read_csv(res / "tables" / "main.csv").query("row == 'kd' and teacher_objective == 'mll'").iloc[0]
     assert kd["paper"] == 12.5 and kd["ours_minus_paper"] == pytest.approx(kd["mean"] - 12.5)
     assert "a made-up paper number" in main and "* Differs from the paper: validation accuracy" in main
-    mcmi = json.loads((res / "teachers" / "resnet8" / "mcmi-0.25" / "seed0" / "metrics.json").read_text())
+    # a centroid variant has a folder of its own (mcmi-<λ>-<centroids>), beside the frozen-centroid teacher
+    mcmi = json.loads((res / "teachers" / "resnet8" / "mcmi-0.25-per_epoch" / "seed0" / "metrics.json").read_text())
     assert mcmi["provenance"]["config"]["hp"]["centroids"] == "per_epoch"
     kd_weight = pd.read_csv(res / "tables" / "kd_weight.csv")
     assert set(kd_weight["teacher_objective"]) == {"mll", "label_smoothing"} and set(kd_weight["alpha"]) == {0.5}
     assert (kd_weight["n"] == 1).all()
     assert "| α | KD, MLL | KD, LS | KD, Δ |" in (res / "tables" / "kd_weight.md").read_text()
     sweep = pd.read_csv(res / "tables" / "lambda_sweep.csv")
-    assert sweep["teacher_variant"].tolist() == ["mll", "mcmi-0.25", "mcmi-0.5"]
+    assert sweep["teacher_variant"].tolist() == ["mll", "mcmi-0.25-per_epoch", "mcmi-0.5-per_epoch"]
     assert sweep["teacher_cmi"].notna().all() and sweep["teacher_acc"].notna().all()
     assert ("| Pair | Teacher | λ | Teacher acc. | Teacher CMI | CMI raised (seeds) | Over the cliff (seeds, > 1 pt) | "
             "KD student | Δ over MLL |") in (
@@ -107,7 +108,7 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
     stopped = json.loads((res / "teachers" / "resnet8" / "mll-e1" / "seed0" / "metrics.json").read_text())
     assert len(stopped["history"]) == 1
     early = pd.read_csv(res / "tables" / "early_stopped.csv")
-    assert early["teacher_variant"].tolist() == ["mll-e1", "mll", "mcmi-0.25", "label_smoothing-0.2"]
+    assert early["teacher_variant"].tolist() == ["mll-e1", "mll", "mcmi-0.25-per_epoch", "label_smoothing-0.2"]
     assert early["teacher_acc"].notna().all() and early["teacher_cmi"].notna().all()
     assert early["mean"].notna().all() and (early["n"] == 1).all()
     assert (res / "figures" / "early_stopped.png").stat().st_size > 1000

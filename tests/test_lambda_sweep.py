@@ -59,7 +59,8 @@ def test_an_override_of_a_non_path_key_is_refused(load):
     ({"lambdas": [-0.25]}, "config key 'experiments.lambda_sweep.lambdas[0]': -0.25 is less than or equal to"),
     ({"objective": "mll"}, "config key 'experiments.lambda_sweep.objective': 'mll' trains from scratch"),
     ({"objective": "mcmj"}, "config key 'experiments.lambda_sweep.objective': unknown teacher objective 'mcmj'"),
-    ({"key": "centroids"}, "config key 'experiments.lambda_sweep.key': 'centroids' is not a path hyper-parameter"),
+    ({"key": "centroids"}, "config key 'experiments.lambda_sweep.key': 'centroids' takes no numbers of 'mcmi'"),
+    ({"key": "ema_decay"}, "config key 'experiments.lambda_sweep.key': 'ema_decay' is not a path hyper-parameter"),
     ({"objectives": ["mcmi", "mll"]}, "config key 'experiments.lambda_sweep.objectives': the first objective"),
     ({"objectives": ["mcmi"]}, "config key 'experiments.lambda_sweep.objectives': the sweep needs a reference"),
 ])

@@ -80,7 +80,7 @@ def test_the_acceptance_rule_on_hand_numbers():
     by = {(r["recipe"], r["teacher_seed"]): r for r in seeds}
     assert len(seeds) == 9
     assert all(by[("good", s)]["accepted"] for s in range(3))
-    assert by[("good", 0)]["margin_T1_vs_mll"] == pytest.approx(0.02)  # 2 × std(0.10, 0.11, 0.12)
+    assert by[("good", 0)]["margin_T1_vs_reference"] == pytest.approx(0.02)  # 2 × std(0.10, 0.11, 0.12)
     assert by[("good", 0)]["margin_T4_vs_control"] == pytest.approx(2 * 10 * pd.Series([0.10, 0.10, 0.13]).std())
     assert by[("good", 1)]["acc_vs_mll"] == pytest.approx(-0.5)
     assert [by[("cliff", s)]["accuracy_ok"] for s in range(3)] == [True, True, False]  # 1.5 points below: over

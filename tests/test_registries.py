@@ -23,7 +23,8 @@ def places(name: str) -> list[str]:
 # Words two concepts share: the engine's training phases ("init", "main") and the KD temperature T, a
 # hyper-parameter of every method (and a column of the runs table), are not the experiment kinds of those names.
 HOMONYMS = {"main": re.compile(r"^src/mcmikd/(engine|plots)\.py:.*(phase|checkpoint\(|epoch_done\()"),
-            "temperature": re.compile(r"^src/mcmikd/(distill/|aggregate\.py:.*hp\.get\(|plots\.py:.*\"omitted\")")}
+            "temperature": re.compile(r"^src/mcmikd/(distill/|aggregate\.py:.*hp\.get\(|plots\.py:.*\"omitted\"|"
+                                      r"experiments/recipes\.py:.*\.get\(\"kd\"\))")}
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))

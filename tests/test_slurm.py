@@ -112,9 +112,11 @@ def test_tiny_workflow_runs_on_slurm(cluster, tmp_path):
     ws = Workspace(work=tmp_path)
     resources = _resources(cluster["gpus"])
 
-    def mutate(c):  # every job kind runs as a SLURM job; one teacher seed keeps the job count (and time) down
+    def mutate(c):  # every job kind runs as a SLURM job; one seed and one method keep the job count (and time) down
         c.update(resources=resources)
         c["teachers"]["seeds"] = [0]
+        c["students"]["seeds"] = [0]
+        c["experiments"]["main"]["methods"] = ["kd"]
 
     write_config(ws, mutate)
     plan = planned_jobs(ws)

@@ -43,6 +43,7 @@ from mcmikd.stats import ALPHA, difference, difference_from_summary, equivalence
 
 VERDICTS = ("agree", "differ", "can't tell")
 MARGIN, CMI_MARGIN, CAM_MARGIN = 1.0, 0.25, 0.02
+CAM_ROLE = "cam measurement"  # the role of the CAM cells (tables/cam_seeds.csv) beside "student" and "teacher"
 
 
 # --------------------------------------------------------------------------------------------- reading runs
@@ -77,7 +78,7 @@ def read(where: list[str]):
         folder = Path(w)
         for cam in (folder / "tables" / "cam_seeds.csv", folder / "cam_seeds.csv"):
             if folder.is_dir() and cam.is_file():  # the CAM measurements' per-seed means (mcmikd.cam_table)
-                frames.append(pd.read_csv(cam).assign(role="cam", experiment="cam"))
+                frames.append(pd.read_csv(cam).assign(role=CAM_ROLE, experiment=CAM_ROLE))
                 break
     return pd.concat(frames, ignore_index=True)
 
@@ -127,12 +128,12 @@ def cells(runs) -> dict[tuple, dict]:
         seed = 0 if r.get("teacher_seed") is None or math.isnan(float(r["teacher_seed"])) else r["teacher_seed"]
         put(base + ("test accuracy %",), seed, r.get("model_acc"), test_floor, "points")
         put(base + ("CMI (train, T = 1, nats)",), seed, r.get("cmi_T1"), 0.0, "nats")
-    cams = runs[runs["role"] == "cam"] if len(runs) and "role" in runs else runs.iloc[0:0]
+    cams = runs[runs["role"] == CAM_ROLE] if len(runs) and "role" in runs else runs.iloc[0:0]
     for _, r in cams.iterrows():  # CAM measurements: one value per teacher seed (the mean over the test images)
         from mcmikd.cam_table import METHOD_LABELS, METRICS
 
         label, scale = METRICS[r["metric"]]
-        put(("cam", "", r["arch"], "", METHOD_LABELS.get(r["method"], r["method"]), r["objective"], label),
+        put((CAM_ROLE, "", r["arch"], "", METHOD_LABELS.get(r["method"], r["method"]), r["objective"], label),
             r["teacher_seed"], r["value"], scale / float(r["images"]) if scale == 100 else 0.0,
             "points" if scale == 100 else "fraction")
     return out
@@ -153,7 +154,7 @@ def margin_for(key: tuple, reference_mean: float, floor: float, margin: float, c
     entropy)."""
     if key[-1].startswith("CMI"):
         return cmi_margin * abs(reference_mean)
-    if key[0] == "cam" and not key[-1].endswith("(%)"):
+    if key[0] == CAM_ROLE and not key[-1].endswith("(%)"):
         return cam_margin
     return max(margin, floor)
 
@@ -219,7 +220,7 @@ def describe_key(key: tuple) -> str:
     role, experiment, pair, setting, method, variant, measure = key
     if role == "teacher":
         return f"teacher {pair} {variant}: {measure}"
-    if role == "cam":
+    if role == CAM_ROLE:
         return f"CAM {pair} {variant} teacher, {method}: {measure}"
     return f"{experiment} {pair} {setting} {method} ({variant}): {measure}"
 

@@ -85,9 +85,12 @@ class LambdaSweep(Experiment):
         if cls.start_from is None:
             raise ConfigError(f"config key '{where}.objective': '{cls.name}' trains from scratch; sweep a fine-tuning "
                               f"objective, which starts from the shared teacher")
-        if self.key() not in cls.path_keys:
-            raise ConfigError(f"config key '{where}.key': {self.key()!r} is not a path hyper-parameter of "
-                              f"'{cls.name}'; use one of {list(cls.path_keys) or '(none)'}")
+        numeric = [k for k in cls.path_keys if isinstance(cls.defaults.get(k), (int, float))
+                   and not isinstance(cls.defaults.get(k), bool)]
+        if self.key() not in numeric:
+            what = "takes no numbers" if self.key() in cls.path_keys else "is not a path hyper-parameter"
+            raise ConfigError(f"config key '{where}.key': {self.key()!r} {what} of '{cls.name}'; sweep one of "
+                              f"{numeric or '(none)'} (other choices, e.g. centroids: experiments.recipes)")
         if not self.references():
             raise ConfigError(f"config key '{where}.objectives': the sweep needs a reference teacher besides "
                               f"'{cls.name}'; list it first (e.g. {cls.start_from})")

@@ -150,7 +150,7 @@ class Recipes(LambdaSweep):
                     cmi_ok = True
                     for t in layout["rule_temperatures"]:
                         for other in others:
-                            key = f"T{t:g}_vs_{'mll' if other == reference else 'control'}"
+                            key = f"T{t:g}_vs_{'reference' if other == reference else 'control'}"
                             if (other, seed) not in by or column(t) not in r:
                                 row[f"lead_{key}"], row[f"margin_{key}"] = math.nan, math.nan
                                 cmi_ok = False
@@ -231,8 +231,8 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
             xs = i + np.linspace(-0.15, 0.15, max(1, len(mine)))[: len(mine)]
             ax_acc.scatter(xs, [s["acc_vs_mll"] for s in mine], c=["C2" if s["accuracy_ok"] else "C3" for s in mine],
                            s=40, zorder=3)
-            leads = [min(s["lead_T1_vs_mll"], s.get("lead_T1_vs_control", math.inf)) for s in mine]
-            margins = [max(s["margin_T1_vs_mll"], s.get("margin_T1_vs_control", -math.inf)) for s in mine]
+            leads = [min(s["lead_T1_vs_reference"], s.get("lead_T1_vs_control", math.inf)) for s in mine]
+            margins = [max(s["margin_T1_vs_reference"], s.get("margin_T1_vs_control", -math.inf)) for s in mine]
             ax_cmi.scatter(xs, leads, c=["C2" if s["cmi_ok"] else "C3" for s in mine], s=40, zorder=3)
             if margins and not all(math.isnan(m) for m in margins):
                 ax_cmi.hlines(np.nanmax(margins), i - 0.3, i + 0.3, colors="0.3", linestyles="--")
