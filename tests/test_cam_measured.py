@@ -20,7 +20,8 @@ def record(seed: int, loc: dict, context: dict) -> dict:
             hits = loc[(objective, method)]
             metrics[objective][method] = {
                 "iou": [0.6 if h else 0.1 for h in hits], "localized": hits, "pointing": [True] * 4,
-                "context": context[objective], "area": [0.25] * 4, "entropy": [0.5] * 4}
+                "context": context[objective], "area": [0.25] * 4, "entropy": [0.5] * 4,
+                "localized@0.2": hits, "localized@0.5": [True, True, True, method == "eigencam"]}
     return {"arch": "resnet8", "teacher_seed": seed, "images": 4, "layer": "layer3", "box_threshold": 0.2,
             "area_threshold": 0.5, "correct": {"mll": [True] * 4, "mcmi": [True] * 4}, "metrics": metrics}
 
@@ -53,6 +54,9 @@ def test_table_cam_on_hand_records():
     from scipy.stats import t
     assert ctx["ci95"] == pytest.approx(t.ppf(0.975, 2) * 0.1 / math.sqrt(3))
     assert any("MCMI − MLL" in c for c in diffs["Comparison"])
+    # MaxBoxAcc: each method at its own best threshold (0.5 here: 4 of 4 for Eigen-CAM, 3 of 4 for Grad-CAM)
+    best = numbers[(numbers["part"] == "summary") & (numbers["metric"] == "maxbox") & (numbers["objective"] == "mll")]
+    assert dict(zip(best["method"], best["mean"])) == {"eigencam": pytest.approx(100.0), "gradcam": pytest.approx(75.0)}
 
 
 def test_a_truncated_record_is_refused(tmp_path):

@@ -139,6 +139,14 @@ def test_spatial_entropy_is_one_for_uniform_and_zero_for_one_hot_maps():
 # --------------------------------------------------------------------------- measure
 
 
+def test_measure_scores_localization_at_each_swept_threshold():
+    cam = torch.zeros(1, 10, 10)
+    cam[0, 2:6, 2:6] = 1.0
+    cam[0, 0:10, 0:10] += 0.3  # a floor: at 0.2 of the max the box is the whole image, at 0.5 the square
+    out = measure(cam, [(2, 2, 6, 6)], sweep=(0.2, 0.5))
+    assert out["localized@0.2"] == [False] and out["localized@0.5"] == [True]
+
+
 def test_measure_on_a_batch_of_two():
     maps = torch.stack([rect_map((1, 1, 5, 5)), torch.zeros(8, 8)])
     maps[1, 6, 0] = 1.0  # one hot pixel far from its box

@@ -243,7 +243,8 @@ def spatial_entropy(cam) -> float:
     return min(max(entropy / math.log(arr.size), 0.0), 1.0)
 
 
-def measure(maps, boxes, box_threshold: float = 0.2, area_threshold: float = 0.5) -> dict[str, list]:
+def measure(maps, boxes, box_threshold: float = 0.2, area_threshold: float = 0.5,
+            sweep: tuple[float, ...] = ()) -> dict[str, list]:
     """All per-image metrics of a batch of maps against ground-truth boxes.
 
     Args:
@@ -252,6 +253,8 @@ def measure(maps, boxes, box_threshold: float = 0.2, area_threshold: float = 0.5
             array or list of 4-sequences).
         box_threshold: fraction of the maximum for `box_from_map` (CAM: 0.2).
         area_threshold: fraction of the maximum for `area_above`.
+        sweep: further box thresholds; for each t, ``localized@t`` (IoU ≥ 0.5 with the box drawn at t), from which
+            MaxBoxAcc (Choe et al., CVPR 2020: the best localization accuracy over thresholds) is taken.
 
     Returns:
         Plain Python lists of length N (JSON-ready; `context` and `entropy` may hold NaN for all-zero maps):
@@ -269,6 +272,7 @@ def measure(maps, boxes, box_threshold: float = 0.2, area_threshold: float = 0.5
     if len(boxes) != arr.shape[0]:
         raise ValueError(f"got {arr.shape[0]} maps but {len(boxes)} boxes")
     out: dict[str, list] = {k: [] for k in ("iou", "localized", "pointing", "context", "area", "entropy", "box")}
+    out.update({f"localized@{t:g}": [] for t in sweep})
     for cam, gt in zip(arr, boxes):
         gt = _as_box(gt)
         pred = box_from_map(cam, box_threshold)
@@ -280,6 +284,8 @@ def measure(maps, boxes, box_threshold: float = 0.2, area_threshold: float = 0.5
         out["area"].append(area_above(cam, area_threshold))
         out["entropy"].append(spatial_entropy(cam))
         out["box"].append(list(pred))
+        for t in sweep:
+            out[f"localized@{t:g}"].append(box_iou(box_from_map(cam, t), gt) >= 0.5)
     return out
 
 

@@ -100,7 +100,8 @@ def run_cam_measure(data_path: str, teacher_models: dict[str, str], params: dict
             with torch.no_grad():
                 correct += (model.eval()(images).argmax(1) == labels).cpu().tolist()
             for method, m in maps.items():
-                scores = measure(m.cpu(), box, params["box_threshold"], params["area_threshold"])
+                scores = measure(m.cpu(), box, params["box_threshold"], params["area_threshold"],
+                                 tuple(params.get("box_thresholds", ())))
                 scores.pop("box")
                 if per_method[method] is None:
                     per_method[method] = scores
