@@ -201,7 +201,8 @@ class Recipes(LambdaSweep):
         temps = ", ".join(f"{t:g}" for t in layout["rule_temperatures"])
         display.attrs["footnotes"] = [
             f"Rule (written before the run): on every teacher seed, accuracy within {layout['accuracy_margin']:g} "
-            f"points of the same seed's MLL teacher, and training-set CMI at T = {temps} above the same seed's MLL "
+            f"point{'' if layout['accuracy_margin'] == 1 else 's'} of the same seed's MLL teacher, and "
+            f"training-set CMI at T = {temps} above the same seed's MLL "
             f"and λ = 0 control teachers by more than {layout['sd_multiple']:g} × that reference's standard "
             f"deviation over the teacher seeds. Per-seed leads and margins: runs/{layout.get('name', 'recipes')}"
             f" and the CSV table."]
@@ -242,7 +243,7 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
         for ax, ylabel in ((ax_acc, "teacher acc. − same-seed MLL (points)"),
                            (ax_cmi, "CMI lead at T = 1 over MLL and control (nats)")):
             ax.set_xticks(range(len(names)))
-            ax.set_xticklabels(names)
+            ax.set_xticklabels(names, rotation=20, ha="right")
             ax.set(ylabel=ylabel, xlabel="recipe")
         ax_acc.set_title("accuracy (green: within the margin)")
         ax_cmi.set_title("CMI (green: above the margin at every rule T)")
