@@ -200,7 +200,7 @@ BAD_CONFIGS = {
                    "config key 'experiments.main.methods': [] should be non-empty; list at least one entry"),
     "misspelt resources rule": (lambda c: c.update(resources={"train_techer": {"mem_mb": 100}}),
                                 "config key 'resources.train_techer': no rule is named 'train_techer'; use one of: "
-                                "default, eigen_cam, finetune_teacher, "),
+                                "default, cam_measure, eigen_cam, finetune_teacher, "),
     "resources of a rule without any": (lambda c: c.update(resources={"make_table": {"mem_mb": 100}}),
                                         "config key 'resources.make_table': 'make_table' takes no resources"),
     "name leaving results/": (lambda c: c.update(name=".."), "config key 'name': '..' is not allowed; "),
