@@ -79,9 +79,10 @@ class ActivationRecorder:
 
 
 @torch.no_grad()
-def model_eigen_cam(model: torch.nn.Module, images: torch.Tensor, layer: str, center: bool = True):
-    """Eigen-CAM of `model` at `layer` for a batch of images: (maps upsampled to the input size, logits). The model
-    runs in eval mode and is left in the mode it was found in (every submodule's own flag restored)."""
+def model_activations(model: torch.nn.Module, images: torch.Tensor, layer: str):
+    """(activations (N, C, H, W) of `model.get_submodule(layer)`, logits) of one eval-mode forward pass over a batch;
+    the model is left in the mode it was found in (every submodule's own flag restored). ConfigError for a layer
+    that is not a module or does not give a 4-D map."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -94,5 +95,12 @@ def model_eigen_cam(model: torch.nn.Module, images: torch.Tensor, layer: str, ce
         from mcmikd.errors import ConfigError
 
         raise ConfigError(f"cam layer '{layer}' did not produce a 4-D activation map; choose a convolutional stage")
-    maps = eigen_cam(rec.output, center=center)
-    return upsample(maps, tuple(images.shape[-2:])), logits
+    return rec.output, logits
+
+
+@torch.no_grad()
+def model_eigen_cam(model: torch.nn.Module, images: torch.Tensor, layer: str, center: bool = True):
+    """Eigen-CAM of `model` at `layer` for a batch of images: (maps upsampled to the input size, logits). The model
+    runs in eval mode and is left in the mode it was found in (every submodule's own flag restored)."""
+    activations, logits = model_activations(model, images, layer)
+    return upsample(eigen_cam(activations, center=center), tuple(images.shape[-2:])), logits

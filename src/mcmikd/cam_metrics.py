@@ -39,12 +39,16 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # --------------------------------------------------------------------------- validation helpers
 
 
+def _float64(values) -> np.ndarray:
+    """A tensor (any device) or array-like as a float64 numpy array."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
 def _as_map(cam) -> np.ndarray:
     """A (H, W) map as a float64 array; ValueError if it is not 2-D, empty, non-finite or negative."""
-    if isinstance(cam, torch.Tensor):
-        arr = cam.detach().to("cpu", torch.float64).numpy()
-    else:
-        arr = np.asarray(cam, dtype=np.float64)
+    arr = _float64(cam)
     if arr.ndim != 2:
         raise ValueError(f"a map must be 2-D (H, W), got shape {tuple(arr.shape)}")
     if arr.size == 0:
@@ -58,10 +62,7 @@ def _as_map(cam) -> np.ndarray:
 
 def _as_batch(maps) -> np.ndarray:
     """A (N, H, W) batch of maps as a float64 array; ValueError if it is not 3-D."""
-    if isinstance(maps, torch.Tensor):
-        arr = maps.detach().to("cpu", torch.float64).numpy()
-    else:
-        arr = np.asarray(maps, dtype=np.float64)
+    arr = _float64(maps)
     if arr.ndim != 3:
         raise ValueError(f"maps must be a batch of shape (N, H, W), got shape {tuple(arr.shape)}")
     return arr

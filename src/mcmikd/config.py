@@ -520,15 +520,18 @@ class Grid:
     def cam_experiments(self) -> list:
         return [e for e in self.experiments.values() if hasattr(e, "job_params")]
 
-    def cam_params(self, arch: str) -> dict:
+    def _cam_teachers(self, arch: str):
+        """(the CAM experiment that shows teacher architecture `arch`, {objective: variant} of its teachers)."""
         exp = next(e for e in self.cam_experiments() if arch in e.teacher_archs())
-        variants = {o: self.teacher_variant(arch, o, exp) for o in exp.objectives()}
+        return exp, {o: self.teacher_variant(arch, o, exp) for o in exp.objectives()}
+
+    def cam_params(self, arch: str) -> dict:
+        exp, variants = self._cam_teachers(arch)
         return canonical({**exp.job_params(arch, variants), "runtime": self.runtime()})
 
     def cam_measure_params(self, arch: str, teacher_seed: int) -> dict:
         """The params of the CAM measurement job of teacher architecture `arch` and teacher seed `teacher_seed`."""
-        exp = next(e for e in self.cam_experiments() if arch in e.teacher_archs())
-        variants = {o: self.teacher_variant(arch, o, exp) for o in exp.objectives()}
+        exp, variants = self._cam_teachers(arch)
         return canonical({**exp.measure_params(arch, variants, teacher_seed), "runtime": self.runtime()})
 
     def cam_measure_files(self) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from mcmikd.errors import ConfigError
 from mcmikd.experiments.base import Experiment, Figure
 
-CAM_METHODS = ("eigencam", "eigencam_uncentered", "gradcam", "gradcampp")  # as mcmikd.jobs.cam (no torch here)
+CAM_METHODS = ("eigencam", "eigencam_uncentered", "gradcam", "gradcampp")  # the maps a measurement job scores
 
 CAPTION = (
     "The paper's Fig. 3 for the {{ snakemake.params.layout.arch }} teachers: Eigen-CAM maps (the first principal "
@@ -94,13 +94,16 @@ class Cam(Experiment):
     def measures(self) -> bool:
         return bool(self.body.get("measure", False))
 
+    def measure_settings(self) -> dict:
+        """The block's measurement settings (schema defaults filled in), shared by the jobs and the table."""
+        body = self.body
+        return {"box_threshold": body["box_threshold"], "box_thresholds": list(body["box_thresholds"]),
+                "area_threshold": body["area_threshold"], "methods": list(body["cam_methods"])}
+
     def measure_params(self, arch: str, variants: dict[str, str], teacher_seed: int) -> dict:
         """The CAM measurement job's own slice of the config (one teacher seed; every compared teacher)."""
-        body = self.body
-        return {"arch": arch, "variants": variants, "teacher_seed": int(teacher_seed), "layer": body["layer"],
-                "box_threshold": body.get("box_threshold", 0.2), "area_threshold": body.get("area_threshold", 0.5),
-                "box_thresholds": list(body.get("box_thresholds", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])),
-                "methods": list(body.get("cam_methods", CAM_METHODS))}
+        return {"arch": arch, "variants": variants, "teacher_seed": int(teacher_seed), "layer": self.body["layer"],
+                **self.measure_settings()}
 
     def measure_files(self) -> list[str]:
         """Result paths (relative to results/<name>/) of every CAM measurement job."""
@@ -111,10 +114,7 @@ class Cam(Experiment):
     def measure_layout(self) -> dict:
         layout = self.layout()
         return {"objectives": layout["objectives"], "labels": layout["labels"], "colors": layout["colors"],
-                "methods": list(self.body.get("cam_methods", CAM_METHODS)), "archs": list(self.body["teachers"]),
-                "box_threshold": self.body.get("box_threshold", 0.2),
-                "box_thresholds": list(self.body.get("box_thresholds", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])),
-                "area_threshold": self.body.get("area_threshold", 0.5)}
+                "archs": list(self.body["teachers"]), **self.measure_settings()}
 
     def figures(self) -> list[Figure]:
         layout = self.layout()

@@ -175,13 +175,10 @@ class LambdaSweep(Experiment):
     @staticmethod
     def seed_check(teachers, arch: str, variant: str, layout: dict) -> dict:
         """The per-seed teacher check of one swept variant (see `rows`)."""
-        from mcmikd.aggregate import teacher_seeds
-
         refs = layout["variants"][arch]["references"]
         beat = [refs[o] for o in layout.get("must_raise", {}).get(layout["swept"], []) if o in refs]
         reference = refs[layout["references"][0]]
-        mine = teachers[teachers["teacher_arch"] == arch]
-        by = {(v, s): r for (_, r), s, v in zip(mine.iterrows(), teacher_seeds(mine), mine["teacher_variant"])}
+        by = teachers_by_variant_and_seed(teachers[teachers["teacher_arch"] == arch])
         checked = raised = over = 0
         for (v, seed), r in by.items():
             if v != variant or (reference, seed) not in by:
@@ -235,6 +232,13 @@ class LambdaSweep(Experiment):
             f"and stay off the cliff on every seed, on every machine it is run on (python -m mcmikd recipe)."
         ] + not_working_footnote(layout, rows, "the student trained without a teacher")
         return numbers, display
+
+
+def teachers_by_variant_and_seed(teachers) -> dict:
+    """{(teacher_variant, teacher seed): its row} of the teacher rows of a runs frame (one architecture)."""
+    from mcmikd.aggregate import teacher_seeds
+
+    return {(v, s): r for (_, r), s, v in zip(teachers.iterrows(), teacher_seeds(teachers), teachers["teacher_variant"])}
 
 
 def choose(runs: dict[str, list[dict]], accuracy_margin: float | None = None) -> dict:

@@ -20,7 +20,7 @@ import math
 
 from mcmikd.errors import ConfigError
 from mcmikd.experiments.base import PAIR, Figure
-from mcmikd.experiments.lambda_sweep import LambdaSweep
+from mcmikd.experiments.lambda_sweep import LambdaSweep, teachers_by_variant_and_seed
 
 CAPTION = (
     "Teacher recipes under the acceptance rule: for each recipe (x axis), left, each teacher seed's accuracy minus "
@@ -119,15 +119,12 @@ class Recipes(LambdaSweep):
         reference's std over seeds), and whether each part of the rule holds."""
         import statistics
 
-        from mcmikd.aggregate import teacher_seeds
-
         teachers = runs[runs["role"] == "teacher"] if len(runs) else runs
         out = []
         for t_arch, s_arch in layout["pairs"]:
             refs = layout["variants"][t_arch]["references"]
             mine = teachers[teachers["teacher_arch"] == t_arch] if len(teachers) else teachers
-            by = {(v, s): r for (_, r), s, v in zip(mine.iterrows(), teacher_seeds(mine), mine["teacher_variant"])} \
-                if len(mine) else {}
+            by = teachers_by_variant_and_seed(mine) if len(mine) else {}
             reference, others = refs[layout["references"][0]], [refs[o] for o in layout["references"]]
 
             def column(t):

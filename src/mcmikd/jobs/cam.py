@@ -53,20 +53,17 @@ def run_cam(data_path: str, teacher_models: dict[str, str], params: dict, output
     return result
 
 
-CAM_METHODS = ("eigencam", "eigencam_uncentered", "gradcam", "gradcampp")
-
-
 def run_cam_measure(data_path: str, teacher_models: dict[str, str], params: dict, output: str,
                     threads: int | None = None, chunk: int = 256) -> dict:
     """The CAM localization and context measurements of one teacher seed (issue 18): for every test image with an
     object box (`info["test_boxes"]`, e.g. cluttered digits) and every compared teacher (objective -> model file),
-    the maps of each method of `params["methods"]` (CAM_METHODS: Eigen-CAM centred and the paper's uncentred
+    the maps of each method of `params["methods"]` (`mcmikd.experiments.cam.CAM_METHODS`: Eigen-CAM centred and the paper's uncentred
     formula, `mcmikd.cam`; Grad-CAM and Grad-CAM++ of the true class through pytorch-grad-cam) at the same layer,
     scored by `mcmikd.cam_metrics.measure` against the box. Writes JSON {arch, teacher_seed, layer, images,
     box_threshold, area_threshold, correct: {objective: [bool]}, metrics: {objective: {method: {metric: [per
     image]}}}}. Raises DataError when the dataset records no boxes."""
     from mcmikd.augment import Normalizer
-    from mcmikd.cam import model_eigen_cam
+    from mcmikd.cam import eigen_cam, model_activations, upsample
     from mcmikd.cam_metrics import gradcam_maps, measure
     from mcmikd.errors import DataError
     from mcmikd.io import write_json
@@ -91,14 +88,15 @@ def run_cam_measure(data_path: str, teacher_models: dict[str, str], params: dict
             images = normalize(data.test_images[start:start + chunk].to(runtime.device))
             labels = data.test_labels[start:start + chunk].to(runtime.device)
             box = boxes[start:start + chunk]
+            activations, logits = model_activations(model, images, layer)  # one forward: both Eigen-CAMs, correct
+            correct += (logits.argmax(1) == labels).cpu().tolist()
             maps = {}
             for method in params["methods"]:
                 if method in ("eigencam", "eigencam_uncentered"):
-                    maps[method], _ = model_eigen_cam(model, images, layer, center=method == "eigencam")
+                    maps[method] = upsample(eigen_cam(activations, center=method == "eigencam"),
+                                            tuple(images.shape[-2:]))
                 else:
                     maps[method] = gradcam_maps(model, images, layer, labels, method)
-            with torch.no_grad():
-                correct += (model.eval()(images).argmax(1) == labels).cpu().tolist()
             for method, m in maps.items():
                 scores = measure(m.cpu(), box, params["box_threshold"], params["area_threshold"],
                                  tuple(params.get("box_thresholds", ())))
