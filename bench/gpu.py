@@ -268,6 +268,7 @@ def worker_engine(spec: dict) -> dict:
         raise RuntimeError(f"the run stopped early: {result.stopped_early}")
     return {"images": steps * batch, "start": stamps["start"], "end": stamps["end"],
             "compile": getattr(runtime, "compile", None), "precision": runtime.precision,
+            "steps": getattr(result, "steps", None),
             "channels_last": runtime.channels_last, "deterministic": runtime.deterministic}
 
 
@@ -288,10 +289,13 @@ class Row:
     detail: dict = field(default_factory=dict)
 
 
-def run_group(kind: str, specs: list[dict], timeout: float, work: Path) -> tuple[float | None, str, list[dict]]:
+def run_group(kind: str, specs: list[dict], timeout: float, work: Path, logs: Path | None = None,
+              env: dict | None = None) -> tuple[float | None, str, list[dict]]:
     """Start one worker process per spec together, release them at one barrier when all are warm, wait for
     them within `timeout` seconds (then kill them: each runs in its own session, its DataLoader workers too).
-    Returns (aggregate images/s, status, per-process results)."""
+    `env`: extra environment variables of the workers (e.g. CUDA MPS's pipe). When the group does not finish
+    cleanly, the workers' logs are kept in `logs` (a folder beside the report). Returns (aggregate images/s,
+    status, per-process results)."""
     if timeout < 5:
         return None, "skipped: the time budget is spent", []
     barrier = Path(tempfile.mkdtemp(dir=work, prefix="barrier-"))
@@ -303,7 +307,8 @@ def run_group(kind: str, specs: list[dict], timeout: float, work: Path) -> tuple
         log = open(barrier / f"log-{i}.txt", "w")
         logs.append(log)
         procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)],
-                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**os.environ, **(env or {})}))
     deadline = time.monotonic() + timeout
     status = "ok"
     try:
@@ -335,11 +340,36 @@ def run_group(kind: str, specs: list[dict], timeout: float, work: Path) -> tuple
             lines = [ln for ln in (barrier / f"log-{i}.txt").read_text().splitlines() if ln.strip()]
             tail = lines[-1].strip() if lines else f"exit {p.returncode}"
             status = "not available in this engine" if "not available in this engine" in tail else f"failed: {tail}"
+    if logs is not None and (status != "ok" or len(results) != len(specs)):
+        kept = logs / barrier.name
+        kept.mkdir(parents=True, exist_ok=True)
+        for log in barrier.glob("log-*.txt"):
+            shutil.copy(log, kept / log.name)
+        status += f" (worker logs: {kept})"
     shutil.rmtree(barrier, ignore_errors=True)
     if status != "ok" or len(results) != len(specs):
         return None, status, results
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     return sum(r["images"] for r in results) / wall, status, results
+
+
+MPS_SCRIPT = ROOT / "workflow" / "scripts" / "mps.sh"
+
+
+def start_mps(work: Path, wanted: str, device: str) -> dict | None:
+    """Start a CUDA MPS daemon for the packed rows (workflow/scripts/mps.sh, its pipe under `work`); the workers'
+    environment, or None when MPS is off, the device is not CUDA, or the daemon did not start."""
+    if wanted == "off" or not device.startswith("cuda"):
+        return None
+    proc = subprocess.run(["bash", str(MPS_SCRIPT), "start", str(work / "mps")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    env = dict(kv.split("=", 1) for kv in proc.stdout.split("export", 1)[-1].split())
+    return env
+
+
+def stop_mps(work: Path) -> None:
+    subprocess.run(["bash", str(MPS_SCRIPT), "stop", str(work / "mps")], capture_output=True, text=True)
 
 
 def machine_header(device: str) -> list[str]:
@@ -362,6 +392,17 @@ def machine_header(device: str) -> list[str]:
             f"{time.strftime('%Y-%m-%d %H:%M %Z')}"]
 
 
+def steps_cell(row: Row) -> str:
+    """'graph replays / eager steps' summed over the row's processes (their results' `steps` records), with the
+    reason capture stopped if it did; '–' for rows without engine results."""
+    steps = [r["steps"] for r in row.detail.get("results", []) if r.get("steps")]
+    if not steps:
+        return "–"
+    cell = f"{sum(s['graph_replays'] for s in steps):,} / {sum(s['eager_steps'] for s in steps):,}"
+    failed = next((s["capture_failed"] for s in steps if s.get("capture_failed")), None)
+    return cell + (f" (capture stopped: {failed})" if failed else "")
+
+
 def render(rows: list[Row], header: list[str], args, command: str, notes: list[str]) -> str:
     base = next((r.images_s for r in rows if r.section == "repdistiller" and r.images_s), None)
 
@@ -375,12 +416,14 @@ def render(rows: list[Row], header: list[str], args, command: str, notes: list[s
              f"images ({f'scaled from a full epoch of {args.full_steps:,} steps + {args.n_test:,} test images' if args.steps else 'a full epoch'}); "
              f"images/s = training images / wall time of the measured epoch with its test pass. Packed rows: "
              f"all jobs' training images / (last end − first start), the jobs released together after warm-up.", "",
-             "| run | jobs | images/s (aggregate) | images/s per job | × RepDistiller-style loop | status |",
-             "|---|---|---|---|---|---|"]
+             "| run | jobs | images/s (aggregate) | images/s per job | × RepDistiller-style loop | "
+             "steps: graph replays / eager (all jobs, warm-up included) | status |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         per_job = f"{r.images_s / r.jobs:,.0f}" if r.images_s else "–"
         agg = f"{r.images_s:,.0f}" if r.images_s else "–"
-        lines.append(f"| {r.label} | {r.jobs} | {agg} | {per_job} | {ratio(r.images_s)} | {r.status} |")
+        lines.append(f"| {r.label} | {r.jobs} | {agg} | {per_job} | {ratio(r.images_s)} | {steps_cell(r)} | "
+                     f"{r.status} |")
     lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
@@ -401,6 +444,9 @@ def main() -> None:
     parser.add_argument("--modes", default=None,
                         help=f"engine modes among {','.join(MODES)} (default all; smoke: paper)")
     parser.add_argument("--out", help=f"report (default {DOCS_OUT.relative_to(ROOT)}; smoke: a temp file)")
+    parser.add_argument("--mps", default="auto", choices=["auto", "off"],
+                        help="also measure the packed rows under CUDA MPS (auto: when nvidia-cuda-mps-control "
+                             "is found and the device is CUDA)")
     args = parser.parse_args()
     if args.worker:
         run_worker(args.worker)
@@ -431,6 +477,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mcmikd-gpu-bench-"))
     out = Path(args.out) if args.out else (work.parent / f"{work.name}-report.md" if smoke else DOCS_OUT)
     header = machine_header(device)
+    logs = out.parent / f"{out.stem}-logs"  # workers' logs of rows that fail (kept)
     rows: list[Row] = []
     notes: list[str] = []
     # torch threads per process: the GPU does the work; on a CPU (smoke runs) one thread each, so that the
@@ -492,9 +539,11 @@ def main() -> None:
                 label = f"this engine, {name} (no runtime.compile key: eager)"
             box = (deadline("engine") - time.monotonic()) / (len(runnable) - runnable.index((mode, comp)))
             speed, status, res = run_group("engine", [{**common, "data": str(work / "data.pt"),
-                                                       "runtime": runtime_cfg, "threads": threads_total}], box, work)
+                                                       "runtime": runtime_cfg, "threads": threads_total}], box, work,
+                                           logs)
             rows.append(Row("engine", label, 1, speed, status, {"runtime": runtime_cfg,
-                                                                 "resolved": res[0] if res else None}))
+                                                                 "resolved": res[0] if res else None,
+                                                                 "results": res}))
             if speed and (best is None or speed > best[0]):
                 best = (speed, runtime_cfg, label)
             write()
@@ -508,21 +557,36 @@ def main() -> None:
             rows.append(Row("packing", "packed engine jobs, 1 at once (the row above)", 1, best[0], "ok",
                             {"runtime": best[1]}))
             packs = [n for n in jobs if n > 1]
-            for i, n in enumerate(packs):
-                weights = [m + 4 for m in packs[i:]]
-                box = (deadline("packing") - time.monotonic()) * weights[0] / sum(weights)
-                specs = [{**common, "data": str(work / "data.pt"), "runtime": best[1],
-                          "threads": max(1, threads_total // n)} for _ in range(n)]
-                speed, status, _ = run_group("engine", specs, box, work)
-                rows.append(Row("packing", f"packed engine jobs, {n} at once on one device", n, speed, status,
-                                {"runtime": best[1]}))
-                write()
+            mps = start_mps(work, args.mps, device)
+            if mps is None and args.mps != "off":
+                notes.append("CUDA MPS: not measured (" + ("no CUDA device" if not device.startswith("cuda") else
+                             "nvidia-cuda-mps-control not found or did not start") + ").")
+            groups = [(n, None) for n in packs] + ([(n, mps) for n in packs] if mps else [])
+            try:
+                for i, (n, env) in enumerate(groups):
+                    weights = [m + 4 for m, _ in groups[i:]]
+                    box = (deadline("packing") - time.monotonic()) * weights[0] / sum(weights)
+                    specs = [{**common, "data": str(work / "data.pt"), "runtime": best[1],
+                              "threads": max(1, threads_total // n)} for _ in range(n)]
+                    speed, status, res = run_group("engine", specs, box, work, logs, env)
+                    how = "with CUDA MPS" if env else "time-sliced (no MPS)"
+                    rows.append(Row("packing", f"packed engine jobs, {n} at once on one device, {how}", n, speed,
+                                    status, {"runtime": best[1], "mps": bool(env), "results": res}))
+                    write()
+            finally:
+                if mps:
+                    stop_mps(work)
 
         # ---------------------------------------------------------------------------------------- targets
         base = next((r.images_s for r in rows if r.section == "repdistiller" and r.images_s), None)
         paper = [r for r in rows if r.section == "engine" and r.images_s and "paper" in r.label]
         paper_row = next((r for r in paper if "graphs" in r.label), paper[0] if paper else None)
         packed = max((r.images_s for r in rows if r.section == "packing" and r.jobs > 1 and r.images_s), default=None)
+        best_packed = max((r for r in rows if r.section == "packing" and r.jobs > 1 and r.images_s),
+                          key=lambda r: r.images_s, default=None)
+        if best_packed is not None:
+            notes.append(f"Fastest packing: {best_packed.label} ({best_packed.images_s:,.0f} images/s); use it "
+                         "(profiles/local `gpu` slots, and workflow/scripts/mps.sh when it is the MPS row).")
         if base:
             notes.append("Targets (issue): single job, paper runtime ≥ 5× the RepDistiller-style loop: "
                          + (f"{paper_row.images_s / base:.2f}× ({paper_row.label})" if paper_row else "not measured")

@@ -121,7 +121,8 @@ def main() -> int:
     print(f"numerics over {args.check_steps} steps: {'identical' if same else f'DIFFERENT (max |Δ| {diff:.3g})'}; "
           f"means eager {means_a} graphs {means_b}; "
           f"{'captured' if graphs_runner.capture else 'static buffers'}: {graphs_runner.captures}"
-          f"{' CAPTURE FAILED' if graphs_runner.capture_failed else ''}")
+          f"{f' CAPTURE FAILED: {graphs_runner.capture_failed}' if graphs_runner.capture_failed else ''}; "
+          f"steps: {graphs_runner.stats()}")
 
     # 2. speed
     data, gen = batches(stream, args.batch, args.warmup + args.steps)

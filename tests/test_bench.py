@@ -44,6 +44,10 @@ def test_gpu_bench_smoke_writes_its_table_outside_docs(tmp_path):
         assert cells[-1] == "ok", cells
         assert float(cells[2].replace(",", "")) > 0
     assert base[4] == "1.00×"
+    # every engine row says how its steps ran (CPU: no graph replays; static buffers count as eager)
+    assert base[5] == "–" and re.fullmatch(r"0 / [1-9][0-9,]*", paper[5]) and re.fullmatch(r"0 / [1-9][0-9,]*",
+                                                                                           packed[5])
+    assert "time-sliced (no MPS)" in packed[0] and "CUDA MPS: not measured (no CUDA device)" in text
     from mcmikd.engine import Runtime
 
     if "compile" in Runtime.__dataclass_fields__:
@@ -67,21 +71,71 @@ def test_gpu_bench_smoke_writes_its_table_outside_docs(tmp_path):
     data.unlink()
 
 
-def test_cost_reports_one_and_packed_jobs_per_gpu(tmp_path):
+def test_cost_prices_every_job_of_the_grid_on_the_engine_step_one_and_packed(tmp_path):
     out = tmp_path / "cost.md"
     _run("bench/cost.py", "--config", "tests/tiny.yaml", "--steps", "1", "--threads", "1", "--pack", "2",
          "--out", str(out))
-    lines = out.read_text().splitlines()
-    assert lines[0].endswith("(`bench/cost.py --config tests/tiny.yaml --pack 2`):")
-    header = lines.index("| job | time per step | total, one job per GPU | time per step, 2 at once | "
-                         "total, 2 jobs per GPU |")
-    jobs = [_cells(line) for line in lines[header + 2:] if line.startswith("| ")]
-    jobs = jobs[:next(i for i, c in enumerate(jobs) if c[0] == "stage")]
-    assert [c[0] for c in jobs] == ["teacher resnet8", "none → resnet8: 3 student runs",
-                                    "resnet8 → resnet8: 21 student runs"]
-    for cells in jobs:
-        assert len(cells) == 5 and all(int(cells[i].removesuffix(" ms")) >= 0 for i in (1, 3)), cells
-        assert cells[3] != "" and cells[4].endswith(" h" if "student" in cells[0] else " seeds)")
-    stages = lines.index("| stage | hours, one job per GPU | hours, 2 jobs per GPU |")
-    total = _cells(lines[stages + 5])
-    assert total[0] == "**all**" and all(float(v.strip("*")) >= 0 for v in total[1:])
+    text = out.read_text()
+    lines = text.splitlines()
+    assert "(`bench/cost.py --config tests/tiny.yaml --pack 2`):" in lines[0]
+    header = lines.index("| step family | jobs | step, eager | init stage | GPU-hours, eager |")
+    rows = [_cells(line) for line in lines[header + 2:] if line.startswith("| ")]
+    rows = rows[:next(i for i, c in enumerate(rows) if c[0] == "stage")]
+    # one family per distinct step of the grid; every job priced once (tests/tiny.yaml: 24 students, 6 teachers)
+    names = {c[0] for c in rows}
+    assert {"resnet8 teacher, mll", "resnet8 (no teacher), ce", "resnet8 → resnet8, kd", "resnet8 → resnet8, at",
+            "resnet8 fine-tuned teacher, ce_finetune"} <= names, names
+    assert sum(int(c[1]) for c in rows) == 24 + 6
+    for cells in rows:
+        assert cells[2].endswith(" ms") and float(cells[2].removesuffix(" ms")) > 0 and float(cells[4]) >= 0
+    stages = lines.index("| stage | hours, eager | hours, 2 jobs per GPU (eager) |")
+    stage_rows = [_cells(line) for line in lines[stages + 2:] if line.startswith("| ")]
+    assert [c[0] for c in stage_rows] == ["teachers from scratch", "fine-tuned teachers", "students: main",
+                                          "students: temperature", "CMI measurements", "Eigen-CAM", "**all**"]
+    assert all(float(v.strip("*")) >= 0 for c in stage_rows for v in c[1:])
+    assert "start-up" in text and "2 jobs per GPU:" in text and "the mean ratio" in text
+
+
+def test_mps_script_starts_reports_and_stops_a_daemon(tmp_path):
+    """workflow/scripts/mps.sh against a stand-in for nvidia-cuda-mps-control (no GPU here): `start` starts one
+    daemon (not a second) and prints the pipe to export, `status` and `stop` follow it; a missing binary is one line."""
+    fake = tmp_path / "fake-mps-control"
+    calls = tmp_path / "calls"
+    fake.write_text(f"""#!/usr/bin/env bash
+if [ "${{1:-}}" = -d ]; then echo start >> {calls}; touch "$CUDA_MPS_PIPE_DIRECTORY/control"; exit 0; fi
+read -r line; echo "$line" >> {calls}
+[ -e "$CUDA_MPS_PIPE_DIRECTORY/control" ] || exit 1
+[ "$line" = quit ] && rm "$CUDA_MPS_PIPE_DIRECTORY/control"
+exit 0
+""")
+    fake.chmod(0o755)
+    script = str(ROOT / "workflow" / "scripts" / "mps.sh")
+    env = {"PATH": "/usr/bin:/bin", "MPS_CONTROL": str(fake), "USER": "u"}
+
+    def mps(*args):
+        return subprocess.run(["bash", script, *args, str(tmp_path / "mps")], env=env, capture_output=True, text=True)
+
+    assert mps("status").returncode == 1
+    started = mps("start")
+    assert started.returncode == 0 and f"CUDA_MPS_PIPE_DIRECTORY={tmp_path}/mps/pipe" in started.stdout
+    assert mps("start").returncode == 0 and mps("status").stdout.strip() == "running"
+    assert calls.read_text().split().count("start") == 1  # the second start found the daemon running
+    assert mps("stop").returncode == 0 and mps("status").returncode == 1
+    missing = subprocess.run(["bash", script, "start"], env={**env, "MPS_CONTROL": "no-such-binary"},
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_the_gpu_check_command_runs_as_it_is(tmp_path):
+    """bench/gpu_check.sh, the one command a GPU session runs, in its CPU smoke mode: every stage starts, finishes
+    with exit 0 and leaves its report (the capture check in both runtimes, the cost of a grid)."""
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(tmp_path)], cwd=ROOT,
+                          env={**__import__("os").environ, "SMOKE": "1", "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in summary] == ["capture-paper", "capture-fast", "cost"]
+    assert all(": exit 0 after" in line for line in summary), summary
+    for report in ("capture-paper.md", "capture-fast.md", "cost.md"):
+        assert (tmp_path / report).read_text().strip()
+    assert "3 of 3 cases pass" in (tmp_path / "capture-paper.md").read_text()

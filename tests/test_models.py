@@ -276,15 +276,15 @@ def test_unknown_model_lists_the_known_names():
 
 @pytest.mark.parametrize("size_in, size_out", [((8, 8), (1, 1)), ((8, 8), (4, 4)), ((7, 5), (3, 2)), ((4, 4), (4, 4))])
 def test_the_deterministic_cuda_pooling_computes_pytorchs_adaptive_average(size_in, size_out):
-    """On CUDA with deterministic algorithms on, adaptive average pooling runs as matrix products (PyTorch's CUDA
-    backward of it has no deterministic version); here, on the CPU, that path must give PyTorch's values and
+    """On CUDA with deterministic algorithms on, adaptive average pooling runs as a mean (global) or as matrix
+    products (PyTorch's CUDA backward of it has no deterministic version); here, on the CPU, that path must give PyTorch's values and
     gradients, for bins that divide evenly and for those that overlap."""
     import torch.nn.functional as F
 
-    from mcmikd.models.base import matrix_avg_pool
+    from mcmikd.models.base import deterministic_avg_pool
 
     x = torch.randn(2, 3, *size_in, dtype=torch.float64, requires_grad=True)
-    ours = matrix_avg_pool(x, *size_out)
+    ours = deterministic_avg_pool(x, *size_out)  # global pooling: one mean; other sizes: matrix products
     ref = F.adaptive_avg_pool2d(x, size_out)
     assert torch.allclose(ours, ref, atol=1e-12)
     weights = torch.randn_like(ref)

@@ -22,6 +22,21 @@ def class_centroids(probs: torch.Tensor, labels: torch.Tensor, num_classes: int)
     return sums / counts
 
 
+def batch_class_means(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """`class_centroids` of one batch without a host sync (it runs inside the captured training step, e.g. MCMI's
+    EMA centroids): the same bits as `class_centroids` on CPU (the class sums add the rows in batch order, as CPU
+    `index_add_` does; the counts are integer sums of a one-hot mask), with no `bincount` and no deterministic
+    `index_add_`, which both read values on the host on CUDA. `probs` (b, C'), `labels` (b,) int64; (C, C') out,
+    NaN rows for classes not in the batch. Cost: b small additions (for a batch, not a dataset)."""
+    probs = probs.float()
+    hot = labels.unsqueeze(1) == torch.arange(num_classes, device=labels.device)  # (b, C)
+    masked = hot.to(probs.dtype).unsqueeze(2) * probs.unsqueeze(1)  # (b, C, C'): row i in its class's slot
+    sums = torch.zeros(num_classes, probs.shape[1], dtype=probs.dtype, device=probs.device)
+    for row in masked:  # in order: x + 0 = x, so each class's sum is its rows' sum in batch order
+        sums = sums + row
+    return sums / hot.sum(0).to(probs.dtype).unsqueeze(1)
+
+
 def kl_to_centroids(probs: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Per-sample KL(P_x ‖ Q_y) for rows of `probs` (N, C) against `centroids[labels]`."""
     q = centroids[labels]

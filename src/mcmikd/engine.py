@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,6 +27,7 @@ from mcmikd.augment import Normalizer, random_crop_flip
 from mcmikd.cmi import conditional_mutual_information
 from mcmikd.data import DatasetTensors
 from mcmikd.errors import ConfigError
+from mcmikd.step import GRAPH as STEP_GRAPH
 from mcmikd.step import StepRunner
 
 
@@ -55,6 +57,7 @@ class Runtime:
     precision: str  # fp32 | bf16
     deterministic: bool
     compile: str = "none"  # none | graphs (the training step; mcmikd.step)
+    compile_strict: bool = True  # graphs written in the config: a step that cannot be captured is an error
 
     @classmethod
     def from_config(cls, cfg: dict, threads: int | None = None) -> "Runtime":
@@ -82,10 +85,11 @@ class Runtime:
         compile_ = cfg.get("compile", "none")
         if compile_ not in COMPILE_MODES:
             raise ConfigError(f"runtime.compile is {compile_!r}; use one of {list(COMPILE_MODES)}")
+        strict = compile_ == "graphs"
         if compile_ == "auto":
             compile_ = "graphs" if device.type == "cuda" else "none"
         return cls(device=device, channels_last=channels_last, precision=precision, deterministic=deterministic,
-                   compile=compile_)
+                   compile=compile_, compile_strict=strict)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
@@ -422,6 +426,20 @@ class FitResult:
     last: dict  # the final epoch, likewise
     best_state: dict | None  # objective state at the best epoch (kept only if asked)
     stopped_early: str | None = None
+    steps: dict | None = None  # how the training steps ran (`step_record`)
+
+
+def step_record(runtime: Runtime, counts: dict, capture_failed: str | None) -> dict:
+    """The `steps` record of a result: the step mode, how many steps replayed a CUDA graph, how many ran eagerly and
+    why (`mcmikd.step`), the reason capture stopped (None if it never did), and on CUDA the peak device memory of
+    the job (MiB, `torch.cuda.max_memory_allocated`). Counts cover every phase, over resumes."""
+    graph = int(counts.get(STEP_GRAPH, 0))
+    eager = {k: int(v) for k, v in sorted(counts.items()) if k != STEP_GRAPH}
+    record = {"mode": runtime.compile, "graph_replays": graph, "eager_steps": sum(eager.values()),
+              "eager_why": eager, "capture_failed": capture_failed}
+    if runtime.device.type == "cuda":
+        record["max_memory_mib"] = round(torch.cuda.max_memory_allocated(runtime.device) / 2**20, 1)
+    return record
 
 
 def _epoch_pass(runner: StepRunner, stream: TrainStream, generator, batch_size: int, epoch: int,
@@ -478,6 +496,8 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
     best_state = None
     phase, start_epoch = "init" if init_optimizer else "main", 1
     stopped = None
+    step_counts: Counter = Counter()
+    capture_failed: str | None = None
     state = resume.load()
     if state is not None:
         objective.load_checkpoint_state(state["objective"])
@@ -489,13 +509,22 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
         best_state = state.get("best_state")
         phase, start_epoch = state["next_phase"], state["next_epoch"]
         stopped = state.get("stopped")
+        step_counts.update(state.get("steps", {}).get("counts", {}))
+        capture_failed = state.get("steps", {}).get("capture_failed")
         log(f"resumed from {resume.path}: {phase} phase, epoch {start_epoch}")
+
+    def take_steps(runner: StepRunner) -> None:  # after each epoch: its steps join the run's counts
+        nonlocal capture_failed
+        step_counts.update(runner.counts)
+        runner.counts.clear()
+        capture_failed = capture_failed or runner.capture_failed
 
     def checkpoint(next_phase: str, next_epoch: int) -> None:
         resume.save({"objective": objective.checkpoint_state(), "optimizer": optimizer.state_dict(),
                      "init_optimizer": init_optimizer.state_dict() if init_optimizer else None,
                      "rng": _rng_state(generator), "history": history, "best": best, "last": last,
                      "best_state": best_state, "stopped": stopped,
+                     "steps": {"counts": dict(step_counts), "capture_failed": capture_failed},
                      "next_phase": next_phase, "next_epoch": next_epoch})
 
     progress.started(phase, start_epoch - 1, init.epochs if phase == "init" else recipe.epochs,
@@ -508,6 +537,7 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
             objective.train()
             means, _ = _epoch_pass(init_runner, stream, generator, recipe.batch_size, epoch,
                                    recipe.last_batch)
+            take_steps(init_runner)
             record = {"phase": "init", "epoch": epoch, "train": means}
             log(f"init epoch {epoch}/{init.epochs} loss {means['total']:.4f}")
             stopped = divergence(means, f"init epoch {epoch}")
@@ -537,6 +567,7 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
         objective.train()
         means, train_acc = _epoch_pass(main_runner, stream, generator, recipe.batch_size, epoch,
                                           recipe.last_batch)
+        take_steps(main_runner)
         diverged = divergence(means, f"epoch {epoch}")
         ev = evaluator()
         record = {"phase": "main", "epoch": epoch, "lr": lr, "train": means, "train_acc": train_acc,
@@ -562,7 +593,8 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
         if stopped:
             log(f"stopping early: {stopped}")
             break
-    return FitResult(history=history, best=best, last=last, best_state=best_state, stopped_early=stopped)
+    return FitResult(history=history, best=best, last=last, best_state=best_state, stopped_early=stopped,
+                     steps=step_record(runtime, step_counts, capture_failed))
 
 
 def summarize(result: FitResult) -> dict:
@@ -578,5 +610,6 @@ def summarize(result: FitResult) -> dict:
         "confusion_last": encode_confusion(result.last["confusion"]),
         "test_cmi_last": result.last["test_cmi"],
         "stopped_early": result.stopped_early,
+        "steps": result.steps,
         "history": result.history,
     }

@@ -13,7 +13,16 @@ means it returns are bit-identical to adding `float(term)·n` on the host after 
   side stream on CUDA); from then on each batch of that shape is copied into the buffers and, on CUDA, the
   whole step is replayed as one captured CUDA graph (`torch.cuda.graph`); on CPU it runs eagerly on the
   buffers ("static buffers, eager replay"), so CPU tests exercise everything but the capture itself. At most
-  `MAX_GRAPHS` shapes per phase are captured; others run eagerly. No sample is padded, masked or dropped.
+  `MAX_GRAPHS` shapes are held at once, the most frequent ones (a shape seen more often than the rarest held one
+  takes its place); the others run eagerly. No sample is padded, masked or dropped. The graphs of a runner share
+  one memory pool (they are replayed one at a time, and each replay's outputs are consumed before the next).
+
+Capture fails safely and visibly: the last warm-up step of each shape runs under `mcmikd.syncguard.SyncGuard`
+(and, on CUDA, `torch.cuda.set_sync_debug_mode("warn")`); a step that would sync with the host is never captured
+(the capture would fail and leave the process's allocator in an undefined state). Under `runtime.compile: graphs`
+written in the config (`Runtime.compile_strict`) that is an error (`CaptureError`, one line naming the op);
+under `auto` the phase runs eagerly. Every step is counted by how it ran and, if eagerly, why (`StepRunner.counts`,
+in each result's `steps` record: `mcmikd.engine.fit`).
 
 What a captured graph holds as constants (Python numbers baked in at capture) is recaptured instead of
 being updated in place: the graphs are keyed by the learning rate(s) of the optimizer and by
@@ -34,13 +43,30 @@ Optimizer state is created by the eager warm-up steps (or loaded on resume) befo
 from __future__ import annotations
 
 import sys
+import warnings
 from collections import Counter
 
 import torch
 
+from mcmikd.errors import McmiError
+from mcmikd.syncguard import SyncGuard
+
 WARMUP_STEPS = 2  # eager steps of a shape before it gets static buffers (and, on CUDA, is captured)
-MAX_GRAPHS = 8  # shapes captured per phase and key; further shapes run eagerly
+MAX_GRAPHS = 8  # shapes held (captured) at once per runner and key: the most frequent ones
 MODES = ("none", "graphs")
+
+# how a step ran: a key of `StepRunner.counts`
+GRAPH = "graph replay"
+STATIC = "static buffers (eager on CPU)"
+EAGER_NONE = "eager: compile none"
+EAGER_WARMUP = "eager: warm-up of a new batch shape"
+EAGER_SHAPES = f"eager: a rare batch shape (more than {MAX_GRAPHS} shapes)"
+EAGER_SYNC = "eager: the step syncs with the host"
+EAGER_FAILED = "eager: capture failed"
+
+
+class CaptureError(McmiError, RuntimeError):
+    """`runtime.compile: graphs` was asked for and the training step cannot be captured (it syncs with the host)."""
 
 
 def _log(message: str) -> None:
@@ -69,22 +95,28 @@ class StepRunner:
     no accuracy). `mode` is "none" or "graphs" (`Runtime.compile`). Raises ValueError for another mode.
     """
 
-    def __init__(self, objective, optimizer: torch.optim.Optimizer, runtime, *, loss_fn=None, mode: str = "none"):
+    def __init__(self, objective, optimizer: torch.optim.Optimizer, runtime, *, loss_fn=None, mode: str = "none",
+                 strict: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown step mode {mode!r}; use one of {MODES}")
         self.objective, self.optimizer, self.runtime, self.loss_fn = objective, optimizer, runtime, loss_fn
         self.static = mode == "graphs"
         self.capture = self.static and runtime.device.type == "cuda"
+        # strict: a step that cannot be captured is an error (compile: graphs written in the config), not a fallback
+        self.strict = bool(getattr(runtime, "compile_strict", True) if strict is None else strict)
         self.epoch = 0
         self.key = None
         self.buffers: dict[tuple, _Static] = {}
-        self.seen: Counter = Counter()
-        self.capture_failed = False
+        self.seen: Counter = Counter()  # steps of each batch shape so far (over every key: the frequent shapes)
+        self.capture_failed: str | None = None  # why this runner captures nothing more (one line), or None
+        self.fallback = EAGER_FAILED  # how the steps after a failure are counted
         self.captures = 0  # graphs captured (or, on CPU, static buffer sets made) so far
+        self.counts: Counter = Counter()  # steps by how they ran (GRAPH, STATIC, EAGER_*)
         self.names: list[str] | None = None
         self.sums: torch.Tensor | None = None
         self.samples = 0
         self.side_stream = torch.cuda.Stream(runtime.device) if self.capture else None
+        self.pool = torch.cuda.graph_pool_handle() if self.capture else None  # shared by this runner's graphs
 
     # ------------------------------------------------------------------------------------------ epochs
     def start_epoch(self, epoch: int) -> None:
@@ -96,8 +128,8 @@ class StepRunner:
         if self.loss_fn is None and hasattr(self.objective, "step_key"):
             step_key = self.objective.step_key(epoch)
         key = (tuple(float(g["lr"]) for g in self.optimizer.param_groups), step_key)
-        if key != self.key:
-            self.key, self.buffers, self.seen = key, {}, Counter()
+        if key != self.key:  # the shapes seen stay counted: frequent shapes are captured at once under the new key
+            self.key, self.buffers = key, {}
 
     def end_epoch(self) -> tuple[dict[str, float], float]:
         """The epoch's mean of each named loss term (plus "total", their sum) and its train accuracy (%), read
@@ -124,6 +156,7 @@ class StepRunner:
             out, names = self._static_step(inputs, tuple(extra))
         else:
             out, names = self._compute(inputs, tuple(extra), cache=True)
+            self.counts[EAGER_NONE] += 1
         if self.sums is None:
             self.sums, self.names = torch.zeros_like(out), names
         elif names != self.names:
@@ -150,16 +183,76 @@ class StepRunner:
             parts.append((logits.detach().argmax(1) == labels).sum().double())
         return torch.stack(parts), list(terms)
 
-    def _eager_side(self, inputs, extra_names):
-        """An eager step; on CUDA on a side stream (warm-up before a capture, as torch.cuda.graph asks)."""
+    def stats(self) -> dict:
+        """How this runner's steps ran: {"graph_replays", "eager_steps", "eager_why": {reason: steps}} (CPU static
+        buffer steps count as eager, reason STATIC), "capture_failed" (first line, or None)."""
+        eager = {k: v for k, v in sorted(self.counts.items()) if k != GRAPH}
+        return {"graph_replays": self.counts[GRAPH], "eager_steps": sum(eager.values()), "eager_why": eager,
+                "capture_failed": self.capture_failed}
+
+    def _eager_side(self, inputs, extra_names, why: str, guard: bool = False):
+        """An eager step, counted under `why`; on CUDA on a side stream (warm-up before a capture, as
+        torch.cuda.graph asks). `guard`: watch it for host syncs first (`_check_syncs`)."""
+        self.counts[why] += 1
         if self.side_stream is None:
-            return self._compute(inputs, extra_names, cache=False)
+            return self._watched(inputs, extra_names) if guard else self._compute(inputs, extra_names, cache=False)
         current = torch.cuda.current_stream(self.runtime.device)
         self.side_stream.wait_stream(current)
         with torch.cuda.stream(self.side_stream):
-            result = self._compute(inputs, extra_names, cache=False)
+            if guard:
+                result = self._watched(inputs, extra_names)
+            else:
+                result = self._compute(inputs, extra_names, cache=False)
         current.wait_stream(self.side_stream)
         return result
+
+    def _state(self) -> list[torch.Tensor]:
+        """Every tensor a step changes in place: the objective's parameters and buffers, the optimizer's state."""
+        tensors = [t for t in self.objective.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)]
+        for state in self.optimizer.state.values():
+            tensors += [t for t in state.values() if isinstance(t, torch.Tensor)]
+        return tensors
+
+    def _watched(self, inputs, extra_names):
+        """Probe the step for host syncs, then run it: the probe is the step under `SyncGuard` (and, on CUDA, the
+        sync debug mode "warn", which only warns), after which every parameter, buffer and optimizer state is put
+        back in place, so the step that counts runs unwatched (a Python dispatch mode can change the order in which
+        autograd adds gradients, hence bits). A sync found makes this runner eager from now on, or raises
+        `CaptureError` if strict."""
+        state = self._state()
+        saved = [t.detach().clone() for t in state]
+        guard = SyncGuard(self.runtime.deterministic)
+        cuda = self.runtime.device.type == "cuda"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if cuda:
+                before = torch.cuda.get_sync_debug_mode()
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with guard:
+                    self._compute(inputs, extra_names, cache=False)
+            finally:
+                if cuda:
+                    torch.cuda.set_sync_debug_mode(before)
+                with torch.no_grad():
+                    for t, copy in zip(state, saved):
+                        t.copy_(copy)
+        found = guard.summary()
+        if found is None:
+            synced = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+            found = f"CUDA sync debug mode: {synced[0].splitlines()[0]}" if synced else None
+        if found is not None:
+            self._give_up(f"the training step syncs with the host ({found})", EAGER_SYNC)
+        return self._compute(inputs, extra_names, cache=False)
+
+    def _give_up(self, why: str, count_as: str) -> None:
+        name = getattr(self.objective, "name", type(self.objective).__name__)
+        if self.strict:
+            raise CaptureError(f"runtime.compile: graphs cannot capture {name}'s training step: {why}; use "
+                               f"compile: auto (falls back to eager steps, recorded in the result) or none")
+        self.capture_failed, self.fallback = why, count_as
+        self.buffers = {}
+        _log(f"WARNING: {name}: {why}; this phase runs eagerly (compile: auto)")
 
     def _static_step(self, inputs, extra_names):
         shape = tuple((n, tuple(t.shape), t.dtype, t.stride()) for n, t in zip(
@@ -167,8 +260,15 @@ class StepRunner:
         entry = self.buffers.get(shape)
         if entry is None:
             self.seen[shape] += 1
-            if self.capture_failed or len(self.buffers) >= MAX_GRAPHS or self.seen[shape] <= WARMUP_STEPS:
-                return self._eager_side(inputs, extra_names)
+            if self.capture_failed:
+                return self._eager_side(inputs, extra_names, self.fallback)
+            if self.seen[shape] <= WARMUP_STEPS:  # the last warm-up step is checked for host syncs
+                return self._eager_side(inputs, extra_names, EAGER_WARMUP, guard=self.seen[shape] == WARMUP_STEPS)
+            if len(self.buffers) >= MAX_GRAPHS:
+                rarest = min(self.buffers, key=self.seen.__getitem__)
+                if self.seen[rarest] >= self.seen[shape]:
+                    return self._eager_side(inputs, extra_names, EAGER_SHAPES)
+                del self.buffers[rarest]  # a more frequent shape takes its place (its graph is freed)
             entry = self.buffers[shape] = _Static(inputs)
             self.captures += 1
             if self.capture:
@@ -178,25 +278,27 @@ class StepRunner:
         if entry.graph is None:  # CPU: the same step, eagerly, on the static buffers
             out, entry.names = self._compute(entry.inputs, extra_names, cache=False)
             entry.out = out
+            self.counts[STATIC] += 1
         else:
             entry.graph.replay()
+            self.counts[GRAPH] += 1
         return entry.out, entry.names
 
     def _capture(self, entry: _Static, inputs, extra_names, shape):
-        """Capture the step on `entry`'s buffers (already holding this batch) and replay it once; on failure
-        log one line and run this and every later step of the phase eagerly."""
+        """Capture the step on `entry`'s buffers (already holding this batch) in the runner's memory pool and
+        replay it once; on failure (not expected: syncs are found before) give up capturing (`_give_up`)."""
         graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates its own gradients
         try:
-            with torch.cuda.graph(graph, stream=self.side_stream):
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.side_stream):
                 entry.out, entry.names = self._compute(entry.inputs, extra_names, cache=False)
-        except Exception as exc:  # e.g. an op that syncs with the host inside a method's step
-            self.capture_failed = True
+        except Exception as exc:
             del self.buffers[shape]
             self.optimizer.zero_grad(set_to_none=True)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            _log(f"WARNING: CUDA graph capture of the training step failed ({first}); this phase runs eagerly")
-            return self._eager_side(inputs, extra_names)
+            self._give_up(f"CUDA graph capture failed ({first})", EAGER_FAILED)
+            return self._eager_side(inputs, extra_names, EAGER_FAILED)
         entry.graph = graph
         graph.replay()
+        self.counts[GRAPH] += 1
         return entry.out, entry.names

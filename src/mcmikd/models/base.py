@@ -146,6 +146,15 @@ def adaptive_avg_pool(x: torch.Tensor, size) -> torch.Tensor:
     out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
     if not (x.is_cuda and torch.are_deterministic_algorithms_enabled()):
         return F.adaptive_avg_pool2d(x, (out_h, out_w))
+    return deterministic_avg_pool(x, out_h, out_w)
+
+
+def deterministic_avg_pool(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Adaptive average pooling whose CUDA backward is deterministic: global pooling (1 × 1) as one `mean` (a
+    reduction, deterministic on CUDA; its backward an expand), one kernel where the matrix form takes several;
+    other sizes as `matrix_avg_pool`."""
+    if (out_h, out_w) == (1, 1):
+        return x.mean(dim=(2, 3), keepdim=True)
     return matrix_avg_pool(x, out_h, out_w)
 
 

@@ -147,11 +147,11 @@ class MCMI(TeacherObjective):
             import torch
             import torch.nn.functional as F
 
-            from mcmikd.cmi import class_centroids
+            from mcmikd.cmi import batch_class_means
 
-            with torch.no_grad():
+            with torch.no_grad():  # inside the training step (captured on CUDA): no host sync
                 centroids = module.centroids
-                batch = class_centroids(F.softmax(logits.detach().float(), dim=1), labels, centroids.shape[0])
+                batch = batch_class_means(F.softmax(logits.detach().float(), dim=1), labels, centroids.shape[0])
                 present = ~torch.isnan(batch[:, :1])  # classes in the batch; the others keep their centroid
                 decay = self.hp["ema_decay"]
                 centroids.copy_(torch.where(present, decay * centroids + (1 - decay) * batch, centroids))

@@ -31,6 +31,7 @@ from torch import nn
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 from mcmikd.errors import ConfigError
+from mcmikd.syncguard import order_independent
 
 
 EPS = 1e-7
@@ -131,10 +132,13 @@ class CRD(Distiller):
         new = memory.index_select(0, idx) * momentum + v * (1 - momentum)
         new = new / new.pow(2).sum(1, keepdim=True).sqrt()
         # a batch may repeat an image (a cycled few-shot subset): keep its last occurrence, deterministically —
-        # every occurrence writes the row of the last one, so duplicate writes agree (and no host sync is needed)
+        # every occurrence writes the row of the last one (scatter_reduce amax: no host sync, deterministic), so
+        # duplicate writes agree and the write may run without the deterministic index_put_ path, which syncs with
+        # the host on CUDA (mcmikd.syncguard.order_independent); the bits are the same either way
         last = torch.full((memory.shape[0],), -1, dtype=torch.long, device=idx.device).scatter_reduce_(
             0, idx, torch.arange(len(idx), device=idx.device), reduce="amax")
-        memory.index_copy_(0, idx, new.index_select(0, last.index_select(0, idx)).to(memory.dtype))
+        with order_independent():
+            memory.index_copy_(0, idx, new.index_select(0, last.index_select(0, idx)).to(memory.dtype))
 
     def step_inputs(self, targets, indices, generator) -> dict[str, torch.Tensor]:
         """The step's random draw, made before the step (outside a captured CUDA graph; `mcmikd.step`): the

@@ -32,7 +32,8 @@ DEFAULT_BETA = 8.0
 def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
              alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> torch.Tensor:
     """α·TCKD + β·NCKD (each × T², averaged over the batch)."""
-    gt = F.one_hot(target, student_logits.shape[1]).bool()
+    # the target mask (b, C); a comparison rather than F.one_hot, whose CPU range check reads the labels on the host
+    gt = target.unsqueeze(1) == torch.arange(student_logits.shape[1], device=target.device)
     p_s = F.softmax(student_logits / temperature, dim=1)
     p_t = F.softmax(teacher_logits / temperature, dim=1)
     b_s = torch.stack([(p_s * gt).sum(1), (p_s * ~gt).sum(1)], dim=1)
