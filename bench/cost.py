@@ -396,7 +396,9 @@ def main() -> None:
         lines.append(f"| {fam.label} | {len(fam.jobs)} | {steps} | {init} | "
                      + " | ".join(fmt_hours(hours[m][key]) for m in modes)
                      + (f" | {fam.memory[main_mode]:,.0f} MiB" if cuda else "") + " |")
-    stages = sorted({f.stage for f in fams.values()}, key=lambda st: (STAGE_ORDER + (st,)).index(st))
+    # teachers first, then the students' experiments in the config's order (never a set's order)
+    order = STAGE_ORDER + tuple(f"students: {exp}" for exp in grid.runs)
+    stages = sorted({f.stage for f in fams.values()}, key=lambda st: (order.index(st) if st in order else len(order), st))
     lines += ["", "| stage | " + " | ".join(f"hours, {mode_names[m]}" for m in modes)
               + (f" | hours, {pack} jobs per GPU ({mode_names[main_mode]})" if packed_ratio else "") + " |",
               "|---|" + "---|" * (len(modes) + bool(packed_ratio))]

@@ -61,7 +61,11 @@ def test_gpu_bench_smoke_writes_its_table_outside_docs(tmp_path):
     # `bench/cost.py --pack best` takes no packing from a smoke run, nor from a missing report
     spec = importlib.util.spec_from_file_location("bench_cost", ROOT / "bench" / "cost.py")
     cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
+    sys.modules[spec.name] = cost  # dataclasses resolve their (string) annotations through sys.modules
+    try:
+        spec.loader.exec_module(cost)
+    finally:
+        sys.modules.pop(spec.name, None)
     for path in (data, tmp_path / "missing.json"):
         with pytest.raises(SystemExit, match="bench/gpu.py"):
             cost.best_pack(path)

@@ -24,6 +24,11 @@ SAME_PAIR = ("resnet14", "resnet8")
 # a cross-architecture pair each method can match (AB needs as many stages, FSP the same channels)
 CROSS_PAIR = {"ab": ("resnet14", "ShuffleV1"), "fsp": ("resnet14", "wrn_16_1"), "hsakd": ("resnet14", "MobileNetV2")}
 DEFAULT_CROSS = ("vgg8", "ShuffleV1")
+# FT's loss (β = 200 × an L1 between unit vectors of 4 elements on these 2×2 maps) has a gradient norm of about
+# 6,400 at initialisation for vgg8 → ShuffleV1: plain SGD at any fixed lr (1e-3 … 1e-5 tried) oscillates and whether
+# step 6 ends below step 1 depended on the CPU's kernels. Its main-stage steps here clip the gradient norm to 1
+# (the loss then falls by ≥ 15 % in 6 steps under the native, AVX2 and SSE4.1 kernel sets).
+MAIN_STAGE_CLIP = {"ft": 1.0}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,13 +68,15 @@ def _batch(seed=1):
     return x, y, torch.arange(BATCH)
 
 
-def _steps(distiller, params, loss_fn, n, lr, momentum=0.0):
+def _steps(distiller, params, loss_fn, n, lr, momentum=0.0, clip=None):
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     losses = []
     for _ in range(n):
         loss = sum(loss_fn().values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         losses.append(float(loss.detach()))
     return losses
@@ -88,7 +95,8 @@ def _train_and_check(method, pair, hp=None, steps=6):
     else:
         assert init is None
     losses = _steps(d, d.learnable_parameters(),
-                    lambda: d.forward_train(x, y, epoch=3, indices=idx, generator=gen)[1], steps, lr=1e-3)
+                    lambda: d.forward_train(x, y, epoch=3, indices=idx, generator=gen)[1], steps, lr=1e-3,
+                    clip=MAIN_STAGE_CLIP.get(method))
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     assert losses[-1] < losses[0], (method, pair, losses)
     return d
