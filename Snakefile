@@ -2,7 +2,7 @@
 # One command runs it all: `make run` (default: digits), or `snakemake --cores N --configfile config/cifar100.yaml`.
 from snakemake.utils import min_version
 
-# The lower bound of pyproject.toml's snakemake requirement, the one place it is set; keep this equal to it.
+# Equal to the lower bound of pyproject.toml's snakemake requirement; change the two together.
 min_version("9.20")
 
 

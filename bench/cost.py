@@ -89,6 +89,11 @@ def steps_per_epoch(n_train: int, classes: int, batch: int, setting: dict) -> in
     return max(1, math.ceil(images / batch))
 
 
+def student_stage(experiment: str) -> str:
+    """The cost table's stage label of an experiment's students."""
+    return f"students: {experiment}"
+
+
 def families(grid, n_train: int, classes: int) -> dict[tuple, Family]:
     out: dict[tuple, Family] = {}
     owner = {}
@@ -101,7 +106,7 @@ def families(grid, n_train: int, classes: int) -> dict[tuple, Family]:
         teacher = p["teacher"]["arch"] if p["teacher"] else None
         key = ("student", teacher, run.student, run.method, json.dumps(p["hp"], sort_keys=True), recipe["batch_size"])
         fam = out.setdefault(key, Family("student", run.student, teacher, run.method, p["hp"], recipe["batch_size"],
-                                         f"students: {owner[run]}"))
+                                         student_stage(owner[run])))
         fam.jobs.append({"epochs": recipe["epochs"], "passes": 0,
                          "steps": steps_per_epoch(n_train, classes, recipe["batch_size"], p["setting"])})
     for arch, variant, tseed in grid.teacher_jobs():
@@ -397,7 +402,7 @@ def main() -> None:
                      + " | ".join(fmt_hours(hours[m][key]) for m in modes)
                      + (f" | {fam.memory[main_mode]:,.0f} MiB" if cuda else "") + " |")
     # teachers first, then the students' experiments in the config's order (never a set's order)
-    order = STAGE_ORDER + tuple(f"students: {exp}" for exp in grid.runs)
+    order = STAGE_ORDER + tuple(student_stage(exp) for exp in grid.runs)
     stages = sorted({f.stage for f in fams.values()}, key=lambda st: (order.index(st) if st in order else len(order), st))
     lines += ["", "| stage | " + " | ".join(f"hours, {mode_names[m]}" for m in modes)
               + (f" | hours, {pack} jobs per GPU ({mode_names[main_mode]})" if packed_ratio else "") + " |",
