@@ -24,16 +24,18 @@ run: $(STAMP)
 		$(or $(CONFIG),config/config.yaml)); \
 	$(SNAKEMAKE) --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG)) --report results/$$name/report.html
 
+# the tests on $(CORES) processes (pytest-xdist, one test file per worker, see tests/conftest.py); XDIST= runs them in one.
 # pytest exits 5 when it collects no tests: that is a failure too
+XDIST ?= -n $(CORES) --dist loadfile
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(VENV)/bin/python -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # the tests marked `numeric` (training numbers) once more with every float bit changed: ATen's scalar kernels,
 # oneDNN capped at SSE4.1 and MKL's reproducible mode, as on a CPU other than the one the pins were recorded on
 KERNELS ?= ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE
 test-kernels: $(STAMP)
-	env $(KERNELS) $(VENV)/bin/python -m pytest -m numeric -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	env $(KERNELS) $(VENV)/bin/python -m pytest -m numeric -p no:cacheprovider $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no numeric tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

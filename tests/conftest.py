@@ -99,3 +99,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Running the suite on several processes (`make test` uses pytest-xdist's `-n 2 --dist loadfile`: each test file runs
+# on one worker, so its module fixtures are built once). Slow files are collected first, so that no long file is
+# left for the end. (`--dist loadgroup` would keep the checkout and damaged-file tests, which share a session
+# fixture, on one worker, but with xdist 3.8 on pytest 9 its group suffix does not reach the test ids.)
+def pytest_collection_modifyitems(config, items):
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept otherwise
+
+
+def pytest_configure(config):
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker process: the workers share the cores
+        import torch
+
+        torch.set_num_threads(1)
+

@@ -63,11 +63,11 @@ def test_a_copied_or_symlinked_project_reruns_nothing(small_project, tmp_path, f
 
 
 def test_a_finished_project_handed_over_with_its_metadata_reruns_nothing(small_project, tmp_path, foreign_env):
-    """The supported hand-over (README, "Handing a finished project over"): the recipient clones the same commit,
-    copies `results/<name>/`, the config and `.snakemake/metadata/` (Snakemake's record of each output's params and
-    input checksums), checks with the mtime-free triggers that nothing would rerun, then `--touch`es the results
-    (the clone's files are newer than them). Without the metadata every job is planned again; a module edited in
-    the clone is caught by the check."""
+    """The supported hand-over (docs/reproducibility.md, "Handing a finished project over"): the recipient clones
+    the same commit, copies `results/<name>/`, the config and `.snakemake/metadata/` (Snakemake's record of each
+    output's params and input checksums), checks with the mtime-free triggers that nothing would rerun, then
+    `--touch`es the results (the clone's files are newer than them). Without the metadata every job is planned
+    again; a module edited in the clone is caught by the check."""
     proj = small_project[0]
     recipient = tmp_path / "recipient"
     subprocess.run(["git", "clone", "-q", str(proj), str(recipient)], check=True)

@@ -135,7 +135,7 @@ def test_mcmi_finetune_raises_cmi_over_its_control_on_every_seed(data_file, teac
     paired 95 % interval of the gain excludes 0. Measured under three kernel sets (this machine's AVX-512, AVX2, and
     scalar ATen with oneDNN ≤ SSE4.1): the gain was 0.024–0.078 nats per seed, at least 15 % of the control's CMI.
     Against the MLL start teacher the same runs are not robust (above it on one kernel set, below on another:
-    fine-tuning alone lowers the CMI of this short-trained teacher, SPEC §8), so no test claims it."""
+    fine-tuning alone lowers the CMI of this short-trained teacher; docs/paper.md, "What fine-tuning with frozen centroids does"), so no test claims it."""
     from mcmikd import stats
 
     gains = []
@@ -168,7 +168,7 @@ def test_the_control_teacher_is_the_mcmi_fine_tuning_with_lambda_zero(data_file,
 
 def test_finetuning_logs_the_true_cmi_the_frozen_centroid_kl_and_the_drift(data_file, teacher, tmp_path):
     """Every fine-tuning epoch records the teacher's CMI with fresh centroids beside the MCMI term's KL to its
-    frozen centroids, and frozen_kl = cmi + drift (../shared/SPEC.md §8); the last epoch's CMI is the one
+    frozen centroids, and frozen_kl = cmi + drift (docs/paper.md, "What fine-tuning with frozen centroids does"); the last epoch's CMI is the one
     measure_cmi reports for the saved model (clean training images, eval mode, T = 1)."""
     m = _finetune(data_file, teacher, tmp_path / "mcmi", "mcmi", {"lambda": 0.5, "centroids": "eval"})
     for record in m["history"]:

@@ -1,5 +1,5 @@
-"""The README's worked examples of a new teacher objective and a new experiment kind, taken from the README itself,
-added to a private copy of the workflow (one file and one registry line each) and run on the tiny config."""
+"""The worked examples of a new teacher objective and a new experiment kind in docs/extending.md, taken from that page
+itself, added to a private copy of the workflow (one file and one registry line each) and run on the tiny config."""
 
 import json
 import re
@@ -16,14 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 def readme_blocks() -> list[tuple[str, str]]:
-    """(first comment line, code) of every python block in the README that starts with a path comment."""
-    text = (ROOT / "README.md").read_text()
+    """(first comment line, code) of every python block in docs/extending.md that starts with a path comment."""
+    text = (ROOT / "docs" / "extending.md").read_text()
     blocks = re.findall(r"```python\n# ([^\n]+)\n(.*?)```", text, flags=re.S)
     return [(head, code) for head, code in blocks if "src/mcmikd/" in head]
 
 
 def apply_readme_examples(repo) -> list[str]:
-    """Write the README's new files and registry lines into `repo`; returns the files touched."""
+    """Write docs/extending.md's new files and registry lines into `repo`; returns the files touched."""
     touched = []
     for head, code in readme_blocks():
         if head.startswith("one line in "):

@@ -1,4 +1,4 @@
-"""The README's worked example: a new framework is one class plus one registry line, and the whole pipeline
+"""The worked example of docs/extending.md: a new framework is one class plus one registry line, and the whole pipeline
 (pre-flight check, training job, checkpoints) picks it up."""
 
 import sys

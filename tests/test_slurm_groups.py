@@ -1,7 +1,7 @@
-"""Packing several trainings into one SLURM GPU allocation (README, "Running on a SLURM cluster"): Snakemake groups of
-N `train_student` jobs, each asking for no GPU of its own (`gpu=0`) and the same `gres='gpu:1'` string, which a
-group passes through unchanged (string resources are not summed), so the plugin submits each group with
-`--gres=gpu:1`. Checked with a dry run of the tiny config through the SLURM profile: no cluster needed."""
+"""Packing several trainings into one SLURM GPU allocation (docs/running.md, "Running on a SLURM cluster"):
+Snakemake groups of N `train_student` jobs, each asking for no GPU of its own (`gpu=0`) and the same `gres='gpu:1'`
+string, which a group passes through unchanged (string resources are not summed), so the plugin submits each group
+with `--gres=gpu:1`. Checked with a dry run of the tiny config through the SLURM profile: no cluster needed."""
 
 import re
 import subprocess

@@ -416,7 +416,7 @@ def cmi_not_raised(runs: pd.DataFrame, layout: dict) -> dict[tuple[str, str], st
     """The compared fine-tuned teachers whose measured CMI (cmi.json: training images, eval mode, T = 1, nats;
     runs-table column `cmi_T1`) is not above that of every teacher their objective must beat
     (`layout['must_raise']`, from `TeacherObjective.must_raise_cmi_over`; e.g. MCMI: its MLL start teacher and its
-    λ = 0 control, ../shared/SPEC.md §8), checked per teacher seed (MCMI seed t against MLL seed t and the control
+    λ = 0 control; docs/paper.md, "What fine-tuning with frozen centroids does"), checked per teacher seed (MCMI seed t against MLL seed t and the control
     seed t), as {(teacher arch, objective): why}, the why naming for how many of the checked seeds it failed. A
     teacher seed without a measured CMI, or one to beat that is not in the runs table, is not checked against it.
     Information only: such a teacher's students are still distilled."""
@@ -740,12 +740,15 @@ def write_gains(runs: pd.DataFrame, layout: dict, metrics: list[str], classes: b
     return "\n".join(m for m in md if m)
 
 
-def _paired_main(argv: list[str]) -> int:
+def paired_main(argv: list[str]) -> int:
+    """`mcmikd paired RUNS... --config C` (also `python -m mcmikd.aggregate paired ...`): print the seed-paired gains
+    (`paired_gains`) and their pooled estimates (`pooled_gains`) of one or more runs tables; returns 0. A bad config
+    raises ConfigError (one line)."""
     import argparse
 
     from mcmikd.teachers import get_objective
 
-    ap = argparse.ArgumentParser(prog="python -m mcmikd.aggregate paired", description=paired_gains.__doc__.split(
+    ap = argparse.ArgumentParser(prog="mcmikd paired", description=paired_gains.__doc__.split(
         "\n")[0])
     ap.add_argument("runs", nargs="+", help="results/<name>/runs/<experiment>.csv (main, fewshot)")
     ap.add_argument("--config", required=True,
@@ -773,5 +776,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) >= 2 and sys.argv[1] == "paired":
-        sys.exit(_paired_main(sys.argv[2:]))
+        sys.exit(paired_main(sys.argv[2:]))
     sys.exit("usage: python -m mcmikd.aggregate paired results/<name>/runs/main.csv [...] --config <config>")

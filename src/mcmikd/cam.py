@@ -3,7 +3,7 @@
 For activations A (C, H, W) of one image, O = reshape(A) is (H·W) × C; with O = UΣVᵀ the map is O·v₁,
 reshaped to H × W, passed through ReLU and min–max scaled to [0, 1]. No gradients, no class score.
 
-Two choices the paper leaves open, both fixed here and documented in the README:
+Two choices the paper leaves open, both fixed here and documented in docs/paper.md ("Eigen-CAM"):
 * centring: with `center=True` (pytorch-grad-cam's convention) each channel's spatial mean is removed before
   the SVD; the paper's formula (`center=False`) uses O as it is.
 * sign: v₁ is defined up to sign, and after the ReLU the sign decides which half of the map survives. We orient

@@ -297,7 +297,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m mcmikd compare", description=__doc__.split("\n")[0],
-                                 epilog="The rule: the module docstring of mcmikd.compare (and the README).")
+                                 epilog="The rule: the module docstring of mcmikd.compare (and docs/reproducibility.md).")
     ap.add_argument("run", help="results folder (results/<name>) or runs table(s) of your run")
     ap.add_argument("reference", help="results folder or runs table of the other run (docs/results/default), or "
                                       "a config with a reference: block of published numbers")

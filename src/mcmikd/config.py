@@ -355,7 +355,7 @@ class Grid:
         """The teacher file ('model' or 'best') `exp`'s students of `objective` distil from.
 
         `exp`'s `teacher_checkpoint` (last | best, default: the one teachers.finetuning.checkpoint keeps, last
-        unless set: no model selection on the test set, SPEC §1) applies to every compared *fine-tuned* teacher alike (MCMI and its λ = 0 control: like with like); a
+        unless set: no model selection on the test set; docs/paper.md) applies to every compared *fine-tuned* teacher alike (MCMI and its λ = 0 control: like with like); a
         teacher trained from scratch (MLL) is always its model.pt (`teachers.training.checkpoint`). model.pt is
         already the state `teachers.finetuning.checkpoint` chooses; `best` otherwise reads best.pt, which every
         fine-tuning job also writes (no teacher is retrained for it). ConfigError: `last` while fine-tuned

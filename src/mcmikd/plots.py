@@ -232,7 +232,7 @@ def _main_phase(metrics: dict) -> list[dict]:
 
 def _teacher_check(ax, histories: list[list[dict]], colour: str) -> None:
     """The teacher's CMI on the clean training images (eval mode, T = 1, fresh centroids), the mean KL to the
-    centroids its loss uses and their difference, the drift (../shared/SPEC.md §8), after each epoch; one thin
+    centroids its loss uses and their difference, the drift (docs/paper.md, "What fine-tuning with frozen centroids does"), after each epoch; one thin
     line per teacher seed (`histories`)."""
     epochs = sorted({r["epoch"] for history in histories for r in history})
     drawn = False

@@ -3,7 +3,7 @@
 `EXPERIMENTS` maps each config key under `experiments:` to "module:Class". An experiment module imports pandas,
 matplotlib and torch only inside the functions that build its table and figures, so the Snakefile reads its
 config block (a JSON-schema fragment), its student settings and its figures at parse time. A new kind is one
-file in this folder plus one line here (see README, "Adding an experiment kind").
+file in this folder plus one line here (see docs/extending.md, "Adding an experiment kind").
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ EXCLUDE = {
 CMI_NOT_RAISED_NOTE = (
     "A † (\"CMI not raised\") marks a fine-tuned teacher, and its students' cells, whose measured CMI (training "
     "images, eval mode, T = 1) is not above that of every teacher it must beat (MCMI: its MLL start teacher and its "
-    "λ = 0 control, ../shared/SPEC.md §8), compared seed by seed (MCMI teacher seed t against MLL and control seed "
+    "λ = 0 control; docs/paper.md, \"What fine-tuning with frozen centroids does\"), compared seed by seed (MCMI "
+    "teacher seed t against MLL and control seed "
     "t); the footnote under the Markdown/LaTeX table says for how many teacher seeds and gives the numbers, and the "
     "CSV's ``cmi_not_raised`` column the flag. Its students were still distilled from it.")
 COMMON = {
@@ -48,7 +49,7 @@ COMMON = {
     "teacher_checkpoint": {
         "enum": ["last", "best"],
         "description": "which state of every compared fine-tuned teacher (MCMI and its control alike) the students "
-                       "distil from: last (SPEC §1: no model selection on the test set) or best (the best-on-test "
+                       "distil from: last (no model selection on the test set) or best (the best-on-test "
                        "epoch, best.pt; the official few-shot run's MCMI checkpoint); default: the one "
                        "teachers.finetuning.checkpoint keeps (last unless set). Teachers trained from scratch (MLL) "
                        "use teachers.training.checkpoint"},

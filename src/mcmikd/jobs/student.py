@@ -29,7 +29,7 @@ def full_training_set(train_labels: torch.Tensor, stream: TrainStream) -> tuple[
     image not of an omitted class (M = N without omitted classes), in training-set order, and for each visible
     position (`TrainStream` batch positions 0..num_visible-1) its index in that set — without omitted classes the
     index into the full training set, as the official few-shot code's CRD dataset gave. Omitted classes stay out:
-    the student learns nothing of them, not even from negatives' labels (zero-shot, SPEC §4.3)."""
+    the student learns nothing of them, not even from negatives' labels (zero-shot; docs/paper.md, "Zero-shot")."""
     labels = train_labels.long().cpu()
     allowed = ~torch.isin(labels, torch.tensor(stream.omitted, dtype=torch.long))
     slot_of = torch.cumsum(allowed.long(), 0) - 1  # training-set index -> slot among the allowed images

@@ -2,7 +2,7 @@
 
 `OBJECTIVES` maps each config name to "module:Class"; an objective module imports torch only inside the
 functions that train, so the Snakefile can read names, start points and hyper-parameter defaults at parse time.
-A new teacher objective is one file in this folder plus one line here (see README, "Adding a teacher objective").
+A new teacher objective is one file in this folder plus one line here (see docs/extending.md, "Adding a teacher objective").
 
 Three names describe a teacher, and they are kept apart everywhere:
   * the **objective** — the config name here (e.g. the MLL or the MCMI objective);

@@ -1,6 +1,6 @@
 """The control teacher: the MLL teacher fine-tuned with MCMI's recipe (same start, schedule, seed) but with
 cross-entropy alone (λ = 0). Set beside an MCMI teacher, it separates the effect of the CMI term from the effect
-of more training (../shared/SPEC.md §8)."""
+of more training (docs/paper.md, "What fine-tuning with frozen centroids does")."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def initial_centroids(model, stream, runtime, num_classes: int, mode: str, gener
       also updates the BatchNorm running statistics of the teacher that is then fine-tuned.
     * `ema`: starts from the `eval` centroids; the loss then tracks an EMA of the batches.
     * `per_epoch`: starts from the `eval` centroids, recomputed the same way at the start of every epoch
-      (`MCMI.before_epoch`), so the loss cannot grow by moving a class's mean away from stale centroids (§8).
+      (`MCMI.before_epoch`), so the loss cannot grow by moving a class's mean away from stale centroids (docs/paper.md, "What fine-tuning with frozen centroids does").
     """
     import torch
     import torch.nn.functional as F
