@@ -11,11 +11,12 @@ from pathlib import Path
 _SRC_SPEC = importlib.util.spec_from_file_location("_src", Path(workflow.basedir) / "workflow/scripts/_src.py")
 _SRC_SPEC.loader.exec_module(importlib.util.module_from_spec(_SRC_SPEC))
 from mcmikd.codedeps import code_inputs, registry_module
-from mcmikd.config import NO_TEACHER, load_grid, split_teacher_folder
+from mcmikd.config import NO_TEACHER, load_grid, resource, split_teacher_folder
 from mcmikd.configfile import check_config_file
 from mcmikd import planned
 from mcmikd.distill import METHODS
 from mcmikd.errors import McmiError
+from mcmikd.io import resume_path  # epoch checkpoints live beside the outputs (not among them)
 from mcmikd.experiments import EXPERIMENTS
 from mcmikd.models import MODELS
 from mcmikd.teachers import OBJECTIVES
@@ -105,8 +106,7 @@ def res(rule, key, fallback):
     `cpus_per_task` becomes the rule's `threads:` (torch's thread count in the job, and what the SLURM plugin
     requests as --cpus-per-task, for GPU jobs too); `gpu` becomes --gpus on SLURM."""
     RESOURCE_RULES.add(rule)
-    table = config.get("resources", {})
-    return table.get(rule, {}).get(key, table.get("default", {}).get(key, fallback))
+    return resource(config, rule, key, fallback)
 
 
 RESOURCE_RULES = set()  # rules that read the `resources` section (rules/checks.smk refuses any other name there)
@@ -152,12 +152,6 @@ def student_params(wildcards):
     run = StudentRun(wildcards.t_arch, variant, wildcards.student, wildcards.method, wildcards.setting,
                      int(wildcards.seed), t_model=model)
     return GRID.student_params(run)
-
-
-def resume_path(output):
-    """Epoch checkpoints live beside the outputs (not among them: Snakemake deletes a failed job's outputs)."""
-    out = Path(str(output))
-    return str(out.parent / f".{out.stem}.resume.pt")
 
 
 def experiment_runs(wildcards):

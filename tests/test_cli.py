@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SCHEMA
 
 COMMANDS = ["progress", "compare", "paired", "repair", "choose-weights", "train", "publish", "recipe", "bench"]
 SCRIPT = Path(sys.executable).parent / "mcmikd"  # the console script pyproject.toml's [project.scripts] installs
@@ -193,7 +193,7 @@ def teacher(tiny_config, tmp_path_factory):
 def grid_of(config):
     from mcmikd.config import load_grid
 
-    return load_grid(yaml.safe_load(Path(config).read_text()), ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    return load_grid(yaml.safe_load(Path(config).read_text()), SCHEMA)
 
 
 def test_train_teacher_writes_what_the_train_teacher_job_writes(teacher, tiny_config):

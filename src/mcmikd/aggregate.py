@@ -758,11 +758,10 @@ def paired_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     import yaml
 
-    from mcmikd.config import load_grid
+    from mcmikd.config import load_grid, schema_path
 
     # the config validated with the workflow's schema, so its defaults (tables.metric, …) are the run's
-    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-    config = load_grid(yaml.safe_load(Path(args.config).read_text()), schema).config
+    config = load_grid(yaml.safe_load(Path(args.config).read_text()), schema_path()).config
     objectives = list(config["teachers"]["objectives"])
     metric, margin = config["tables"]["metric"], config["tables"].get("not_working_margin")
     controls = {o: get_objective(o).control for o in objectives if get_objective(o).control}

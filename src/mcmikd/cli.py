@@ -14,9 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-RECORD_PREFIX, RECORD_SUFFIX = ".", ".sha256"  # a content record: .<file>.sha256 beside <file> (mcmikd.io.record_path)
-
-
 # --------------------------------------------------------------------------------------------- repair
 REPAIR_DOC = """\
 List every damaged file under a run's results folder and print the one snakemake command that rebuilds them.
@@ -39,16 +36,16 @@ def recorded_files(results: str | os.PathLike) -> list[str]:
     """Every file under `results` that has a content record (`mcmikd.io.record_path`), whether or not the file is
     still there, sorted; epoch checkpoints (hidden files) left out. Paths are `results` joined with the path
     inside it. Raises NotADirectoryError when `results` is not a folder."""
+    from mcmikd.io import recorded_name
+
     if not os.path.isdir(results):
         raise NotADirectoryError(f"{results} is not a folder")
     files = []
     for folder, dirs, names in os.walk(results):
-        dirs.sort()
         for name in names:
-            if name.startswith(RECORD_PREFIX) and name.endswith(RECORD_SUFFIX):
-                recorded = name[len(RECORD_PREFIX):-len(RECORD_SUFFIX)]
-                if recorded and not recorded.startswith("."):
-                    files.append(os.path.join(folder, recorded))
+            recorded = recorded_name(name)
+            if recorded and not recorded.startswith("."):
+                files.append(os.path.join(folder, recorded))
     return sorted(files)
 
 
@@ -88,7 +85,8 @@ def repair_main(argv: list[str] | None = None) -> int:
         print(f"mcmikd repair: {err}", file=sys.stderr)
         return 2
     damaged = damaged_files(files, hash_budget=float("inf"))
-    targets = [_as_given(path) for path in sorted(damaged)]
+    paths = sorted(damaged)
+    targets = [_as_given(path) for path in paths]
     if args.forcerun_only:
         if targets:
             print(shlex.join(["--forcerun", *targets]))
@@ -96,7 +94,7 @@ def repair_main(argv: list[str] | None = None) -> int:
     if not damaged:
         print(f"no damaged files under {args.results} ({len(files)} recorded files checked)")
         return 0
-    for path, target in zip(sorted(damaged), targets):
+    for path, target in zip(paths, targets):
         print(f"{target}: {damaged[path]}")
     print(f"\n{len(damaged)} of {len(files)} recorded files damaged; rebuild them and every job downstream with "
           f"(add the options you ran the workflow with, e.g. --cores, --profile):")

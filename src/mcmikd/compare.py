@@ -231,12 +231,11 @@ def compare_paper(ours, config_path: str, margin: float = MARGIN) -> list[dict]:
     import pandas as pd
     import yaml
 
-    from mcmikd.config import load_grid
+    from mcmikd.config import load_grid, schema_path
     from mcmikd.experiments import get_experiment
     from mcmikd.references import META_KEYS, matches
 
-    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-    grid = load_grid(yaml.safe_load(Path(config_path).read_text()), schema)
+    grid = load_grid(yaml.safe_load(Path(config_path).read_text()), schema_path())
     block = grid.config.get("reference") or {}
     if not (block.get("experiments") or {}):
         raise ValueError(f"{config_path}: no reference.experiments block with published numbers; give a config "

@@ -583,3 +583,16 @@ def load_grid(config: dict, schema_path: str | Path) -> Grid:
     validate_config(config, schema_path)
     check_config(config)
     return Grid.from_config(config)
+
+
+def schema_path() -> Path:
+    """The workflow's config schema, workflow/schemas/config.schema.yaml of the checkout this package lies in (the
+    file rules/common.smk validates every config with)."""
+    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def resource(config: dict, rule: str, key: str, fallback):
+    """A rule's resource from the config's `resources` section: the rule's own block, then `default`, then
+    `fallback` (rules/common.smk's `res`; `cpus_per_task` is the rule's `threads:`)."""
+    table = config.get("resources", {})
+    return table.get(rule, {}).get(key, table.get("default", {}).get(key, fallback))

@@ -131,6 +131,22 @@ def record_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.sha256")
 
 
+def recorded_name(record_name: str) -> str | None:
+    """The name of the file whose content record is called `record_name` (the inverse of `record_path` on names),
+    or None when `record_name` is not a record's name."""
+    if record_name.startswith(".") and record_name.endswith(".sha256") and len(record_name) > len("..sha256"):
+        name = record_name[1:-len(".sha256")]
+        return name if record_path(name).name == record_name else None
+    return None
+
+
+def resume_path(output: str | os.PathLike) -> str:
+    """A training job's epoch checkpoint, `.<stem>.resume.pt` beside its output (not among the outputs:
+    Snakemake deletes a failed job's outputs). The rules and `mcmikd train` name it with this function."""
+    out = Path(str(output))
+    return str(out.parent / f".{out.stem}.resume.pt")
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

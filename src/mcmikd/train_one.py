@@ -27,7 +27,9 @@ import re
 import sys
 from pathlib import Path
 
+from mcmikd.config import resource
 from mcmikd.errors import ConfigError, McmiError
+from mcmikd.io import resume_path
 
 EPILOG = """\
 examples (the tiny test config; results in /tmp/t and /tmp/s):
@@ -37,18 +39,13 @@ examples (the tiny test config; results in /tmp/t and /tmp/s):
 
 
 # --------------------------------------------------------------------------------------------- the rule's inputs
-def schema_path() -> Path:
-    """The workflow's config schema in the checkout the package lies in (as the other commands read it)."""
-    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
-
 def load_config(config_path: str | Path):
     """The grid (`mcmikd.config.Grid`) of a config file, checked as the workflow checks it at parse time: the file
     itself (`mcmikd.configfile.check_config_file`), then the schema and every config check (`load_grid`). Raises
     a one-line McmiError (ConfigError) for a bad file, ConfigError for a missing one."""
     import yaml
 
-    from mcmikd.config import load_grid
+    from mcmikd.config import load_grid, schema_path
     from mcmikd.configfile import check_config_file
 
     path = Path(config_path)
@@ -58,18 +55,10 @@ def load_config(config_path: str | Path):
     return load_grid(yaml.safe_load(path.read_text()), schema_path())
 
 
-def job_threads(config: dict, rule: str) -> int:
-    """The rule's `threads:` as rules/common.smk's `res` gives it: `resources.<rule>.cpus_per_task`, then
+def rule_threads(config: dict, rule: str) -> int:
+    """The rule's `threads:` (rules/common.smk): `resources.<rule>.cpus_per_task`, then
     `resources.default.cpus_per_task`, then `runtime.threads`."""
-    table = config.get("resources", {})
-    return int(table.get(rule, {}).get("cpus_per_task",
-                                        table.get("default", {}).get("cpus_per_task", config["runtime"]["threads"])))
-
-
-def resume_path(output: str | Path) -> str:
-    """The job's epoch checkpoint beside its output, as the rules name it (`.<stem>.resume.pt`)."""
-    out = Path(output)
-    return str(out.parent / f".{out.stem}.resume.pt")
+    return int(resource(config, rule, "cpus_per_task", config["runtime"]["threads"]))
 
 
 def prepared_data(grid, out: Path, data: str | None = None) -> str:
@@ -154,7 +143,7 @@ def train_teacher(config: str, arch: str, seed: int, out: str, objective: str | 
     return job(data_path=data_path, params=params, model_out=str(model_out), metrics_out=str(out_dir / "metrics.json"),
                start_model=start_model and str(start_model), start_metrics=start_metrics and str(start_metrics),
                resume_path=resume_path(model_out),
-               threads=threads or job_threads(grid.config, "finetune_teacher" if start_variant else "train_teacher"),
+               threads=threads or rule_threads(grid.config, "finetune_teacher" if start_variant else "train_teacher"),
                best_out=str(out_dir / "best.pt") if start_variant else None)
 
 
@@ -205,7 +194,7 @@ def train_student(config: str, student: str, method: str, teacher: str, seed: in
     metrics_out = out_dir / f"seed{seed}.json"
     return job(data_path=data_path, params=params, metrics_out=str(metrics_out),
                teacher_model=model and str(model), teacher_metrics=metrics and str(metrics),
-               resume_path=resume_path(metrics_out), threads=threads or job_threads(grid.config, "train_student"))
+               resume_path=resume_path(metrics_out), threads=threads or rule_threads(grid.config, "train_student"))
 
 
 # --------------------------------------------------------------------------------------------- command line

@@ -360,7 +360,7 @@ def main(argv: list[str]) -> int:
     import yaml
 
     from mcmikd.aggregate import read_runs, to_markdown
-    from mcmikd.config import load_grid
+    from mcmikd.config import load_grid, schema_path
     from mcmikd.errors import first_line
 
     ap = argparse.ArgumentParser(prog="python -m mcmikd recipe", description=main.__doc__.split("\n")[0])
@@ -370,8 +370,7 @@ def main(argv: list[str]) -> int:
                     help="points the mean teacher accuracy may fall below the reference's (default 1)")
     args = ap.parse_args(argv)
     try:
-        schema = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
-        grid = load_grid(yaml.safe_load(Path(args.config).read_text()), schema)
+        grid = load_grid(yaml.safe_load(Path(args.config).read_text()), schema_path())
         if "lambda_sweep" not in grid.experiments:
             raise ValueError(f"{args.config}: no enabled experiments.lambda_sweep block")
         layout, metric = grid.experiments["lambda_sweep"].layout(), grid.config["tables"]["metric"]
