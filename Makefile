@@ -38,8 +38,17 @@ test-kernels: $(STAMP)
 	env $(KERNELS) $(VENV)/bin/python -m pytest -m numeric -p no:cacheprovider $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no numeric tests" >&2; exit 1; fi; exit $$rc
 
-lint: $(STAMP)
-	$(SNAKEMAKE) --lint
+# style: ruff, snakefmt --check and snakemake --lint through pre-commit (.pre-commit-config.yaml). The tools get their
+# own venv: black (snakefmt's formatter) needs a `packaging` newer than Snakemake 9 accepts.
+LINT_VENV ?= .venv-lint
+LINT_TOOLS = ruff==0.17.6 snakefmt==2.1.0 pre-commit==4.7.0
+$(LINT_VENV)/.installed: Makefile
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet $(LINT_TOOLS)
+	touch $@
+
+lint: $(STAMP) $(LINT_VENV)/.installed
+	PATH="$(CURDIR)/$(LINT_VENV)/bin:$$PATH" $(LINT_VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
 dag: $(STAMP)
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > docs/rulegraph.svg

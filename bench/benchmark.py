@@ -60,7 +60,8 @@ def job_overheads(workdir: Path, name: str) -> list[float]:
 
 def import_time() -> float:
     code = "import time; t = time.perf_counter(); import torch, mcmikd.jobs.student; print(time.perf_counter() - t)"
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout) for _ in range(3)]
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+            for _ in range(3)]
     return statistics.median(runs)
 
 

@@ -17,7 +17,6 @@ Exits 1 when any case was refused, replayed no graph on CUDA, or differs. Writes
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import sys
 import time

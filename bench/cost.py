@@ -174,7 +174,7 @@ def build(fam: Family, runtime: Runtime, shape: tuple[int, int, int], n_train: i
 def time_steps(module, stream, runtime: Runtime, batch: int, steps: int, mode: str, init: bool) -> tuple[float, int]:
     """(seconds per step, graph replays) of `steps` steps of the module's main step (or its init stage's), after
     the warm-up (and capture); one device sync at the end of the timed steps."""
-    from mcmikd.engine import make_optimizer, Recipe
+    from mcmikd.engine import Recipe, make_optimizer
     from mcmikd.step import WARMUP_STEPS, StepRunner
 
     recipe = Recipe.from_dict({"epochs": 1, "batch_size": batch, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4})
@@ -297,7 +297,8 @@ def best_pack(path: Path) -> int:
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise SystemExit(f"--pack best: no readable {path}; run bench/gpu.py on the GPU first, or pass --pack N")
+        raise SystemExit(f"--pack best: no readable {path}; run bench/gpu.py on the GPU first, "
+                         "or pass --pack N") from None
     if report.get("smoke") or not report.get("best_pack"):
         raise SystemExit(f"--pack best: {path} holds no packed GPU measurement; run bench/gpu.py on the GPU")
     return int(report["best_pack"])
@@ -403,7 +404,8 @@ def main() -> None:
                      + (f" | {fam.memory[main_mode]:,.0f} MiB" if cuda else "") + " |")
     # teachers first, then the students' experiments in the config's order (never a set's order)
     order = STAGE_ORDER + tuple(student_stage(exp) for exp in grid.runs)
-    stages = sorted({f.stage for f in fams.values()}, key=lambda st: (order.index(st) if st in order else len(order), st))
+    stages = sorted({f.stage for f in fams.values()},
+                    key=lambda st: (order.index(st) if st in order else len(order), st))
     lines += ["", "| stage | " + " | ".join(f"hours, {mode_names[m]}" for m in modes)
               + (f" | hours, {pack} jobs per GPU ({mode_names[main_mode]})" if packed_ratio else "") + " |",
               "|---|" + "---|" * (len(modes) + bool(packed_ratio))]
@@ -427,7 +429,8 @@ def main() -> None:
     lines.append("| **all** | " + " | ".join(f"**{fmt_hours(totals[m])}**" for m in modes)
                  + (f" | **{fmt_hours(packed_total)}**" if packed_ratio else "") + " |")
     lines += ["", f"Included per job: start-up {startup:.1f} s (measured), init stages, evaluation of {n_test:,} test "
-              f"images per epoch, the fine-tuned teachers' diagnostics pass over {n_train:,} training images per epoch; "
+              f"images per epoch, the fine-tuned teachers' diagnostics pass over {n_train:,} training images per "
+              f"epoch; "
               f"CMI and Eigen-CAM jobs as forward passes. Measured in {time.perf_counter() - t_all:.0f} s."]
     if packed_ratio:
         lines.append(f"{pack} jobs per GPU: " + "; ".join(f"{label}: {1000 * sec:.1f} ms per step with {pack} at once "

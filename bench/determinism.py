@@ -1,6 +1,7 @@
 """Exact reruns and exact resume on the machine at hand (the device check of `runtime.deterministic: true`).
 
-    .venv/bin/python bench/determinism.py [--device cuda] [--epochs 3] [--compile graphs] [--out docs/determinism-cuda.md]
+    .venv/bin/python bench/determinism.py [--device cuda] [--epochs 3] [--compile graphs] \
+        [--out docs/determinism-cuda.md]
 
 On digits (8×8, the tiny test config's recipe), for an MLL teacher, its MCMI fine-tuning and students of kd, crd, at
 and reviewkd: each job runs twice from scratch and once killed after its first epoch and resumed, and the script
@@ -96,7 +97,7 @@ def main() -> int:
             out = work / f"{name.replace(' ', '_')}.{label}.json"
             resume = str(out.with_name(f".{out.name}.resume.pt"))
             if label == "resumed":
-                killed_after_first_epoch(lambda: job(out, resume), resume)
+                killed_after_first_epoch(lambda: job(out, resume), resume)  # noqa: B023 (called within this iteration)
             else:
                 job(out, resume)
             runs[label] = comparable(out)

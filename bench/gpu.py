@@ -409,11 +409,13 @@ def render(rows: list[Row], header: list[str], args, command: str, notes: list[s
     def ratio(v: float | None) -> str:
         return f"{v / base:.2f}×" if v and base else "–"
 
+    scaled = (f"scaled from a full epoch of {args.full_steps:,} steps + {args.n_test:,} test images" if args.steps
+              else "a full epoch")
     lines = [f"# GPU training speed ({args.teacher} → {args.student} KD, batch {args.batch})", "",
              *header, f"* Command: `{command}`", "",
              f"Each row: a warm-up epoch of {args.warmup_steps} step(s), then a measured epoch of "
              f"{args.steps or 'all'} steps of batch {args.batch} and a test pass over {args.test_images} test "
-             f"images ({f'scaled from a full epoch of {args.full_steps:,} steps + {args.n_test:,} test images' if args.steps else 'a full epoch'}); "
+             f"images ({scaled}); "
              f"images/s = training images / wall time of the measured epoch with its test pass. Packed rows: "
              f"all jobs' training images / (last end − first start), the jobs released together after warm-up.", "",
              "| run | jobs | images/s (aggregate) | images/s per job | × RepDistiller-style loop | "

@@ -18,9 +18,9 @@ import torch
 from mcmikd.datasets.digits import load_digits
 from mcmikd.distill import get_method
 from mcmikd.distill.base import DistillContext
-from mcmikd.engine import Runtime, TrainStream, _epoch_pass, make_generator, make_optimizer, Recipe
-from mcmikd.step import StepRunner
+from mcmikd.engine import Recipe, Runtime, TrainStream, _epoch_pass, make_generator, make_optimizer
 from mcmikd.models import create_model, feature_shapes
+from mcmikd.step import StepRunner
 
 
 def main() -> None:

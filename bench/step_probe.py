@@ -115,8 +115,10 @@ def main() -> int:
     same = diff == 0 and means_a == means_b and acc_a == acc_b
     captured = graphs_runner.captures > 0 and not graphs_runner.capture_failed
     failed |= not same or not captured
-    print(f"device {runtime.device} ({torch.cuda.get_device_name(runtime.device) if runtime.device.type == 'cuda' else 'CPU'}),"
-          f" torch {torch.__version__}, {args.method} {'resnet8→resnet8 8×8' if args.small else 'resnet56→resnet20 32×32'},"
+    device_name = torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "CPU"
+    pair = "resnet8→resnet8 8×8" if args.small else "resnet56→resnet20 32×32"
+    print(f"device {runtime.device} ({device_name}),"
+          f" torch {torch.__version__}, {args.method} {pair},"
           f" batch {args.batch}, {args.precision}, deterministic {bool(args.deterministic)}")
     print(f"numerics over {args.check_steps} steps: {'identical' if same else f'DIFFERENT (max |Δ| {diff:.3g})'}; "
           f"means eager {means_a} graphs {means_b}; "

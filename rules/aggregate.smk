@@ -43,13 +43,13 @@ rule make_table:
             category="Tables",
             labels={"table": "{experiment}: seed-paired gains"},
         ),
-    params:
-        metric=config["tables"]["metric"],
-        layout=lambda wc: table_layout(wc.experiment),
-        note=lambda wc: GRID.experiments[wc.experiment].report_note(),
     log:
         "<logs>/make_table/{experiment}.log",
     conda:
         CONDA_ENV
+    params:
+        metric=config["tables"]["metric"],
+        layout=lambda wc: table_layout(wc.experiment),
+        note=lambda wc: GRID.experiments[wc.experiment].report_note(),
     script:
         "../workflow/scripts/make_table.py"

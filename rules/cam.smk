@@ -6,19 +6,19 @@ rule eigen_cam:
         code=job_code("eigen_cam", lambda wc: [MODELS[wc.arch]]),
     output:
         "<results>/cam/{arch}.pt",
-    params:
-        cfg=lambda wc: GRID.cam_params(wc.arch),
     log:
         "<logs>/eigen_cam/{arch}.log",
     benchmark:
         "<benchmarks>/eigen_cam/{arch}.tsv"
+    conda:
+        CONDA_ENV
     threads: res("eigen_cam", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("eigen_cam", "mem_mb", 4000),
         runtime=res("eigen_cam", "runtime", 10),
         gpu=res("eigen_cam", "gpu", 0),
-    conda:
-        CONDA_ENV
+    params:
+        cfg=lambda wc: GRID.cam_params(wc.arch),
     script:
         "../workflow/scripts/eigen_cam.py"
 
@@ -32,19 +32,19 @@ rule cam_measure:
         code=job_code("cam_measure", lambda wc: [MODELS[wc.arch]]),
     output:
         "<results>/cam/{arch}/measure/seed{tseed}.json",
-    params:
-        cfg=lambda wc: GRID.cam_measure_params(wc.arch, int(wc.tseed)),
     log:
         "<logs>/cam_measure/{arch}.seed{tseed}.log",
     benchmark:
         "<benchmarks>/cam_measure/{arch}.seed{tseed}.tsv"
+    conda:
+        CONDA_ENV
     threads: res("cam_measure", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("cam_measure", "mem_mb", 4000),
         runtime=res("cam_measure", "runtime", 30),
         gpu=res("cam_measure", "gpu", 0),
-    conda:
-        CONDA_ENV
+    params:
+        cfg=lambda wc: GRID.cam_measure_params(wc.arch, int(wc.tseed)),
     script:
         "../workflow/scripts/cam_measure.py"
 
@@ -69,11 +69,11 @@ rule cam_table:
         md="<results>/tables/cam.md",
         tex="<results>/tables/cam.tex",
         seeds="<results>/tables/cam_seeds.csv",
-    params:
-        layout=lambda wc: GRID.cam_measure_layout(),
     log:
         "<logs>/cam_table/cam.log",
     conda:
         CONDA_ENV
+    params:
+        layout=lambda wc: GRID.cam_measure_layout(),
     script:
         "../workflow/scripts/cam_table.py"

@@ -2,6 +2,7 @@
 # Nothing here imports torch: a SLURM job step parses this file again for each job, so parsing stays cheap.
 import copy
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ from mcmikd.distill import METHODS
 from mcmikd.errors import McmiError
 from mcmikd.io import resume_path  # epoch checkpoints live beside the outputs (not among them)
 from mcmikd.experiments import EXPERIMENTS
+from mcmikd.experiments.lambda_sweep import LambdaSweep
+from mcmikd.experiments.main import Main
+from mcmikd.experiments.method_weights import MethodWeights
 from mcmikd.models import MODELS
 from mcmikd.teachers import OBJECTIVES
 from snakemake.utils import validate
@@ -44,6 +48,7 @@ except McmiError as err:
 
 envvars:
     planned.ENV,
+
 
 # the same schema through Snakemake's own validator (fills the same defaults; it cannot fail after load_grid)
 validate(config, "../workflow/schemas/config.schema.yaml")
@@ -118,8 +123,12 @@ THREADS = config["runtime"]["threads"]
 # ----------------------------------------------------------------------------------------------- paths
 def teacher_files(arch, variant, tseed):
     base = f"<results>/teachers/{arch}/{variant}/seed{tseed}"
-    return {"model": f"{base}/model.pt", "metrics": f"{base}/metrics.json", "cmi": f"{base}/cmi.json",
-            "best": f"{base}/best.pt"}
+    return {
+        "model": f"{base}/model.pt",
+        "metrics": f"{base}/metrics.json",
+        "cmi": f"{base}/cmi.json",
+        "best": f"{base}/best.pt",
+    }
 
 
 def start_inputs(wildcards):
@@ -141,16 +150,25 @@ def student_teacher_inputs(wildcards):
 
 
 def student_file(run):
-    return (f"<results>/students/{run.t_arch}/{run.t_folder}/{run.student}/{run.method}/{run.setting}/"
-            f"seed{run.seed}.json")
+    return (
+        f"<results>/students/{run.t_arch}/{run.t_folder}/{run.student}/{run.method}/{run.setting}/"
+        f"seed{run.seed}.json"
+    )
 
 
 def student_params(wildcards):
     from mcmikd.config import StudentRun
 
     variant, model = split_teacher_folder(wildcards.t_variant)
-    run = StudentRun(wildcards.t_arch, variant, wildcards.student, wildcards.method, wildcards.setting,
-                     int(wildcards.seed), t_model=model)
+    run = StudentRun(
+        wildcards.t_arch,
+        variant,
+        wildcards.student,
+        wildcards.method,
+        wildcards.setting,
+        int(wildcards.seed),
+        t_model=model,
+    )
     return GRID.student_params(run)
 
 
@@ -199,13 +217,52 @@ def figure_inputs(wildcards):
     return [f"<results>/{path}" for path in figure_spec(wildcards).inputs]
 
 
+# ----------------------------------------------------------------------------------------------- choices, reading
+# Inputs of rules/choices.smk. The experiment kinds are named through their classes, so no rule spells a kind's name
+# (tests/test_registries.py).
+WEIGHTS_KIND, SWEEP_KIND, MAIN_KIND = MethodWeights.name, LambdaSweep.name, Main.name
+# the static workflow description (the report: directive's fallback), relative to the working directory like every
+# code input (a moved or copied project reruns nothing)
+STATIC_REPORT = os.path.relpath(
+    os.path.realpath(Path(workflow.basedir) / "workflow" / "report" / "workflow.rst"),
+    os.path.realpath(os.getcwd()),
+)
+
+
+def choice_targets():
+    """The choice files (YAML and Markdown) of the enabled experiments that have a choice rule."""
+    kinds = [k for k in (WEIGHTS_KIND, SWEEP_KIND) if k in GRID.experiments]
+    return expand("<results>/tables/{kind}_choice.{ext}", kind=kinds, ext=("yaml", "md"))
+
+
+def evaluated_on(kind):
+    """'validation' when the run evaluates on held-out training data (dataset.validation), else 'test'."""
+    return table_layout(kind).get("evaluated_on", "test")
+
+
+def reading_inputs(wildcards):
+    """The main experiment's table and gains (when enabled) and the choice records the run makes."""
+    inputs = {}
+    if MAIN_KIND in GRID.runs:
+        inputs["table"] = f"<results>/tables/{MAIN_KIND}.csv"
+        inputs["gains"] = f"<results>/tables/{MAIN_KIND}_gains.csv"
+    if WEIGHTS_KIND in GRID.experiments:
+        inputs["weights"] = f"<results>/tables/{WEIGHTS_KIND}_choice.yaml"
+    if SWEEP_KIND in GRID.experiments:
+        inputs["lam"] = f"<results>/tables/{SWEEP_KIND}_choice.yaml"
+    return inputs
+
+
 # ----------------------------------------------------------------------------------------------- targets
 def get_final_output():
-    """Every table and figure the enabled experiments produce."""
+    """Every table and figure the enabled experiments produce, the choices of those that choose something (method
+    weights, λ) and the run's reading for the report's first page (rules/choices.smk)."""
     targets = expand("<results>/tables/{exp}.{ext}", exp=list(GRID.runs), ext=("csv", "md", "tex"))
     targets += expand("<results>/figures/{fig}.{ext}", fig=list(GRID.figures()), ext=("png", "pdf"))
     if GRID.cam_measure_files():
         targets += expand("<results>/tables/cam.{ext}", ext=("csv", "md", "tex"))
+    targets += choice_targets()
+    targets += ["<results>/report/reading.rst", "<results>/report/first_page.rst"]
     return targets
 
 
@@ -214,14 +271,29 @@ def table_layout(experiment):
     return GRID.experiments[experiment].layout()
 
 
-onstart:
-    # torch-dependent checks, once, before any job (not at parse time, not on dry runs)
-    from mcmikd.checks import preflight
+# The torch-needing checks (mcmikd.checks.preflight) run once before any job, dry runs included: Snakemake
+# evaluates the default target's input functions while it builds the DAG, dry or not, in the main process only (a
+# cluster job step builds just its own job), and runs no hook on a dry run. A run of other targets makes them in
+# `onstart`. A dry run (Snakemake's read-only `workflow.dryrun`) skips the checks that need a data folder not there
+# yet, and says so.
+_PREFLIGHT = []
 
-    try:
-        print(preflight(GRID), file=sys.stderr)
-    except McmiError as err:
-        sys.exit(f"Error: {err}")
+
+def preflight_checked(wildcards=None):
+    """The default target's input function: the pre-flight checks (no file)."""
+    if not _PREFLIGHT:
+        from mcmikd.checks import preflight
+
+        try:
+            _PREFLIGHT.append(preflight(GRID, dry_run=bool(getattr(workflow, "dryrun", False))))
+        except McmiError as err:
+            sys.exit(f"Error: {err}")
+        print(_PREFLIGHT[0], file=sys.stderr)
+    return []
+
+
+onstart:
+    preflight_checked()  # when the targets were not the default one
     planned.save(PLANNED_CONFIG)  # what every job of this run runs (mcmikd.planned)
     from mcmikd import termination
 

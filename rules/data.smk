@@ -9,16 +9,16 @@ rule prepare_data:
         code=job_code("prepare_data"),
     output:
         "<results>/data.pt",
-    params:
-        dataset=GRID.data_params(),
     log:
         "<logs>/prepare_data.log",
     benchmark:
         "<benchmarks>/prepare_data.tsv"
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=res("prepare_data", "mem_mb", 4000),
         runtime=res("prepare_data", "runtime", 30),
-    conda:
-        CONDA_ENV
+    params:
+        dataset=GRID.data_params(),
     script:
         "../workflow/scripts/prepare_data.py"

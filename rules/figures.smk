@@ -19,14 +19,14 @@ rule plot_figure:
             labels=lambda wc: {"figure": figure_spec(wc).label},
         ),
         pdf="<results>/figures/{figure}.pdf",
+    log:
+        "<logs>/figures/{figure}.log",
+    conda:
+        CONDA_ENV
     params:
         metric=config["tables"]["metric"],
         draw=lambda wc: figure_spec(wc).draw,
         layout=lambda wc: figure_spec(wc).layout,
         caption=figure_caption,
-    log:
-        "<logs>/figures/{figure}.log",
-    conda:
-        CONDA_ENV
     script:
         "../workflow/scripts/plot_figure.py"

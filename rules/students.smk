@@ -7,19 +7,19 @@ rule train_student:
         code=job_code("train_student", student_modules),
     output:
         "<results>/students/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.json",
-    params:
-        cfg=student_params,
-        resume=lambda wc, output: resume_path(output[0]),
     log:
         "<logs>/train_student/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.log",
     benchmark:
         "<benchmarks>/train_student/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.tsv"
+    conda:
+        CONDA_ENV
     threads: res("train_student", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("train_student", "mem_mb", 4000),
         runtime=res("train_student", "runtime", 60),
         gpu=res("train_student", "gpu", 0),
-    conda:
-        CONDA_ENV
+    params:
+        cfg=student_params,
+        resume=lambda wc, output: resume_path(output[0]),
     script:
         "../workflow/scripts/train_student.py"

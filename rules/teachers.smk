@@ -10,22 +10,22 @@ rule train_teacher:
     output:
         model="<results>/teachers/{arch}/{variant}/seed{tseed}/model.pt",
         metrics="<results>/teachers/{arch}/{variant}/seed{tseed}/metrics.json",
-    wildcard_constraints:
-        variant=_alternatives(GRID.variant_names(False)),
-    params:
-        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
-        resume=lambda wc, output: resume_path(output.model),
     log:
         "<logs>/train_teacher/{arch}.{variant}.seed{tseed}.log",
     benchmark:
         "<benchmarks>/train_teacher/{arch}.{variant}.seed{tseed}.tsv"
+    wildcard_constraints:
+        variant=_alternatives(GRID.variant_names(False)),
+    conda:
+        CONDA_ENV
     threads: res("train_teacher", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("train_teacher", "mem_mb", 4000),
         runtime=res("train_teacher", "runtime", 60),
         gpu=res("train_teacher", "gpu", 0),
-    conda:
-        CONDA_ENV
+    params:
+        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
+        resume=lambda wc, output: resume_path(output.model),
     script:
         "../workflow/scripts/train_teacher.py"
 
@@ -42,22 +42,22 @@ rule finetune_teacher:
         model="<results>/teachers/{arch}/{variant}/seed{tseed}/model.pt",
         metrics="<results>/teachers/{arch}/{variant}/seed{tseed}/metrics.json",
         best="<results>/teachers/{arch}/{variant}/seed{tseed}/best.pt",  # best-on-test state (experiments' teacher_checkpoint)
-    wildcard_constraints:
-        variant=_alternatives(GRID.variant_names(True)),
-    params:
-        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
-        resume=lambda wc, output: resume_path(output.model),
     log:
         "<logs>/finetune_teacher/{arch}.{variant}.seed{tseed}.log",
     benchmark:
         "<benchmarks>/finetune_teacher/{arch}.{variant}.seed{tseed}.tsv"
+    wildcard_constraints:
+        variant=_alternatives(GRID.variant_names(True)),
+    conda:
+        CONDA_ENV
     threads: res("finetune_teacher", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("finetune_teacher", "mem_mb", 4000),
         runtime=res("finetune_teacher", "runtime", 30),
         gpu=res("finetune_teacher", "gpu", 0),
-    conda:
-        CONDA_ENV
+    params:
+        cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
+        resume=lambda wc, output: resume_path(output.model),
     script:
         "../workflow/scripts/train_teacher.py"
 
@@ -70,18 +70,18 @@ rule measure_cmi:
         code=job_code("measure_cmi", lambda wc: [MODELS[wc.arch]]),
     output:
         "<results>/teachers/{arch}/{variant}/seed{tseed}/cmi.json",
-    params:
-        cfg=GRID.cmi_params(),
     log:
         "<logs>/measure_cmi/{arch}.{variant}.seed{tseed}.log",
     benchmark:
         "<benchmarks>/measure_cmi/{arch}.{variant}.seed{tseed}.tsv"
+    conda:
+        CONDA_ENV
     threads: res("measure_cmi", "cpus_per_task", THREADS)
     resources:
         mem_mb=res("measure_cmi", "mem_mb", 4000),
         runtime=res("measure_cmi", "runtime", 10),
         gpu=res("measure_cmi", "gpu", 0),
-    conda:
-        CONDA_ENV
+    params:
+        cfg=GRID.cmi_params(),
     script:
         "../workflow/scripts/measure_cmi.py"

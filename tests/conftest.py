@@ -29,7 +29,8 @@ def load(default_config):
 
 
 def assert_tiny_outputs_exist(results: Path) -> None:
-    """Every table (CSV, Markdown, LaTeX) and figure (PNG, PDF) of a finished run of tests/tiny.yaml is non-empty."""
+    """Every table (CSV, Markdown, LaTeX) and figure (PNG, PDF) of a finished run of tests/tiny.yaml is non-empty, and
+    so are the run's reading and the report's first page (rule reading)."""
     for exp in ("main", "fewshot", "zeroshot", "temperature"):
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{exp}.{ext}").stat().st_size > 0
@@ -37,6 +38,8 @@ def assert_tiny_outputs_exist(results: Path) -> None:
                 "cam_resnet8"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    for page in ("reading", "first_page"):
+        assert "The run's reading." in (results / "report" / f"{page}.rst").read_text()
 
 
 MARK = "marker: mcmikd from the project copy"
@@ -69,25 +72,41 @@ def small_grid(c):
 def small_project(tmp_path_factory):
     """A finished tiny run in its own project directory (work dir == workflow dir), run with the original
     checkout's package first on PYTHONPATH (as an editable install of a second clone would be). Shared by the
-    checkout and damaged-file tests (which work on a `cp -a` copy of it)."""
+    checkout and damaged-file tests, which only read it or work on a `cp -a` copy of it. Built once per test session
+    even on several xdist workers: the first worker builds it under the session's shared temporary folder, the others
+    wait on a lock and reuse it (pytest-xdist's documented pattern for session fixtures)."""
+    import fcntl
+    import json
+    import os
+
     from test_workflow import Workspace, copy_workflow, snakemake, write_config
 
-    base = tmp_path_factory.mktemp("project")
-    proj = copy_workflow(base / "proj")
-    pkg = proj / "src" / "mcmikd"
-    # parse time imports mcmikd.config, onstart imports mcmikd.checks: both say which file they came from
-    append(pkg / "config.py", f'\nimport sys as _sys\nprint("{MARK} (parse)", __file__, file=_sys.stderr)\n')
-    append(pkg / "checks.py", f'\nimport sys as _sys\nprint("{MARK} (preflight)", __file__, file=_sys.stderr)\n')
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "init", "-q"], cwd=proj, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=proj, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=proj, check=True)
-    write_config(proj, small_grid)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", str(ROOT / "src"))  # the foreign mcmikd, ahead of everything else
-        out = snakemake(Workspace(work=proj, repo=proj))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
-    return proj, out.stdout + out.stderr, commit
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above every worker's own
+    record = shared / "small_project.json"
+    with open(shared / "small_project.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if record.exists():
+            done = json.loads(record.read_text())
+            return Path(done["proj"]), done["log"], done["commit"]
+        base = shared / "small_project"
+        proj = copy_workflow(base / "proj")
+        pkg = proj / "src" / "mcmikd"
+        # parse time imports mcmikd.config, onstart imports mcmikd.checks: both say which file they came from
+        append(pkg / "config.py", f'\nimport sys as _sys\nprint("{MARK} (parse)", __file__, file=_sys.stderr)\n')
+        append(pkg / "checks.py", f'\nimport sys as _sys\nprint("{MARK} (preflight)", __file__, file=_sys.stderr)\n')
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+        subprocess.run([*git, "init", "-q"], cwd=proj, check=True)
+        subprocess.run([*git, "add", "-A"], cwd=proj, check=True)
+        subprocess.run([*git, "commit", "-qm", "copy"], cwd=proj, check=True)
+        write_config(proj, small_grid)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PYTHONPATH", str(ROOT / "src"))  # the foreign mcmikd, ahead of everything else
+            out = snakemake(Workspace(work=proj, repo=proj))
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
+        record.write_text(json.dumps({"proj": str(proj), "log": out.stdout + out.stderr, "commit": commit}))
+        return proj, out.stdout + out.stderr, commit
 
 
 @pytest.fixture
@@ -102,14 +121,16 @@ def one_torch_thread():
 
 
 # Running the suite on several processes (`make test` uses pytest-xdist's `-n 2 --dist loadfile`: each test file runs
-# on one worker, so its module fixtures are built once). Slow files are collected first, so that no long file is
-# left for the end. (`--dist loadgroup` would keep the checkout and damaged-file tests, which share a session
-# fixture, on one worker, but with xdist 3.8 on pytest 9 its group suffix does not reach the test ids.)
+# on one worker, so its module fixtures are built once). Slow files are collected first, the longest of them,
+# tests/test_workflow.py, first of all, so that no long file is left for the end. The checkout and damaged-file
+# tests share `small_project`, which is built once per session whichever workers run them (see the fixture).
 def pytest_collection_modifyitems(config, items):
     import os
 
     if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None):
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept otherwise
+        # longest first (the order files are handed to free workers): the end-to-end workflow file, the other slow
+        # files, the rest; stable, file order kept otherwise
+        items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.path.name != "test_workflow.py"))
 
 
 def pytest_configure(config):

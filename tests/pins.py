@@ -168,7 +168,7 @@ def _measure(out_md: Path) -> None:
     variants.update({f"this machine, seed {s}": dump({}, s) for s in (1, 2)})
     from mcmikd.machine import describe, fingerprint
 
-    lines = [f"# Kernel drift and seed change of the pinned runs (`python tests/pins.py measure`)", "",
+    lines = ["# Kernel drift and seed change of the pinned runs (`python tests/pins.py measure`)", "",
              f"Machine: {describe(fingerprint(1))}. Reference: this machine's kernels, seed 0. Per run, the largest "
              f"change of any loss (relative), of the test CMI (relative) and of any accuracy (points), and whether "
              f"`pins.mismatches` accepts the run (tolerance: losses {TOLERANCE['loss']:.0%}, CMI "

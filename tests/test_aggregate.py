@@ -123,7 +123,8 @@ def test_an_mcmi_teacher_whose_cmi_is_not_above_its_control_is_marked_in_the_tab
     assert "MLL" not in cmi_not_raised(teachers, LAYOUT)[("resnet32", "mcmi")].split("≤")[1]  # it beat MLL
     numbers, display = Main.table(pd.concat([_students(ACCS), teachers]), LAYOUT, "best")
     col = display.set_index("Top-1 % (best epoch)")["resnet32 → resnet8"]
-    assert col["Teacher CMI (MCMI)"] == "0.1500 (n = 1)" + NOT_RAISED and col["Teacher acc. (MCMI)"].endswith(NOT_RAISED)
+    assert (col["Teacher CMI (MCMI)"] == "0.1500 (n = 1)" + NOT_RAISED
+            and col["Teacher acc. (MCMI)"].endswith(NOT_RAISED))
     assert col["KD + MCMI teacher"] == f"83.00 ± 0.00{NOT_RAISED} (+2.00 vs MLL, +0.00 vs CE-FT)"
     assert not col["KD + CE-FT teacher"].endswith(NOT_RAISED) and not col["Teacher CMI (MLL)"].endswith(NOT_RAISED)
     assert numbers.groupby("teacher_objective")["cmi_not_raised"].any().to_dict() == {
@@ -155,7 +156,8 @@ def test_teacher_rows_over_two_seeds_give_mean_std_and_the_cmi_check_counts_fail
     flagged = cmi_not_raised(teachers, LAYOUT)
     assert list(flagged) == [("resnet32", "mcmi")]
     assert "CMI not raised for 1 of 2 teacher seeds" in flagged[("resnet32", "mcmi")]
-    assert "seed 1: 0.1200 ≤ CE-FT 0.1400" in flagged[("resnet32", "mcmi")] and "seed 0" not in flagged[("resnet32", "mcmi")]
+    assert ("seed 1: 0.1200 ≤ CE-FT 0.1400" in flagged[("resnet32", "mcmi")]
+            and "seed 0" not in flagged[("resnet32", "mcmi")])
     # compared across seeds it would pass (mean 0.16 > 0.145 > 0.105): the check is per seed
     assert cmi_not_raised(_seeded_teachers({"mll": [0.10], "mcmi": [0.16], "ce_finetune": [0.145]}), LAYOUT) == {}
     numbers, display = Main.table(pd.concat([_students(ACCS), teachers]), LAYOUT, "best")
@@ -200,7 +202,8 @@ def test_paired_gains_difference_each_seed_against_the_same_seed_of_the_referenc
     gains = paired_gains(_paired_runs(), ["mll", "mcmi", "ce_finetune"], {"mcmi": "ce_finetune"}, "best",
                          margin=5).set_index("comparison")
     vs_mll = gains.loc["mcmi − mll"]
-    assert vs_mll["n"] == 3 and vs_mll["mean"] == pytest.approx(7 / 6) and vs_mll["std"] == pytest.approx(0.288675, 1e-5)
+    assert (vs_mll["n"] == 3 and vs_mll["mean"] == pytest.approx(7 / 6)
+            and vs_mll["std"] == pytest.approx(0.288675, 1e-5))
     # t = (7/6) / (0.2887/√3) = 7.0 on 2 df: p = 0.0198; Holm over the two tests with a p (the third has zero width)
     assert vs_mll["p"] == pytest.approx(0.0198, abs=1e-4) and vs_mll["p_holm"] == pytest.approx(2 * vs_mll["p"])
     assert vs_mll["resolved"] == "+"  # the unpaired spread (10 points) would hide it; the paired one does not

@@ -102,8 +102,8 @@ def test_every_models_cam_layer_is_checked_on_the_meta_device(load):
     for layer, problem in [("layer9", "resnet20 has no layer 'layer9'"),
                            ("fc", "layer 'fc' of resnet20 gives no (N, C, H, W) map larger than 1×1"),
                            ("layer3.0.conv", "resnet20 has no layer 'layer3.0.conv'")]:
-        with pytest.raises(ConfigError) as info:
-            check_cam_layers(load(lambda c: c["experiments"]["cam"].update(layer=layer)), 10, 1, 32)
+        with pytest.raises(ConfigError) as info:  # load() calls the mutation at once, with this layer
+            check_cam_layers(load(lambda c: c["experiments"]["cam"].update(layer=layer)), 10, 1, 32)  # noqa: B023
         message = str(info.value)
         assert message.startswith(f"config key 'experiments.cam.layer': {problem}; use 'auto' (= layer3) or another "
                                   f"layer of resnet20, e.g. ")

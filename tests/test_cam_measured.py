@@ -48,8 +48,8 @@ def test_table_cam_on_hand_records():
     eig_vs_grad = numbers[(numbers["part"] == "difference") & (numbers["objective"] == "mll")
                           & (numbers["metric"] == "localized") & (numbers["versus"] == "mll/gradcam")].iloc[0]
     assert eig_vs_grad["mean"] == pytest.approx(50.0) and eig_vs_grad["n_seeds"] == 3  # 3/4 − 1/4, every seed
-    ctx = numbers[(numbers["part"] == "difference") & (numbers["objective"] == "mcmi") & (numbers["metric"] == "context")
-                  & (numbers["versus"] == "mll/eigencam")].iloc[0]
+    ctx = numbers[(numbers["part"] == "difference") & (numbers["objective"] == "mcmi")
+                  & (numbers["metric"] == "context") & (numbers["versus"] == "mll/eigencam")].iloc[0]
     assert ctx["mean"] == pytest.approx(0.2) and ctx["std"] == pytest.approx(0.1)  # 0.1, 0.2, 0.3 over seeds
     from scipy.stats import t
     assert ctx["ci95"] == pytest.approx(t.ppf(0.975, 2) * 0.1 / math.sqrt(3))

@@ -28,7 +28,8 @@ def test_the_projects_own_package_runs_at_parse_time_in_preflight_and_in_every_j
     src = os.path.realpath(proj / "src" / "mcmikd")
     assert f"{MARK} (parse) {src}/config.py" in log
     assert f"{MARK} (preflight) {src}/checks.py" in log
-    results = [*(proj / "results/tiny/teachers").rglob("metrics.json"), *(proj / "results/tiny/students").rglob("*.json")]
+    results = [*(proj / "results/tiny/teachers").rglob("metrics.json"),
+               *(proj / "results/tiny/students").rglob("*.json")]
     assert len(results) == 3 + 4  # teachers: MLL, MCMI, control; students: CE, and KD from each teacher
     for path in results:
         prov = json.loads(path.read_text())["provenance"]
@@ -36,9 +37,10 @@ def test_the_projects_own_package_runs_at_parse_time_in_preflight_and_in_every_j
         assert prov["git"]["commit"] == commit, path
 
 
-def test_editing_a_module_no_job_imports_reruns_nothing(small_project, foreign_env):
-    proj = small_project[0]
-    for name in ("checks.py", "codedeps.py"):  # onstart only; parse time only
+def test_editing_a_module_no_job_imports_reruns_nothing(small_project, tmp_path, foreign_env):
+    proj = tmp_path / "proj"  # a copy: the shared project is only read (other workers copy it meanwhile)
+    subprocess.run(["cp", "-a", str(small_project[0]), str(proj)], check=True)
+    for name in ("checks.py", "codedeps.py"):  # the pre-flight only; parse time only
         path = proj / "src" / "mcmikd" / name
         saved, stat = path.read_text(), path.stat()
         try:

@@ -11,7 +11,8 @@ import yaml
 
 from conftest import ROOT, SCHEMA
 
-COMMANDS = ["progress", "compare", "paired", "repair", "choose-weights", "train", "publish", "recipe", "bench"]
+COMMANDS = ["progress", "compare", "paired", "repair", "choose-weights", "train", "publish", "recipe", "bench",
+            "config-docs"]
 SCRIPT = Path(sys.executable).parent / "mcmikd"  # the console script pyproject.toml's [project.scripts] installs
 
 # The keys of the workflow's own result files (rules train_teacher and train_student: mcmikd.jobs.teacher,
@@ -60,7 +61,7 @@ def test_every_command_has_its_own_help(args):
     out = mcmikd(*args, "--help")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage:") and out.stderr == ""
-    if args[0] in ("repair", "choose-weights", "train", "bench"):  # the commands whose parser this change made
+    if args[0] in ("repair", "choose-weights", "train", "bench", "config-docs"):  # parsers named `mcmikd <command>`
         assert out.stdout.startswith(f"usage: mcmikd {' '.join(args)}")
 
 
@@ -169,6 +170,30 @@ def test_bench_outside_a_checkout_is_one_line_and_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "checkout" in err
 
 
+# --------------------------------------------------------------------------------------------- config-docs
+def test_config_docs_writes_config_readme_and_check_says_in_one_line_when_it_is_stale(tmp_path):
+    import shutil
+
+    for rel in ("workflow/schemas/config.schema.yaml", "tests/tiny.yaml",
+                *(p.relative_to(ROOT).as_posix() for p in (ROOT / "config").glob("*.yaml"))):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / rel, tmp_path / rel)
+    (tmp_path / "config" / "README.md").write_text("hand-written\n")
+    out = mcmikd("config-docs", "--check", "--root", tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.splitlines() == [f"mcmikd config-docs: {tmp_path / 'config' / 'README.md'} is stale; run "
+                                       f"`mcmikd config-docs` to regenerate it"]
+    assert (tmp_path / "config" / "README.md").read_text() == "hand-written\n"  # --check writes nothing
+    out = mcmikd("config-docs", "--root", tmp_path)
+    assert out.returncode == 0 and out.stdout == f"wrote {tmp_path / 'config' / 'README.md'}\n"
+    # the same sources give the committed page, byte for byte
+    assert (tmp_path / "config" / "README.md").read_text() == (ROOT / "config" / "README.md").read_text()
+    out = mcmikd("config-docs", "--check", "--root", tmp_path)
+    assert out.returncode == 0 and out.stderr == ""
+    out = mcmikd("config-docs", "--check", "--root", tmp_path / "config")  # no schema there: not a checkout
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "checkout" in out.stderr
+
+
 # --------------------------------------------------------------------------------------------- train
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
@@ -207,7 +232,8 @@ def test_train_teacher_writes_what_the_train_teacher_job_writes(teacher, tiny_co
     assert metrics["provenance"]["config"] == grid_of(tiny_config).teacher_params("resnet8", "mll", 0)
     for name in ("model.pt", "metrics.json", "data.pt"):
         verify_file(out_dir / name)  # written with their content records
-    assert out.stdout.splitlines()[-1] == f"teacher resnet8/mll: {metrics['model_acc']:.2f}%; wrote {out_dir / 'metrics.json'}"
+    assert out.stdout.splitlines()[-1] == (f"teacher resnet8/mll: {metrics['model_acc']:.2f}%; "
+                                           f"wrote {out_dir / 'metrics.json'}")
 
 
 def test_train_student_distils_from_a_trained_teacher_as_the_train_student_job(teacher, tiny_config, tmp_path):

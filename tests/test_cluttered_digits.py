@@ -107,7 +107,8 @@ def test_a_validation_split_keeps_each_source_on_one_side(data):
         n = sum(1 for s in set(data.info["train_sources"]) if label_of[s] == c)
         assert sum(1 for s in val if label_of[s] == c) == math.ceil(0.2 * n)
     assert len(held.test_labels) + len(held.train_labels) == len(data.train_labels)
-    assert len(held.info["test_boxes"]) == len(held.test_labels) and len(held.info["train_boxes"]) == len(held.train_labels)
+    assert (len(held.info["test_boxes"]) == len(held.test_labels)
+            and len(held.info["train_boxes"]) == len(held.train_labels))
     for k in (0, 17, len(held.test_labels) - 1):  # boxes follow their images
         pos = held.info["validation_positions"][k]
         assert held.info["test_boxes"][k] == data.info["train_boxes"][pos]
@@ -116,7 +117,8 @@ def test_a_validation_split_keeps_each_source_on_one_side(data):
 
 def test_the_dataset_uses_only_its_own_config_keys():
     ds = {"name": "cluttered_digits", "image_size": 16, "test_fraction": 0.25, "split_seed": 0, "root": "data",
-          "placements": 3, "test_placements": None, "clutter": 4, "digit_size": [12, 18], "fragment_size": 6, "validation": None}
+          "placements": 3, "test_placements": None, "clutter": 4, "digit_size": [12, 18], "fragment_size": 6,
+          "validation": None}
     assert list(dataset_params(ds)) == ["name", "test_fraction", "split_seed", "placements", "clutter", "digit_size",
                                         "fragment_size"]  # config order; test_placements only when set
     assert "test_placements" in dataset_params({**ds, "test_placements": 4})

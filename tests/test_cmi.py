@@ -95,7 +95,8 @@ def test_mcmi_loss_rejects_negative_lambda():
 
 
 def test_the_frozen_centroid_kl_is_the_cmi_plus_the_drift():
-    """mean KL(P_x ‖ Q⁰_y) = CMI + Σ_y p(y)·KL(Q_y ‖ Q⁰_y) (docs/paper.md, "What fine-tuning with frozen centroids does"), by hand on two classes."""
+    """mean KL(P_x ‖ Q⁰_y) = CMI + Σ_y p(y)·KL(Q_y ‖ Q⁰_y) (docs/paper.md, "What fine-tuning with frozen centroids
+    does"), by hand on two classes."""
     import pytest
 
     from mcmikd.cmi import cmi_decomposition

@@ -30,8 +30,8 @@ def _runs(kd=(99.0, 98.8, 99.2), mcmi=(95.0, 99.0, 93.0), teacher=(99.3, 99.1, 9
                      "per_class_acc_last": json.dumps(per), "per_class_acc_best": json.dumps(per)})
     for seed, acc in enumerate(teacher):
         rows.append({"experiment": "main", "role": "teacher", "teacher_arch": "resnet20", "teacher_objective": "mll",
-                     "teacher_variant": "mll", "teacher_label": "MLL", "teacher_seed": seed, "status": "ok", "model_acc": acc,
-                     "cmi_T1": 0.03 + 0.001 * seed, "omitted": "", "setting": ""})
+                     "teacher_variant": "mll", "teacher_label": "MLL", "teacher_seed": seed, "status": "ok",
+                     "model_acc": acc, "cmi_T1": 0.03 + 0.001 * seed, "omitted": "", "setting": ""})
     return pd.DataFrame(rows)
 
 

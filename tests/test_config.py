@@ -6,10 +6,9 @@ import sys
 import pytest
 import yaml
 
+from conftest import ROOT, SCHEMA
 from mcmikd.config import split_setting
 from mcmikd.errors import ConfigError
-
-from conftest import ROOT, SCHEMA
 
 
 def _error(load, mutate) -> str:
@@ -28,7 +27,8 @@ def test_default_config_is_valid_and_plans_every_experiment(load):
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda c: c["students"].update(epochs_typo=3), "config key 'students': unknown key(s) ['epochs_typo']"),
-    (lambda c: c["students"]["training"].update(epochs="ten"), "config key 'students.training.epochs': 'ten' is not of type 'integer'"),
+    (lambda c: c["students"]["training"].update(epochs="ten"),
+     "config key 'students.training.epochs': 'ten' is not of type 'integer'"),
     (lambda c: c["dataset"].update(name="mnist"), "config key 'dataset.name': 'mnist' is not allowed; use one of"),
     (lambda c: c["teachers"]["hp"]["mcmi"].update({"lambda": -0.25}), "config key 'teachers.hp.mcmi.lambda'"),
     (lambda c: c["teachers"].update(objectives=["mll", "mcmj"]),
@@ -44,17 +44,21 @@ def test_default_config_is_valid_and_plans_every_experiment(load):
     (lambda c: c["experiments"]["main"].update(methods=["kd", "kdd"]),
      "config key 'experiments.main.methods[1]': unknown method 'kdd'; choose one of: ce, kd"),
     (lambda c: c["methods"].update(kdd={}), "config key 'methods.kdd': unknown method 'kdd'"),
-    (lambda c: c["students"]["training"].update(milestones=[150, 180]), "config key 'students.training.milestones': [150, 180] not below epochs (15)"),
-    (lambda c: c["experiments"]["zeroshot"].update(omitted=[[3], [12]]), "class ids [12] do not exist in digits (0..9)"),
+    (lambda c: c["students"]["training"].update(milestones=[150, 180]),
+     "config key 'students.training.milestones': [150, 180] not below epochs (15)"),
+    (lambda c: c["experiments"]["zeroshot"].update(omitted=[[3], [12]]),
+     "class ids [12] do not exist in digits (0..9)"),
     (lambda c: c["experiments"]["fewshot"].update(fractions=[0.1, 1.5]),
-     "config key 'experiments.fewshot.fractions[1]': 1.5 is greater than or equal to the maximum of 1; lower the value"),
+     "config key 'experiments.fewshot.fractions[1]': 1.5 is greater than or equal to the maximum of 1; "
+     "lower the value"),
     (lambda c: c["experiments"]["main"].update(methods=[]),
      "config key 'experiments.main.methods': [] should be non-empty; list at least one entry"),
     (lambda c: c["experiments"]["zeroshot"].update(omitted=[[3], []]),
      "config key 'experiments.zeroshot.omitted[1]': [] should be non-empty; list at least one entry"),
     (lambda c: c["experiments"]["fewshot"].update(fractions=[0.1, 0.1]),
      "config key 'experiments.fewshot.fractions': [0.1, 0.1] has non-unique elements; remove the repeated entries"),
-    (lambda c: c["experiments"]["cam"].update(teachers=[]), "config key 'experiments.cam.teachers': [] should be non-empty"),
+    (lambda c: c["experiments"]["cam"].update(teachers=[]),
+     "config key 'experiments.cam.teachers': [] should be non-empty"),
     (lambda c: c["experiments"]["temperature"].update(temperatures=[]),
      "config key 'experiments.temperature.temperatures': [] should be non-empty"),
     (lambda c: c["experiments"]["temperature"].update(temperatures=[1, float("inf")]),
@@ -154,7 +158,8 @@ def test_zero_shot_and_main_get_a_ce_baseline(load):
 
 def test_parsing_the_config_does_not_import_torch():
     code = ("import sys, yaml; from mcmikd.config import load_grid; "
-            f"load_grid(yaml.safe_load(open('{ROOT}/config/config.yaml')), '{ROOT}/workflow/schemas/config.schema.yaml'); "
+            f"load_grid(yaml.safe_load(open('{ROOT}/config/config.yaml')), "
+            f"'{ROOT}/workflow/schemas/config.schema.yaml'); "
             "assert 'torch' not in sys.modules, 'torch imported at parse time'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_workflow import SNAKEMAKE, ROOT, write_config
+from test_workflow import ROOT, SNAKEMAKE, write_config
 
 pytestmark = pytest.mark.slow
 TARGET = "results/tiny/students/resnet8/mll/resnet8/kd/full/seed0.json"
@@ -71,7 +71,8 @@ def test_sigterm_lets_the_running_job_finish_and_says_what_happened(tmp_path):
            str(tmp_path / "config.yaml"), "--cores", "1", "--", TARGET]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None and not any(tmp_path.glob("results/tiny/teachers/**/.*resume.pt")):
+    while (time.time() < deadline and proc.poll() is None
+           and not any(tmp_path.glob("results/tiny/teachers/**/.*resume.pt"))):
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before any training job started"
     proc.send_signal(signal.SIGTERM)  # to Snakemake only, as `kill PID` does

@@ -1,6 +1,7 @@
-"""Damaged intermediate files are found before any job runs and repaired by rerunning exactly the job that wrote
-them and the jobs that read them; nothing else is rerun or deleted, and the advice a reading job prints repairs
-(for real, once: the other cases check the plan).
+"""Damaged intermediate files are found before any job runs: a missing one is rebuilt by the next run, one that is
+there but damaged stops the run with one line whose `--forcerun` command rebuilds it; either way exactly the job
+that wrote it and the jobs that read it rerun, nothing else is rerun or deleted, and the advice a reading job prints
+repairs (for real, once: the other cases check the plan).
 
 One finished small run (the main experiment, KD only, one seed: 15 jobs; a copy of `conftest.small_project`) serves
 every test; each test puts back
@@ -15,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from mcmikd.io import verify_file
 from test_integrity import flip_byte_keep_mtime, truncate
 from test_workflow import Workspace, job_stats, planned_jobs, snakemake
-
-from mcmikd.io import verify_file
 
 pytestmark = pytest.mark.slow
 RES = Path("results/tiny")
 DATA = RES / "data.pt"
 TEACHERS = RES / "teachers/resnet8"
-AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_figure": 2, "all": 1}  # main table, its figure, fine-tuning
+AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_figure": 2, "reading": 1, "all": 1}  # main table, its figure,
+# fine-tuning curves, the reading of the main table
 
 
 @pytest.fixture(scope="module")
@@ -61,28 +62,47 @@ def damaged(path: Path, damage):
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def test_a_truncated_data_file_reruns_it_and_everything_that_reads_it(run):
+def repair_error(out) -> str:
+    """The one error line of a run stopped by a damaged file."""
+    assert out.returncode != 0
+    (line,) = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+    return line
+
+
+def test_a_truncated_data_file_stops_the_run_with_the_line_that_reruns_it_and_everything_that_reads_it(run):
+    before = result_mtimes(run)
     with damaged(run.work / DATA, truncate):
-        out = snakemake(run, "-n")  # the dry run shows it too
-    assert f"Warning: {DATA} is damaged (100 bytes, " in out.stderr
-    assert job_stats(out.stdout + out.stderr) == Counter({"prepare_data": 1, "train_teacher": 1,
-                                                          "finetune_teacher": 2, "measure_cmi": 3,
-                                                          "train_student": 4, **AGGREGATES})
+        for dry in (["-n"], []):  # the dry run says it too; the run starts no job
+            line = repair_error(snakemake(run, *dry, check=False))
+            assert line.startswith(f"Error: a recorded intermediate file is damaged ({DATA}: 100 bytes, ")
+            assert line.endswith(f"rebuild it and every job that reads it with `snakemake --forcerun {DATA}` plus the "
+                                 "options you ran the workflow with (`mcmikd repair` prints the line)")
+        command = re.search(r"with `([^`]+)`", line)[1].split()
+        out = snakemake(run, "-n", *command[1:])  # the printed line, as a dry run
+        assert f"Warning: {DATA} is damaged (100 bytes, " in out.stderr
+        assert job_stats(out.stdout + out.stderr) == Counter({"prepare_data": 1, "train_teacher": 1,
+                                                              "finetune_teacher": 2, "measure_cmi": 3,
+                                                              "train_student": 4, **AGGREGATES})
+        assert snakemake(run, "-n", "--forcerun", "prepare_data").returncode == 0  # forcing its rule also does
+    assert result_mtimes(run) == before  # nothing was touched
 
 
 @pytest.mark.parametrize("damage", [truncate, Path.unlink], ids=["truncated", "deleted"])
 def test_a_damaged_mll_teacher_reruns_it_the_teachers_fine_tuned_from_it_and_their_students(run, damage):
+    """A deleted one is rebuilt by a plain run; a truncated one by the `--forcerun` line its error prints."""
     model = run.work / teacher_dir(run, "mll") / "model.pt"
+    forced = [] if damage is Path.unlink else ["--forcerun", str(model.relative_to(run.work))]
     with damaged(model, damage):
         # every teacher starts from the MLL one; only the CE-only student, which has no teacher, is kept
-        assert planned_jobs(run) == Counter({"train_teacher": 1, "finetune_teacher": 2, "measure_cmi": 3,
+        assert planned_jobs(run, *forced) == Counter({"train_teacher": 1, "finetune_teacher": 2, "measure_cmi": 3,
                                              "train_student": 3, **AGGREGATES})
 
 
 def test_a_damaged_mcmi_teacher_reruns_only_itself_and_what_reads_it(run):
     mcmi = teacher_dir(run, "mcmi")
     with damaged(run.work / mcmi / "model.pt", truncate):
-        out = snakemake(run, "-n")
+        assert f"({mcmi / 'model.pt'}: 100 bytes" in repair_error(snakemake(run, "-n", check=False))
+        out = snakemake(run, "-n", "--forcerun", str(mcmi / "model.pt"))
     assert f"Warning: {mcmi / 'model.pt'} is damaged" in out.stderr
     assert job_stats(out.stdout + out.stderr) == Counter({"finetune_teacher": 1, "measure_cmi": 1,
                                                           "train_student": 1, **AGGREGATES})
@@ -111,7 +131,9 @@ def test_the_advice_a_reading_job_prints_repairs_the_file(run, monkeypatch):
     rewritten = {path for path in after if after[path] != before[path]}
     assert rewritten == {f"{control}/model.pt", f"{control}/best.pt", f"{control}/metrics.json", f"{control}/cmi.json",
                          student,
-                         f"{RES}/runs/main.csv", f"{RES}/tables/main_gains.csv", *(f"{RES}/tables/main.{ext}" for ext in ("csv", "md", "tex")),
+                         f"{RES}/runs/main.csv", f"{RES}/tables/main_gains.csv",
+                         *(f"{RES}/tables/main.{ext}" for ext in ("csv", "md", "tex")),
                          *(f"{RES}/figures/{fig}.{ext}" for fig in ("main_delta", "teachers_finetuning")
-                           for ext in ("png", "pdf"))}
+                           for ext in ("png", "pdf")),
+                         f"{RES}/report/reading.rst", f"{RES}/report/first_page.rst"}
     assert planned_jobs(run) == Counter()  # a run after the repair is a no-op

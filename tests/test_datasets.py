@@ -10,13 +10,20 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
 from mcmikd.checks import dataset_shape
-from mcmikd.datasets import DATASETS, class_names, dataset_params, dataset_source_files, get_dataset, load_dataset, num_classes
+from mcmikd.datasets import (
+    DATASETS,
+    class_names,
+    dataset_params,
+    dataset_source_files,
+    get_dataset,
+    load_dataset,
+    num_classes,
+)
 from mcmikd.datasets._cifar import safe_unpickle
 from mcmikd.datasets.imagefolder import load_image, load_image_folder
 from mcmikd.errors import ConfigError, DataError
-
-from conftest import ROOT
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -30,7 +37,7 @@ def test_registry_and_specs_read_without_torch_or_numpy():
 
 def test_unknown_dataset_is_one_line_listing_the_known_ones():
     with pytest.raises(ConfigError, match=r"^unknown dataset 'mnist'; choose one of: digits, cluttered_digits, "
-                                          r"cifar10, cifar100, imagefolder$"):
+                                          r"cluttered_numbers, cifar10, cifar100, imagefolder$"):
         get_dataset("mnist")
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
         load_dataset("mnist")
@@ -50,7 +57,7 @@ def test_specs_declare_classes_channels_flips_and_stats():
         "train", "test", "meta"}
     assert class_names({"name": "imagefolder", "root": "/nonexistent"}) is None
     assert num_classes({"name": "cifar100"}) == 100
-    assert set(DATASETS) == {"digits", "cluttered_digits", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS) == {"digits", "cluttered_digits", "cluttered_numbers", "cifar10", "cifar100", "imagefolder"}
 
 
 def test_each_dataset_keeps_only_the_config_keys_it_uses():

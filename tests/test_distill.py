@@ -394,9 +394,9 @@ def _config_pairs() -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("size, channels", [(32, 3), (16, 1), (8, 1)])
 def test_hsakd_aux_heads_fit_every_configured_architecture_at_8_16_32_px(size, channels):
-    from mcmikd.distill.methods.hsakd import build_aux_heads
-
     import re
+
+    from mcmikd.distill.methods.hsakd import build_aux_heads
 
     # the depth of a family does not change its stage shapes: the shallowest member stands for it (faster)
     def shallowest(arch):

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from mcmikd.jobs import common, student, teacher as teacher_jobs
 from mcmikd.datasets.digits import load_digits
 from mcmikd.engine import Recipe
+from mcmikd.jobs import common, student
+from mcmikd.jobs import teacher as teacher_jobs
 
 # training numbers: run again under another CPU kernel set by `make test-kernels`
 pytestmark = pytest.mark.numeric
@@ -121,7 +122,8 @@ def _finetune(data_file, teacher, out, objective, hp, seed=0):
               "augment": {"crop_padding": 1, "hflip": False}, "runtime": RUNTIME}
     out.mkdir()
     return teacher_jobs.train_teacher(data_file, params, str(out / "model.pt"), str(out / "metrics.json"),
-                                      start_model=str(teacher / "model.pt"), start_metrics=str(teacher / "metrics.json"))
+                                      start_model=str(teacher / "model.pt"),
+                                      start_metrics=str(teacher / "metrics.json"))
 
 
 def _cmi(data_file, path, out) -> float:
@@ -135,7 +137,8 @@ def test_mcmi_finetune_raises_cmi_over_its_control_on_every_seed(data_file, teac
     paired 95 % interval of the gain excludes 0. Measured under three kernel sets (this machine's AVX-512, AVX2, and
     scalar ATen with oneDNN ≤ SSE4.1): the gain was 0.024–0.078 nats per seed, at least 15 % of the control's CMI.
     Against the MLL start teacher the same runs are not robust (above it on one kernel set, below on another:
-    fine-tuning alone lowers the CMI of this short-trained teacher; docs/paper.md, "What fine-tuning with frozen centroids does"), so no test claims it."""
+    fine-tuning alone lowers the CMI of this short-trained teacher; docs/paper.md, "What fine-tuning with frozen
+    centroids does"), so no test claims it."""
     from mcmikd import stats
 
     gains = []
@@ -168,8 +171,8 @@ def test_the_control_teacher_is_the_mcmi_fine_tuning_with_lambda_zero(data_file,
 
 def test_finetuning_logs_the_true_cmi_the_frozen_centroid_kl_and_the_drift(data_file, teacher, tmp_path):
     """Every fine-tuning epoch records the teacher's CMI with fresh centroids beside the MCMI term's KL to its
-    frozen centroids, and frozen_kl = cmi + drift (docs/paper.md, "What fine-tuning with frozen centroids does"); the last epoch's CMI is the one
-    measure_cmi reports for the saved model (clean training images, eval mode, T = 1)."""
+    frozen centroids, and frozen_kl = cmi + drift (docs/paper.md, "What fine-tuning with frozen centroids does"); the
+    last epoch's CMI is the one measure_cmi reports for the saved model (clean training images, eval mode, T = 1)."""
     m = _finetune(data_file, teacher, tmp_path / "mcmi", "mcmi", {"lambda": 0.5, "centroids": "eval"})
     for record in m["history"]:
         d = record["teacher"]
@@ -238,7 +241,8 @@ def test_the_official_centroid_pass_runs_in_train_mode_on_augmented_batches_of_6
     stream = TrainStream(data, runtime, padding=1)
     sizes, real = [], stream.batches
     stream.batches = lambda gen, size: (sizes.append(size), real(gen, size))[1]
-    q = initial_centroids(model, stream, runtime, data.num_classes, "train_augmented", make_generator(0, runtime.device))
+    q = initial_centroids(model, stream, runtime, data.num_classes, "train_augmented",
+                          make_generator(0, runtime.device))
     assert sizes == [64] and model.training and torch.allclose(q.sum(1), torch.ones(data.num_classes))
 
 

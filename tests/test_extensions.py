@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT
 from test_workflow import Workspace, copy_workflow, snakemake, write_config
@@ -120,3 +121,13 @@ def test_a_new_teacher_objective_and_experiment_kind_run_end_to_end(tmp_path):
                           "--doc", str(ws.work / "w.md")], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("at: beta x") and "validation" in (ws.work / "w.md").read_text()
     assert "TEST" not in (ws.work / "w.md").read_text()
+    # the same choice made in the DAG (rule choose_method_weights), and the λ sweep's (choose_lambda), each saying
+    # it was made on the held-out data; the reading names both
+    dag = yaml.safe_load((res / "tables" / "method_weights_choice.yaml").read_text())
+    assert dag["evaluated_on"] == "validation" and dag["methods"] == yaml.safe_load((ws.work / "w.yaml").read_text())[
+        "methods"]
+    lam = yaml.safe_load((res / "tables" / "lambda_sweep_choice.yaml").read_text())
+    assert lam["evaluated_on"] == "validation" and [r["lambda"] for r in lam["rows"]] == [0.25, 0.5]
+    assert "TEST" not in (res / "tables" / "lambda_sweep_choice.md").read_text()
+    text = (res / "report" / "reading.rst").read_text()
+    assert "Method weights chosen on held-out validation data" in text and "λ sweep (held-out validation" in text

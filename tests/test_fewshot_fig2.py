@@ -39,7 +39,8 @@ def test_the_grid_plans_one_stopped_mll_teacher_and_its_students_per_epoch(load)
     for e in (5, 10):
         assert grid.variants[("resnet20", f"mll-e{e}")] == ("mll", {"stop_epoch": e})
         assert grid.teacher_params("resnet20", f"mll-e{e}", 0)["hp"] == {"stop_epoch": e}
-        assert grid.teacher_params("resnet20", f"mll-e{e}", 0)["recipe"] == grid.teacher_params("resnet20", "mll", 0)["recipe"]
+        assert (grid.teacher_params("resnet20", f"mll-e{e}", 0)["recipe"]
+                == grid.teacher_params("resnet20", "mll", 0)["recipe"])
     assert grid.teacher_params("resnet20", "mll", 0)["hp"] == {}  # the full teacher's job parameters are unchanged
     runs = grid.runs["early_stopped"]
     assert [(r.t_variant, r.method, r.setting, r.seed) for r in runs] == [
@@ -201,7 +202,8 @@ def test_a_stopped_teacher_is_the_full_runs_state_after_that_epoch(data_file, tm
 
 def test_fine_tuning_writes_the_best_state_and_the_student_records_which_it_used(data_file, tmp_path):
     from mcmikd.io import verify_file
-    from mcmikd.jobs import student, teacher as jobs
+    from mcmikd.jobs import student
+    from mcmikd.jobs import teacher as jobs
 
     jobs.train_teacher(data_file, _teacher_params({}, "multistep", epochs=2), str(tmp_path / "mll.pt"),
                        str(tmp_path / "mll.json"))

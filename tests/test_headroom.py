@@ -1,7 +1,6 @@
 """Headroom (issue 18, item 1): seed-paired room between the reference teacher, its students and the no-teacher
 student, on hand numbers with known answers."""
 
-import math
 
 import pandas as pd
 import pytest

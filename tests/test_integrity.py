@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from mcmikd.data import DatasetTensors
+from mcmikd.engine import Runtime
 from mcmikd.errors import DamagedFileError
 from mcmikd.io import read_json, read_record, record_path, torch_save, verify_file, write_json
 from mcmikd.jobs.common import load_model, save_model
-from mcmikd.engine import Runtime
 from mcmikd.models import create_model
-from mcmikd.repair import damaged_files, force_rerun
+from mcmikd.repair import damaged_files, plan_repair
 
 
 def truncate(path, keep=100):
@@ -130,24 +130,38 @@ def test_a_resume_checkpoint_with_a_flipped_byte_is_ignored_and_training_starts_
 
 @dataclass
 class FakeSettings:
-    forcerun: frozenset = frozenset()
+    """The two fields of Snakemake's DAGSettings the repair reads."""
+    forcerun: set = field(default_factory=set)
+    forceall: bool = False
 
 
-@dataclass
-class FakeWorkflow:
-    dag_settings: FakeSettings | None = None
-    other: list = field(default_factory=list)
+def test_a_missing_file_is_requested_and_a_damaged_one_needs_forcing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("data.pt").write_bytes(b"x")
+    damaged = {"data.pt": "1 bytes, recorded 9", "model.pt": "missing"}
+    producers = {"data.pt": "prepare_data", "model.pt": "train_teacher"}
+    with pytest.raises(DamagedFileError, match=r"^a recorded intermediate file is damaged \(data.pt: 1 bytes, "
+                                               r"recorded 9\); rebuild it and every job that reads it with "
+                                               r"`snakemake --forcerun data.pt` plus the options"):
+        plan_repair(damaged, producers, FakeSettings())
+    with pytest.raises(DamagedFileError, match="data.pt"):
+        plan_repair(damaged, producers, None)  # no settings: nothing counts as forced
+    for settings in (FakeSettings({"data.pt"}), FakeSettings({"prepare_data"}), FakeSettings(forceall=True)):
+        missing, warnings = plan_repair(damaged, producers, settings)
+        assert missing == ["model.pt"]
+        assert warnings == [f"Warning: {p} is damaged ({r}); it is rebuilt and every job that reads it reruns"
+                            for p, r in damaged.items()]
+    assert plan_repair({}, producers, FakeSettings()) == ([], [])
 
 
-def test_forced_files_join_the_settings_snakemake_sets_after_parsing():
-    workflow = FakeWorkflow()
-    force_rerun(workflow, ["results/x/data.pt"])
-    assert isinstance(workflow, FakeWorkflow) and type(workflow).__name__ == "FakeWorkflow"
-    workflow.dag_settings = FakeSettings(forcerun=frozenset({"train_teacher"}))  # as snakemake.api.DAGApi does
-    assert workflow.dag_settings.forcerun == {"train_teacher", "results/x/data.pt"}
-    already = FakeWorkflow(dag_settings=FakeSettings())  # settings given before parsing are extended at once
-    force_rerun(already, ["a.pt"])
-    assert already.dag_settings.forcerun == {"a.pt"}
+def test_two_damaged_files_are_one_line_with_one_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a b.pt", "c.pt"):
+        Path(name).write_bytes(b"x")
+    with pytest.raises(DamagedFileError, match=r"^2 recorded intermediate files are damaged \(a b.pt: r1; c.pt: r2\); "
+                                               r"rebuild them and every job that reads them with `snakemake "
+                                               r"--forcerun 'a b.pt' c.pt`"):
+        plan_repair({"a b.pt": "r1", "c.pt": "r2"}, {}, FakeSettings({"train_teacher"}))
 
 
 def test_no_job_imports_the_parse_time_repair():

@@ -153,6 +153,23 @@ def test_the_recipe_rule_prefers_a_lambda_that_passes_on_every_seed_of_every_run
     assert choose({"here": one, "there": rows({0.35: (2, 0, 99.0, 0.02)})})["chosen"] is None
 
 
+def test_the_recipe_rule_compares_each_pair_with_its_own_references():
+    """A run sweeping two pairs: each λ is held against the MLL teacher and control of its own pair (a pair whose
+    teachers are 10 points weaker still passes within 1 point of its own MLL teacher)."""
+    from mcmikd.experiments.lambda_sweep import choose
+
+    def pair(name, acc, cmi):
+        return [{"lambda": None, "pair": name, "teacher_acc": acc, "teacher_cmi": cmi},
+                {"lambda": None, "pair": name, "teacher_acc": acc, "teacher_cmi": cmi - 0.002},
+                {"lambda": 0.3, "pair": name, "seeds_checked": 3, "cmi_raised": 3, "over_cliff": 0,
+                 "teacher_acc": acc - 0.5, "teacher_cmi": cmi + 0.001}]
+
+    result = choose({"run": pair("a → b", 99.0, 0.01) + pair("c → d", 89.0, 0.5)})
+    assert result["chosen"] == 0.3
+    assert [round(r["acc_vs_reference"], 6) for r in result["rows"]] == [-0.5, -0.5]
+    assert [round(r["cmi_gain"], 6) for r in result["rows"]] == [0.003, 0.003]
+
+
 def test_the_figure_renders(tmp_path):
     from mcmikd.experiments.lambda_sweep import figure
 

@@ -36,7 +36,8 @@ def test_the_validation_split_is_stratified_disjoint_seeded_and_drops_the_test_s
     val, rest = out.info["validation_positions"], out.info["train_positions"]
     assert not set(val) & set(rest) and sorted(val + rest) == list(range(len(data.train_labels)))
     assert torch.bincount(out.test_labels).tolist() == [2, 4, 6]  # 20 % of every class
-    assert torch.equal(out.test_images, data.train_images[val]) and torch.equal(out.train_images, data.train_images[rest])
+    assert (torch.equal(out.test_images, data.train_images[val])
+            and torch.equal(out.train_images, data.train_images[rest]))
     assert not (out.test_images == 255).any() and not (out.train_images == 255).any()  # the test set is gone
     assert out.evaluated_on == "validation" and "test_indices" not in out.info
     assert out.evaluation_record() == {"evaluated_on": "validation"} and data.evaluation_record() == {}

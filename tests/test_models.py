@@ -277,8 +277,8 @@ def test_unknown_model_lists_the_known_names():
 @pytest.mark.parametrize("size_in, size_out", [((8, 8), (1, 1)), ((8, 8), (4, 4)), ((7, 5), (3, 2)), ((4, 4), (4, 4))])
 def test_the_deterministic_cuda_pooling_computes_pytorchs_adaptive_average(size_in, size_out):
     """On CUDA with deterministic algorithms on, adaptive average pooling runs as a mean (global) or as matrix
-    products (PyTorch's CUDA backward of it has no deterministic version); here, on the CPU, that path must give PyTorch's values and
-    gradients, for bins that divide evenly and for those that overlap."""
+    products (PyTorch's CUDA backward of it has no deterministic version); here, on the CPU, that path must give
+    PyTorch's values and gradients, for bins that divide evenly and for those that overlap."""
     import torch.nn.functional as F
 
     from mcmikd.models.base import deterministic_avg_pool

@@ -61,9 +61,9 @@ def hand_runs() -> pd.DataFrame:
     rows = []
     mll_cmi, ctl_cmi = [0.10, 0.11, 0.12], [0.10, 0.10, 0.13]
     for s in range(3):
-        def teacher(variant, objective, acc, cmi1):
+        def teacher(variant, objective, acc, cmi1):  # called only in this iteration, with this seed s
             return {"role": "teacher", "teacher_arch": "resnet20", "teacher_variant": variant,
-                    "teacher_objective": objective, "teacher_seed": s, "status": "ok", "model_acc": acc,
+                    "teacher_objective": objective, "teacher_seed": s, "status": "ok", "model_acc": acc,  # noqa: B023
                     "cmi_T1": cmi1, "cmi_T4": 10 * cmi1}
         top = max(mll_cmi[s], ctl_cmi[s])
         rows += [teacher("mll", "mll", 90.0, mll_cmi[s]), teacher("ce_finetune", "ce_finetune", 90.2, ctl_cmi[s]),

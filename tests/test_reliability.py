@@ -33,9 +33,8 @@ def _every_params(grid):
 
 
 def test_a_config_with_its_keys_reordered_gives_every_job_the_same_params(load, default_config):
-    from mcmikd.config import load_grid
-
     from conftest import SCHEMA, reverse_every_mapping
+    from mcmikd.config import load_grid
 
     reordered = load_grid(reverse_every_mapping(copy.deepcopy(default_config)), SCHEMA)
     assert _every_params(load()) == _every_params(reordered)
@@ -72,8 +71,10 @@ def test_static_defaults_equal_every_registered_methods_class_defaults():
 @pytest.mark.parametrize("suffix, text, expected", [
     (".yaml", "name: a\nexperiments:\n  main: {}\nlr: 1\nexperiments:\n  cam: {}\n",
      "key 'experiments' is given twice (lines 2 and 5)"),
-    (".yaml", "methods:\n  kd:\n    temperature: 4\n    temperature: 8\n", "key 'methods.kd.temperature' is given twice"),
-    (".json", '{"name": "a", "methods": {"kd": {"alpha": 0.9, "alpha": 0.5}}}', "key 'methods.kd.alpha' is given twice"),
+    (".yaml", "methods:\n  kd:\n    temperature: 4\n    temperature: 8\n",
+     "key 'methods.kd.temperature' is given twice"),
+    (".json", '{"name": "a", "methods": {"kd": {"alpha": 0.9, "alpha": 0.5}}}',
+     "key 'methods.kd.alpha' is given twice"),
 ])
 def test_a_key_given_twice_is_refused_in_one_line_naming_it(tmp_path, suffix, text, expected):
     path = tmp_path / f"c{suffix}"
@@ -106,11 +107,15 @@ def test_every_shipped_config_file_passes_the_file_check():
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda c: c["methods"].setdefault("kd", {}).update(temperature=1e300), "config key 'methods.kd.temperature': 1e+300 is out of range"),
-    (lambda c: c["students"]["training"].update(epochs=1e23), "config key 'students.training.epochs': 1e+23 is greater than the maximum of 10000"),
-    (lambda c: c["dataset"].update(split_seed=10 ** 23), "config key 'dataset.split_seed': 100000000000000000000000 is greater than the maximum"),
+    (lambda c: c["methods"].setdefault("kd", {}).update(temperature=1e300),
+     "config key 'methods.kd.temperature': 1e+300 is out of range"),
+    (lambda c: c["students"]["training"].update(epochs=1e23),
+     "config key 'students.training.epochs': 1e+23 is greater than the maximum of 10000"),
+    (lambda c: c["dataset"].update(split_seed=10 ** 23),
+     "config key 'dataset.split_seed': 100000000000000000000000 is greater than the maximum"),
     (lambda c: c["teachers"].update(seeds=[0, 10 ** 30]), "config key 'teachers.seeds[1]'"),
-    (lambda c: c["augment"].update(crop_padding=16), "config key 'augment.crop_padding': 16 is not below the image size (16 px)"),
+    (lambda c: c["augment"].update(crop_padding=16),
+     "config key 'augment.crop_padding': 16 is not below the image size (16 px)"),
     (lambda c: c.update(name="tiny\n"), "config key 'name': 'tiny\\n' is not allowed"),
 ])
 def test_numbers_and_names_the_code_cannot_honour_are_refused_in_one_line(load, mutate, expected):

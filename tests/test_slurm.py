@@ -191,7 +191,8 @@ def test_a_config_edited_while_jobs_are_queued_changes_no_job(cluster, tmp_path)
                 time.sleep(0.2)
             # the first job is queued or running: the user edits the config (a recipe the student job reads)
             edited = yaml.safe_load((tmp_path / "config.yaml").read_text())
-            edited["students"]["training"].update(lr=planned_recipe.get("lr", 0.05) / 10, epochs=planned_recipe["epochs"] + 1)
+            edited["students"]["training"].update(lr=planned_recipe.get("lr", 0.05) / 10,
+                                                  epochs=planned_recipe["epochs"] + 1)
             (tmp_path / "config.yaml").write_text(yaml.safe_dump(edited))
             returncode = proc.wait(timeout=TIMEOUT_S)
         finally:

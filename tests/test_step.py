@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import pins
-
 from mcmikd.data import DatasetTensors
 from mcmikd.datasets.digits import load_digits
 from mcmikd.engine import Recipe, ResumeFile, Runtime, TrainStream, evaluate, fit

@@ -12,7 +12,6 @@ import torch
 
 import test_distill as td
 import test_step as ts
-
 from mcmikd.distill import METHODS
 from mcmikd.syncguard import SyncGuard, order_independent
 

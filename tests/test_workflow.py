@@ -22,7 +22,8 @@ from conftest import ROOT, assert_tiny_outputs_exist, reverse_every_mapping, sma
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "src", "profiles", "environment.yml")
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "src", "profiles", "environment.yml", "pyproject.toml")  # the
+# Snakefile reads its min_version from pyproject.toml
 
 
 @dataclass
@@ -258,7 +259,7 @@ def test_a_dry_run_says_which_checks_it_skipped_without_the_data_folder(tmp_path
 
 # ----------------------------------------------------------------------------------------------- exact reruns
 AT_STUDENTS = 6  # main experiment: 1 pair × {MLL, MCMI, CE-FT} teacher × 2 seeds
-MAIN_AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_figure": 1, "all": 1}
+MAIN_AGGREGATES = {"collect_runs": 1, "make_table": 1, "plot_figure": 1, "reading": 1, "all": 1}
 
 
 def test_changing_one_methods_weight_reruns_only_its_students_and_their_tables(finished_run):
@@ -291,8 +292,8 @@ def test_editing_the_plotting_code_reruns_only_figures_and_tables(finished_run, 
     edited("src/mcmikd/plots.py", source + "\n# a change to the plotting code\n")
     jobs = planned_jobs(finished_run)
     # every figure, and the tables (each experiment kind's file holds its table and its figures, and its figures
-    # use plots.py): no training or measuring job, no runs table
-    assert jobs == Counter({"plot_figure": 7, "make_table": 4, "all": 1}), jobs
+    # use plots.py), and the reading that reads the main table: no training or measuring job, no runs table
+    assert jobs == Counter({"plot_figure": 7, "make_table": 4, "reading": 1, "all": 1}), jobs
 
 
 @pytest.mark.parametrize("mutate, expected", [
@@ -309,9 +310,10 @@ def test_editing_the_plotting_code_reruns_only_figures_and_tables(finished_run, 
     # its seed), its Eigen-CAM panel, and the fine-tuning curves that show every fine-tuned teacher
     (lambda c: c["experiments"]["cam"].update(hp={"mcmi": {"lambda": 0.5}}),
      {"finetune_teacher": 2, "eigen_cam": 1, "plot_figure": 2}),
-    # the control teacher dropped from the comparisons: nothing to train, every table and figure redrawn
+    # the control teacher dropped from the comparisons: nothing to train, every table and figure redrawn, and the
+    # reading of the main table
     (lambda c: c["teachers"].update(objectives=["mll", "mcmi"]),
-     {"collect_runs": 4, "make_table": 4, "eigen_cam": 1, "plot_figure": 7}),
+     {"collect_runs": 4, "make_table": 4, "eigen_cam": 1, "plot_figure": 7, "reading": 1}),
 ])
 def test_adding_to_the_grid_adds_only_the_new_jobs(finished_run, mutate, expected):
     write_config(finished_run, mutate)

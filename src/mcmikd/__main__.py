@@ -15,11 +15,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("mcmikd.compare:main", "does my run agree with yours, or with the paper's numbers?"),
     "paired": ("mcmikd.aggregate:paired_main", "seed-paired gains of each teacher objective, from runs tables"),
     "repair": ("mcmikd.cli:repair_main", "list a run's damaged files and the snakemake line that rebuilds them"),
-    "choose-weights": ("mcmikd.choose_weights:choose_weights_main", "choose each KD framework's weight from a method_weights table"),
+    "choose-weights": ("mcmikd.choose_weights:choose_weights_main",
+                       "choose each KD framework's weight from a method_weights table"),
     "train": ("mcmikd.train_one:main", "train one teacher or one student outside the workflow, from a config"),
     "publish": ("mcmikd.publish:main", "copy a run's tables, figures and runs tables into docs/results/<name>"),
     "recipe": ("mcmikd.experiments.lambda_sweep:main", "the λ recipe rule over one or more runs of a λ sweep"),
     "bench": ("mcmikd.cli:bench_main", "run a benchmark script of bench/ (no name: list them)"),
+    "config-docs": ("mcmikd.cli:config_docs_main", "write config/README.md from the schema and the plug-ins (--check)"),
 }
 
 

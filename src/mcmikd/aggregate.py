@@ -14,6 +14,7 @@ import pandas as pd
 
 from mcmikd.io import damaged_error, read_json, write_text
 
+
 # --------------------------------------------------------------------------------------------- collection
 def _machine(result: dict) -> str | None:
     """The machine a result was computed on (`mcmikd.machine.describe` of its provenance), None before it was
@@ -416,7 +417,8 @@ def cmi_not_raised(runs: pd.DataFrame, layout: dict) -> dict[tuple[str, str], st
     """The compared fine-tuned teachers whose measured CMI (cmi.json: training images, eval mode, T = 1, nats;
     runs-table column `cmi_T1`) is not above that of every teacher their objective must beat
     (`layout['must_raise']`, from `TeacherObjective.must_raise_cmi_over`; e.g. MCMI: its MLL start teacher and its
-    λ = 0 control; docs/paper.md, "What fine-tuning with frozen centroids does"), checked per teacher seed (MCMI seed t against MLL seed t and the control
+    λ = 0 control; docs/paper.md, "What fine-tuning with frozen centroids does"), checked per teacher seed (MCMI seed t
+    against MLL seed t and the control
     seed t), as {(teacher arch, objective): why}, the why naming for how many of the checked seeds it failed. A
     teacher seed without a measured CMI, or one to beat that is not in the runs table, is not checked against it.
     Information only: such a teacher's students are still distilled."""
@@ -573,7 +575,6 @@ def paired_gains(runs: pd.DataFrame, objectives: list[str], controls: dict[str, 
     from mcmikd import stats
 
     values = student_values(runs, metric, classes)
-    ce = values[(values["method"] == "ce") & (values["measure"] == "top-1")]
     done = runs[(runs["role"] == "student") & (runs["status"] == "ok")] if len(runs) else runs
     rows = []
     students = values[values["method"] != "ce"]

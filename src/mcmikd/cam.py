@@ -70,7 +70,7 @@ class ActivationRecorder:
             output = output[0]
         self.output = output.detach()
 
-    def __enter__(self) -> "ActivationRecorder":
+    def __enter__(self) -> ActivationRecorder:
         self._handle = self.module.register_forward_hook(self._hook)
         return self
 

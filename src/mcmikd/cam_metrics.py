@@ -259,7 +259,8 @@ def measure(maps, boxes, box_threshold: float = 0.2, area_threshold: float = 0.5
 
     Returns:
         Plain Python lists of length N (JSON-ready; `context` and `entropy` may hold NaN for all-zero maps):
-        ``iou`` (float, predicted vs ground-truth box), ``localized`` (bool, iou ≥ 0.5), ``pointing`` (bool; an all-zero map is a miss),
+        ``iou`` (float, predicted vs ground-truth box), ``localized`` (bool, iou ≥ 0.5),
+        ``pointing`` (bool; an all-zero map is a miss),
         ``context`` (float, mass outside the box), ``area`` (float), ``entropy`` (float) and ``box`` (the
         predicted box as a list of 4 ints).
 

@@ -199,7 +199,8 @@ def write_cam_table(measures: list[str], layout: dict, csv_out: str, md_out: str
         import pandas as pd
 
         images = {(r["arch"], r["teacher_seed"]): r["images"] for r in records}
-        seeds = pd.DataFrame([{**row, "images": images[(row["arch"], row["teacher_seed"])]} for row in per_seed(records)])
+        seeds = pd.DataFrame([{**row, "images": images[(row["arch"], row["teacher_seed"])]}
+                              for row in per_seed(records)])
         write_text(seeds_out, seeds.to_csv(index=False))
     write_text(md_out, to_markdown(summary, first) + "\n" + to_markdown(diffs, second))
     write_text(tex_out, to_latex(summary, first) + "\n" + to_latex(diffs, second))

@@ -15,7 +15,7 @@ import ast
 import importlib.util
 import math
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 EXACT_INT = 2 ** 53  # floats above this are not all integers of their own; they stay floats
@@ -43,7 +43,7 @@ def same(a, b) -> bool:
     return repr(canonical(a)) == repr(canonical(b))
 
 
-@lru_cache(maxsize=None)
+@cache
 def static_defaults(entry: str) -> dict | None:
     """The `defaults = {...}` literal of the class a registry entry ("module:Class") names, read from the module's
     source without importing it (methods import torch; the Snakefile parses without it). None when the module or a

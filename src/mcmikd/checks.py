@@ -126,7 +126,8 @@ def check_methods(grid: Grid, num_classes: int, in_channels: int, image_size: in
             exclude = key.rsplit(".", 1)[0] + ".exclude"
             err = f"{err} (with the overrides of '{source}')" if overrides else err
             raise ConfigError(f"config key '{key}': method '{method}' cannot distil {t_arch} → {s_arch}: {err}; "
-                              f"or add {{method: {method}, teacher: {t_arch}, student: {s_arch}}} to {exclude}") from None
+                              f"or add {{method: {method}, teacher: {t_arch}, student: {s_arch}}} "
+                              f"to {exclude}") from None
     return len(combos)
 
 

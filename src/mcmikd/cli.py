@@ -1,4 +1,5 @@
-"""The small commands of `mcmikd` (`mcmikd.__main__`): `repair` and `bench` (`choose-weights`: mcmikd.choose_weights).
+"""The small commands of `mcmikd` (`mcmikd.__main__`): `repair`, `bench` and `config-docs` (`choose-weights`:
+mcmikd.choose_weights).
 
 Each `*_main(argv)` parses its own arguments and returns the exit status. Nothing here imports torch or Snakemake;
 no workflow job imports this module (editing it reruns nothing).
@@ -41,7 +42,7 @@ def recorded_files(results: str | os.PathLike) -> list[str]:
     if not os.path.isdir(results):
         raise NotADirectoryError(f"{results} is not a folder")
     files = []
-    for folder, dirs, names in os.walk(results):
+    for folder, _, names in os.walk(results):
         for name in names:
             recorded = recorded_name(name)
             if recorded and not recorded.startswith("."):
@@ -164,3 +165,42 @@ def bench_main(argv: list[str] | None = None, root: Path | None = None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.call([sys.executable, str(bench / f"{name}.py"), *rest], env=env)
+
+
+# --------------------------------------------------------------------------------------------- config-docs
+CONFIG_DOCS_DOC = """\
+Write config/README.md, the configuration reference, from the sources the workflow reads: the config schema
+(workflow/schemas/config.schema.yaml, each key's description), each experiment kind's properties, each config file's
+leading comment and the registries of methods, teacher objectives and datasets (mcmikd.configdocs.render). Run it
+after adding or changing a config key, a config file or a plug-in. With --check it writes nothing and exits 1, with
+one line, when the file differs from what it would write.
+"""
+
+
+def config_docs_main(argv: list[str] | None = None) -> int:
+    """`mcmikd config-docs [--check] [--root DIR]`: write config/README.md (CONFIG_DOCS_DOC). Returns 0; 1 when
+    --check finds the file stale; 2, after one line, when DIR holds no config schema (an installed package)."""
+    parser = argparse.ArgumentParser(prog="mcmikd config-docs", description=CONFIG_DOCS_DOC,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 with one line when config/README.md is not what would be written")
+    parser.add_argument("--root", type=Path, metavar="DIR",
+                        help="the project checkout (default: the one the mcmikd package lies in)")
+    args = parser.parse_args(argv)
+    from mcmikd.configdocs import README, SCHEMA, render
+
+    root = checkout_root() if args.root is None else args.root
+    if not (root / SCHEMA).is_file():
+        print(f"mcmikd config-docs: no {SCHEMA.as_posix()} under {root}: the configuration reference is generated in "
+              f"a checkout of the project (git clone), not from an installed package", file=sys.stderr)
+        return 2
+    text, target = render(root), root / README
+    if args.check:
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            print(f"mcmikd config-docs: {target} is stale; run `mcmikd config-docs` to regenerate it", file=sys.stderr)
+            return 1
+        print(f"{target} is current")
+        return 0
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}")
+    return 0

@@ -51,7 +51,8 @@ def conditional_mutual_information(probs: torch.Tensor, labels: torch.Tensor, nu
 
 
 def cmi_decomposition(probs: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor) -> dict[str, float]:
-    """The MCMI loss term split into the CMI and the centroid drift (docs/paper.md, "What fine-tuning with frozen centroids does"), all in nats:
+    """The MCMI loss term split into the CMI and the centroid drift (docs/paper.md, "What fine-tuning with frozen
+    centroids does"), all in nats:
 
         frozen_kl = mean_i KL(P_{x_i} ‖ Q⁰_{y_i}) = cmi + drift,
         cmi = mean_i KL(P_{x_i} ‖ Q_{y_i}) with Q the class means of these `probs` (the true empirical CMI),

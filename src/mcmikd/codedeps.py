@@ -53,7 +53,7 @@ def code_inputs(*entries: str, base: str | os.PathLike) -> list[str]:
 _realpath = functools.lru_cache(maxsize=None)(os.path.realpath)  # symlinks do not move during one parse
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _relative(entries: tuple[str, ...], root: str, cwd: str) -> tuple[str, ...]:
     files: set[str] = set()
     for entry in entries:
@@ -61,7 +61,7 @@ def _relative(entries: tuple[str, ...], root: str, cwd: str) -> tuple[str, ...]:
     return tuple(sorted(os.path.relpath(f, cwd) for f in files))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _closure(entry: str, root: str) -> frozenset[str]:
     """Absolute real paths of the files one entry point (script or module name) imports, transitively."""
     if entry.endswith(".py") or os.sep in entry:
@@ -95,7 +95,7 @@ def _parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _locate(module: str, root: str) -> str | None:
     """The real path of a module's source; "" if it has none, None if it cannot be found."""
     if module.split(".")[0] == PACKAGE:
@@ -122,7 +122,7 @@ def _locate(module: str, root: str) -> str | None:
     return os.path.realpath(spec.origin)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imports(path: str, module: str | None) -> tuple[str, ...]:
     """Absolute names of every module a file may import (`module` is its own name, None for a script).
 

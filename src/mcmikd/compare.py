@@ -28,8 +28,8 @@ context, area, entropy; default 0.02). Then
   values.
 
 A cell whose every seed has the same value on both sides (a rerun on the same machine) is ``agree`` whatever its
-spread. A cell measured on one side only is listed as ``only ours`` / ``only theirs`` and counted apart. The exit status is
-0 when no cell differs, 1 when one does, 2 on bad input.
+spread. A cell measured on one side only is listed as ``only ours`` / ``only theirs`` and counted apart. The exit
+status is 0 when no cell differs, 1 when one does, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def cells(runs) -> dict[tuple, dict]:
     students = runs[(runs["role"] == "student") & (runs["status"] == "ok")] if len(runs) else runs
     test_floor = 0.0
     for _, r in students.iterrows():
-        pair = f"{r['teacher_arch']} → {r['student']}" if r["teacher_arch"] != "none" else f"no teacher → {r['student']}"
+        pair = (f"{r['teacher_arch']} → {r['student']}" if r["teacher_arch"] != "none"
+                else f"no teacher → {r['student']}")
         base = ("student", r["experiment"], pair, str(r["setting"]), r["method"], r["teacher_variant"])
         for metric in ("last", "best"):
             floor = _resolution(r.get(f"confusion_{metric}"))
@@ -296,7 +297,8 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m mcmikd compare", description=__doc__.split("\n")[0],
-                                 epilog="The rule: the module docstring of mcmikd.compare (and docs/reproducibility.md).")
+                                 epilog="The rule: the module docstring of mcmikd.compare "
+                                        "(and docs/reproducibility.md).")
     ap.add_argument("run", help="results folder (results/<name>) or runs table(s) of your run")
     ap.add_argument("reference", help="results folder or runs table of the other run (docs/results/default), or "
                                       "a config with a reference: block of published numbers")

@@ -103,7 +103,8 @@ def validate_block(instance: dict, schema: dict, prefix: str = "") -> dict:
         if error.validator == "required":
             raise ConfigError(f"config key '{key}': {error.message}; see config/README.md")
         if error.validator == "enum":
-            raise ConfigError(f"config key '{key}': {error.instance!r} is not allowed; use one of {error.validator_value}")
+            raise ConfigError(f"config key '{key}': {error.instance!r} is not allowed; "
+                              f"use one of {error.validator_value}")
         if error.validator == "pattern":
             raise ConfigError(f"config key '{key}': {error.instance!r} is not allowed; "
                               f"{error.schema.get('description', 'see config/README.md')}")
@@ -278,7 +279,7 @@ class Grid:
 
     # ---------------- construction
     @classmethod
-    def from_config(cls, config: dict) -> "Grid":
+    def from_config(cls, config: dict) -> Grid:
         from mcmikd.experiments import get_experiment
 
         grid = cls(config=config)
@@ -355,7 +356,8 @@ class Grid:
         """The teacher file ('model' or 'best') `exp`'s students of `objective` distil from.
 
         `exp`'s `teacher_checkpoint` (last | best, default: the one teachers.finetuning.checkpoint keeps, last
-        unless set: no model selection on the test set; docs/paper.md) applies to every compared *fine-tuned* teacher alike (MCMI and its λ = 0 control: like with like); a
+        unless set: no model selection on the test set; docs/paper.md) applies to every compared *fine-tuned* teacher
+        alike (MCMI and its λ = 0 control: like with like); a
         teacher trained from scratch (MLL) is always its model.pt (`teachers.training.checkpoint`). model.pt is
         already the state `teachers.finetuning.checkpoint` chooses; `best` otherwise reads best.pt, which every
         fine-tuning job also writes (no teacher is retrained for it). ConfigError: `last` while fine-tuned
@@ -586,9 +588,10 @@ def load_grid(config: dict, schema_path: str | Path) -> Grid:
 
 
 def schema_path() -> Path:
-    """The workflow's config schema, workflow/schemas/config.schema.yaml of the checkout this package lies in (the
-    file rules/common.smk validates every config with)."""
-    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    """The workflow's config schema, shipped as package data (`mcmikd/schemas/config.schema.yaml`, so a non-editable
+    install has it; a checkout's workflow/schemas/config.schema.yaml, which rules/common.smk validates every config
+    with, is a link to it)."""
+    return Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def resource(config: dict, rule: str, key: str, fallback):

@@ -62,7 +62,7 @@ class DatasetTensors:
         torch_save(asdict(self), path)
 
     @classmethod
-    def from_file(cls, path) -> "DatasetTensors":
+    def from_file(cls, path) -> DatasetTensors:
         from mcmikd.io import damaged_error, verify_file
 
         verify_file(path)
@@ -84,7 +84,8 @@ def fewshot_subset(labels: torch.Tensor, fraction: float, mode: str = "first_n",
 
     ⌊·⌋ is exact on the decimal the config wrote (`mcmikd.canonical.fraction_of`: 0.29 × 50,000 = 14,500). Raises
     a one-line ConfigError when a `first_n` subset would hold fewer images than there are classes (it could not
-    hold one image of each; `stratified` always holds one per class), ValueError for a fraction outside (0, 1] or an unknown mode.
+    hold one image of each; `stratified` always holds one per class), ValueError for a fraction outside (0, 1] or an
+    unknown mode.
     """
     from mcmikd.canonical import fraction_of
     from mcmikd.errors import ConfigError

@@ -15,9 +15,9 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ class Runtime:
     compile_strict: bool = True  # graphs written in the config: a step that cannot be captured is an error
 
     @classmethod
-    def from_config(cls, cfg: dict, threads: int | None = None) -> "Runtime":
+    def from_config(cls, cfg: dict, threads: int | None = None) -> Runtime:
         device = resolve_device(cfg.get("device", "auto"))
         if threads:
             torch.set_num_threads(int(threads))
@@ -121,7 +121,7 @@ class Recipe:
     last_batch: str = "keep"  # keep (RepDistiller: a short last batch is a step of its own) | merge (LAST_BATCH)
 
     @classmethod
-    def from_dict(cls, cfg: dict, **overrides) -> "Recipe":
+    def from_dict(cls, cfg: dict, **overrides) -> Recipe:
         known = {k: v for k, v in {**cfg, **overrides}.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

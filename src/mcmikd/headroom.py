@@ -69,9 +69,9 @@ def headroom_markdown(frame, metric: str) -> str:
     """The headroom rows as a Markdown table ('' when there are none)."""
     if not len(frame):
         return ""
-    from mcmikd.aggregate import to_markdown
-
     import pandas as pd
+
+    from mcmikd.aggregate import to_markdown
 
     def show(r):
         if math.isnan(r["mean"]):

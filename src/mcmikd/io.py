@@ -13,12 +13,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mcmikd.errors import McmiError, OutputError
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -50,7 +50,7 @@ def atomic_path(path: str | os.PathLike, report: str | os.PathLike | None = None
         raise
     except OSError as err:
         raise OutputError(_cannot_write(named, err)) from None
-    except Exception as err:
+    except Exception:
         if _low_space(path.parent):
             raise OutputError(_cannot_write(named, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))) from None
         raise

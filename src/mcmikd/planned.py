@@ -56,8 +56,8 @@ def save(config: dict, folder: str | os.PathLike = FOLDER) -> Path:
 
 def for_job(config: dict, folder: str | os.PathLike = FOLDER) -> tuple[dict | None, str | None]:
     """Job process: (the planned config to run instead of `config`, the line saying so), or (None, None) when
-    `config` is what was planned (or no plan is known: a job started by hand; then `config` becomes the plan). Raises a one-line ConfigError when
-    the config changed and the planned one is not stored."""
+    `config` is what was planned (or no plan is known: a job started by hand; then `config` becomes the plan). Raises a
+    one-line ConfigError when the config changed and the planned one is not stored."""
     planned = os.environ.get(ENV)
     if not planned:  # no plan known (a job started by hand): this config is its own plan
         os.environ[ENV] = digest(config)  # (the Snakefile's `envvars:` needs the variable set)

@@ -10,7 +10,6 @@ stands for the student trained without a teacher.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import textwrap
 
@@ -232,13 +231,13 @@ def _main_phase(metrics: dict) -> list[dict]:
 
 def _teacher_check(ax, histories: list[list[dict]], colour: str) -> None:
     """The teacher's CMI on the clean training images (eval mode, T = 1, fresh centroids), the mean KL to the
-    centroids its loss uses and their difference, the drift (docs/paper.md, "What fine-tuning with frozen centroids does"), after each epoch; one thin
-    line per teacher seed (`histories`)."""
+    centroids its loss uses and their difference, the drift (docs/paper.md, "What fine-tuning with frozen centroids
+    does"), after each epoch; one thin line per teacher seed (`histories`)."""
     epochs = sorted({r["epoch"] for history in histories for r in history})
     drawn = False
     for label, (key, style) in _CHECK.items():
         for i, history in enumerate(histories):
-            ys = [_value(lambda r, _: r["teacher"][key], r, {}) for r in history]
+            ys = [_value(lambda r, _: r["teacher"][key], r, {}) for r in history]  # noqa: B023 (called at once)
             if not all(math.isnan(y) for y in ys):
                 ax.plot([r["epoch"] for r in history], ys, color=colour, ls=style, marker="o", ms=2.5,
                         lw=1.5 if len(histories) == 1 else 1.0, label=label if i == 0 else None)

@@ -2,18 +2,21 @@
 missing or do not match their content record (`mcmikd.io.write_record`), and make Snakemake rerun the jobs that
 write them, and so every job that reads them, as `--forcerun <file>` would.
 
-Why forcing is needed: Snakemake looks for a missing file only among the inputs of jobs that already have to run.
-When every job downstream of a deleted (or moved-aside) intermediate is finished, it plans nothing ("Nothing to be
-done"), so deleting a damaged file is no repair by itself; a forced producer is, because every job downstream of a
-job that runs runs too. Only the main Snakemake process repairs: a cluster job step parses the Snakefile again and
-must run just its own job. No job imports this module (editing it reruns nothing), nor torch.
+How, with documented Snakemake mechanisms only: Snakemake looks for a missing file only among the inputs of jobs
+that have to run, so when every job downstream of a deleted intermediate is finished it plans nothing. The default
+target's input function (rules/integrity.smk) therefore requests every missing recorded intermediate: requested
+and missing, its producer runs, and every job downstream of a job that runs reruns. A file that is there but does
+not match its record cannot be rebuilt that way (an existing output is rebuilt only when forced), so the run stops
+with one line naming the `--forcerun` command, unless that run already forces it. Only the main Snakemake process
+checks: a cluster job step builds just its own job. No job imports this module (editing it reruns nothing), nor
+torch.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from typing import Iterable
+import shlex
+from collections.abc import Iterable
 
 from mcmikd.errors import DamagedFileError
 from mcmikd.io import check_record, read_record
@@ -42,39 +45,34 @@ def damaged_files(paths: Iterable[str], hash_budget: int = HASH_BUDGET) -> dict[
     return damaged
 
 
-def force_rerun(workflow, files: Iterable[str]) -> None:
-    """Add `files` to this run's `--forcerun` targets (Snakemake 9 hands the workflow its DAG settings after the
-    Snakefile is parsed: the settings are extended as they are set)."""
-    files = frozenset(files)
-    base = type(workflow)
-
-    def extend(settings):
-        if settings is not None:
-            settings.forcerun = frozenset(settings.forcerun) | files
-        return settings
-
-    class Repairing(base):
-        @property
-        def dag_settings(self):
-            return self.__dict__.get("dag_settings")
-
-        @dag_settings.setter
-        def dag_settings(self, settings):
-            self.__dict__["dag_settings"] = extend(settings)
-
-    Repairing.__name__ = Repairing.__qualname__ = base.__name__
-    workflow.__class__ = Repairing
-    extend(workflow.__dict__.get("dag_settings"))
+def _forced(path: str, rule: str, settings) -> bool:
+    """Whether this run's `--forcerun`/`-R` (files or rule names) or `--forceall` already rebuilds `path`."""
+    if settings is None:
+        return False
+    forced = {str(target) for target in getattr(settings, "forcerun", None) or ()}
+    return bool(getattr(settings, "forceall", False)) or path in forced or rule in forced
 
 
-def repair_damaged(workflow, paths: Iterable[str]) -> dict[str, str]:
-    """Warn about and force the producers of the damaged `paths` (main process only); returns them."""
-    if not workflow.is_main_process:
-        return {}
-    damaged = damaged_files(paths)
-    for path, reason in damaged.items():
-        print(f"Warning: {path} is damaged ({reason}); it is rebuilt and every job that reads it reruns",
-              file=sys.stderr)
-    if damaged:
-        force_rerun(workflow, damaged)
-    return damaged
+def plan_repair(damaged: dict[str, str], producers: dict[str, str], settings) -> tuple[list[str], list[str]]:
+    """What a run does about the `damaged` intermediates ({path: reason}, from `damaged_files`): returns the
+    missing ones, which the run requests (a requested file that is not there is rebuilt by the job that writes
+    it, and every job reading it reruns), and one warning line per damaged file. Raises a one-line
+    DamagedFileError for files that are there but do not match their record unless this run forces them
+    (`settings`: Snakemake's DAG settings, read-only; `producers`: {path: rule that writes it}): a run cannot make
+    Snakemake rebuild an existing file by any documented means other than `--forcerun`, and the error says so."""
+    missing = [path for path in damaged if not os.path.exists(path)]
+    present = [path for path in damaged if path not in missing]
+    unforced = [path for path in present if not _forced(path, producers.get(path, ""), settings)]
+    if unforced:
+        from mcmikd.errors import DamagedFileError
+
+        what = "; ".join(f"{path}: {damaged[path]}" for path in unforced)
+        one = len(unforced) == 1
+        raise DamagedFileError(
+            f"{'a' if one else len(unforced)} recorded intermediate file{'' if one else 's'} "
+            f"{'is' if one else 'are'} damaged ({what}); rebuild {'it' if one else 'them'} and every job that reads "
+            f"{'it' if one else 'them'} with `{shlex.join(['snakemake', '--forcerun', *unforced])}` plus the options "
+            f"you ran the workflow with (`mcmikd repair` prints the line)")
+    warnings = [f"Warning: {path} is damaged ({damaged[path]}); it is rebuilt and every job that reads it reruns"
+                for path in damaged]
+    return missing, warnings

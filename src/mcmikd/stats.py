@@ -11,7 +11,7 @@ is shown but never counted as resolved (`resolved`).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 ALPHA = 0.05  # two-sided level of every interval and test
 POWER = 0.80  # of the minimal detectable effect
@@ -114,7 +114,8 @@ def difference(ours: Sequence[float], theirs: Sequence[float], floor: float = 0.
         va, vb = sd(a, ma) ** 2 / na, sd(b, mb) ** 2 / nb
         se2 = va + vb
         out["se"] = math.sqrt(se2)
-        out["df"] = se2 ** 2 / ((va ** 2 / (na - 1) if va else 0) + (vb ** 2 / (nb - 1) if vb else 0)) if se2 else math.inf
+        out["df"] = (se2 ** 2 / ((va ** 2 / (na - 1) if va else 0) + (vb ** 2 / (nb - 1) if vb else 0)) if se2
+                     else math.inf)
     elif na >= 2 or nb >= 2:
         s, df = (sd(a, ma), na - 1) if na >= 2 else (sd(b, mb), nb - 1)
         out["se"], out["df"] = s * math.sqrt(1 / na + 1 / nb), df

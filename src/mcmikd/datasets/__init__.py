@@ -15,6 +15,7 @@ from pathlib import Path
 DATASETS: dict[str, str] = {
     "digits": "mcmikd.datasets.digits:Digits",
     "cluttered_digits": "mcmikd.datasets.cluttered_digits:ClutteredDigits",
+    "cluttered_numbers": "mcmikd.datasets.cluttered_numbers:ClutteredNumbers",
     "cifar10": "mcmikd.datasets.cifar10:CIFAR10",
     "cifar100": "mcmikd.datasets.cifar100:CIFAR100",
     "imagefolder": "mcmikd.datasets.imagefolder:ImageFolder",
@@ -44,7 +45,7 @@ def dataset_params(ds_config: dict) -> dict:
     return get_dataset(ds_config["name"]).params(ds_config)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dataset_source_files(name: str) -> tuple[str, ...]:
     """Files whose code decides what dataset `name` loads (Snakemake inputs, so an edit reruns prepare_data):
     `mcmikd/data.py` and the module of every class the dataset's spec is built from (its own file, `base.py`,

@@ -8,8 +8,9 @@ defaults keep the meaning of the published weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,8 @@ class Distiller(nn.Module):
                     raise ConfigError(f"config key '{at}': {value!r} is not a whole number; write e.g. {default!r}")
             if number and key in cls.hp_ranges:
                 low, high, open_low = cls.hp_ranges[key]
-                if (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high):
+                if ((low is not None and (value <= low if open_low else value < low))
+                        or (high is not None and value > high)):
                     text = f"{'(' if open_low else '['}{low if low is not None else '-inf'}, " \
                            f"{high if high is not None else 'inf'}{']' if high is not None else ')'}"
                     raise ConfigError(f"config key '{at}': {value!r} is out of range; use a value in {text}")

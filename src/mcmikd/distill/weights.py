@@ -38,7 +38,7 @@ def _module_file(module: str) -> Path:
     return Path(spec.origin)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _literals(module: str, cls_name: str) -> tuple[dict, dict]:
     """(literal class attributes of `cls_name`, literal module-level assignments) of `module`'s source."""
     tree = ast.parse(_module_file(module).read_text())

@@ -4,8 +4,8 @@ An `Experiment` is built from its config block and the grid (`mcmikd.config.Grid
 without torch or pandas. Every student run it asks for is compared across the teacher objectives of the block
 (`objectives`, default `teachers.objectives`; the first is the reference of every Δ; an objective whose control
 is compared too also gets its Δ over the control). Layout keys: pairs, methods, objectives, labels, colors,
-controls ({objective: its control}), must_raise ({objective: objectives whose CMI its teacher must exceed}). Tables and figures are
-built in their jobs from the experiment's runs table (`runs/<experiment>.csv`) and the `layout` it declares.
+controls ({objective: its control}), must_raise ({objective: objectives whose CMI its teacher must exceed}). Tables and
+figures are built in their jobs from the experiment's runs table (`runs/<experiment>.csv`) and the `layout` it declares.
 """
 
 from __future__ import annotations
@@ -17,8 +17,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from mcmikd.config import Grid
 
 PAIR = {"type": "object", "additionalProperties": False, "required": ["teacher", "student"],
-        "properties": {"teacher": {"type": "string"}, "student": {"type": "string"}}}
-SEEDS = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}, "minItems": 1, "uniqueItems": True}
+        "description": "a teacher → student pair, {teacher, student}",
+        "properties": {"teacher": {"type": "string",
+                                   "description": "the teacher's architecture (mcmikd.models.MODELS)"},
+                       "student": {"type": "string",
+                                   "description": "the student's architecture (mcmikd.models.MODELS)"}}}
+SEEDS = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}, "minItems": 1,
+         "uniqueItems": True}
 NAMES = {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
 NUMBERS = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1, "uniqueItems": True}
 TEMPERATURES = {**NUMBERS, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}}  # beyond T = 100 the
@@ -28,8 +33,9 @@ EXCLUDE = {
                    "cannot pair); an entry without teacher/student applies to every pair",
     "type": "array", "default": [],
     "items": {"type": "object", "additionalProperties": False, "required": ["method"],
-              "properties": {"method": {"type": "string"}, "teacher": {"type": "string"},
-                             "student": {"type": "string"}}},
+              "properties": {"method": {"type": "string", "description": "the method not to run"},
+                             "teacher": {"type": "string", "description": "only with this teacher architecture"},
+                             "student": {"type": "string", "description": "only with this student architecture"}}},
 }
 CMI_NOT_RAISED_NOTE = (
     "A † (\"CMI not raised\") marks a fine-tuned teacher, and its students' cells, whose measured CMI (training "
@@ -39,23 +45,29 @@ CMI_NOT_RAISED_NOTE = (
     "t); the footnote under the Markdown/LaTeX table says for how many teacher seeds and gives the numbers, and the "
     "CSV's ``cmi_not_raised`` column the flag. Its students were still distilled from it.")
 COMMON = {
-    "enabled": {"type": "boolean", "default": True},
+    "enabled": {"type": "boolean", "default": True,
+                "description": "false switches the experiment off (its block is still checked)"},
     "objectives": {**NAMES, "minItems": 1,
                    "description": "teacher objectives compared (default teachers.objectives); the first is the "
                                   "reference of every Δ"},
     "hp": {"type": "object", "additionalProperties": {"type": "object"},
-           "description": "per-objective hyper-parameter overrides for this experiment, e.g. {mcmi: {lambda: 0.15}}"},
-    "seeds": SEEDS,
+           "description": "per-objective hyper-parameter overrides for this experiment, e.g. {mcmi: {lambda: 0.15}}: "
+                          "only the objective's path hyper-parameters, so an override is a teacher of its own, "
+                          "fine-tuned from the same start teacher"},
+    "seeds": {**SEEDS, "description": "seeds of this experiment's student runs (default students.seeds); student "
+                                      "seed s learns from teacher seed teachers.seeds[s % len(teachers.seeds)]"},
     "teacher_checkpoint": {
         "enum": ["last", "best"],
         "description": "which state of every compared fine-tuned teacher (MCMI and its control alike) the students "
                        "distil from: last (no model selection on the test set) or best (the best-on-test "
                        "epoch, best.pt; the official few-shot run's MCMI checkpoint); default: the one "
-                       "teachers.finetuning.checkpoint keeps (last unless set). Teachers trained from scratch (MLL) "
-                       "use teachers.training.checkpoint"},
+                       "teachers.finetuning.checkpoint keeps (last unless set). best reads the fine-tuning job's "
+                       "best.pt (no teacher is retrained), its students' folders are `<variant>@best`, their result "
+                       "files record the teacher file and epoch, and the table says it was selected on the test set. "
+                       "Teachers trained from scratch (MLL) use teachers.training.checkpoint"},
 }
-CHECKPOINT_NOTE = ("Fine-tuned teachers (MCMI and its λ = 0 control alike): best-on-test checkpoint (official), selected "
-                   "on the test set; MLL teacher: teachers.training.checkpoint.")
+CHECKPOINT_NOTE = ("Fine-tuned teachers (MCMI and its λ = 0 control alike): best-on-test checkpoint (official), "
+                   "selected on the test set; MLL teacher: teachers.training.checkpoint.")
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,7 @@ class Experiment:
     caption: ClassVar[str] = ""  # one-sentence table caption (Markdown, LaTeX)
     note: ClassVar[str] = ""  # the table's longer description in the report (RST)
 
-    def __init__(self, body: dict, grid: "Grid"):
+    def __init__(self, body: dict, grid: Grid):
         self.body = body
         self.grid = grid
 

@@ -22,7 +22,8 @@ MEASURE_CAPTION = (
     "Eigen-CAM measured against each test image's object box, over every test image and teacher seed. Left: "
     "weakly-supervised localization of each map method on each compared teacher (box from the largest region above "
     "a fraction of the map's maximum; MaxBoxAcc: the localization accuracy at IoU ≥ 0.5, GT-known, at each method's "
-    "best fraction, Choe et al. 2020), mean over teacher seeds with its 95 % t-interval. Right: the MCMI paper's claim on the Eigen-CAM "
+    "best fraction, Choe et al. 2020), mean over teacher seeds with its 95 % t-interval. Right: the MCMI paper's "
+    "claim on the Eigen-CAM "
     "maps — the share of the map's mass outside the object box (context), its area above "
     "{{ snakemake.params.layout.area_threshold }} of its maximum and its spatial entropy (0 = one pixel, 1 = flat), "
     "per compared teacher, with seed-level intervals. Numbers: table cam.")
@@ -32,18 +33,30 @@ class Cam(Experiment):
     name = "cam"
     title = "Eigen-CAM"
     properties = {
-        "teachers": {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True},
-        "per_class": {"type": "integer", "minimum": 1, "default": 2},
+        "teachers": {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True,
+                     "description": "teacher architectures whose compared teachers are mapped (mcmikd.models.MODELS)"},
+        "per_class": {"type": "integer", "minimum": 1, "default": 2,
+                      "description": "the first k test images of each of `classes` are mapped"},
         "classes": {"oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "integer", "minimum": 0},
-                                                  "minItems": 1}], "default": None},
-        "indices": {"type": "array", "items": {"type": "integer", "minimum": 0}, "default": []},
-        "layer": {"type": "string", "default": "auto"},
-        "center": {"type": "boolean", "default": True},
+                                                  "minItems": 1}], "default": None,
+                    "description": "class ids whose first `per_class` test images are mapped (null: every class)"},
+        "indices": {"type": "array", "items": {"type": "integer", "minimum": 0}, "default": [],
+                    "description": "explicit test-set indices, used instead of per_class and classes when given"},
+        "layer": {"type": "string", "default": "auto",
+                  "description": "auto: the model's last convolutional stage; else one of the teacher's modules with "
+                                 "a spatial map (checked before any job)"},
+        "center": {"type": "boolean", "default": True,
+                   "description": "centre the activations before the SVD, as pytorch-grad-cam; false is the "
+                                  "paper's formula"},
         "measure": {"type": "boolean", "default": False,
                     "description": "also score the maps of every test image and teacher seed against the object "
-                                   "boxes (datasets that record them: cluttered_digits): table `cam`"},
+                                   "boxes (datasets that record them: cluttered_digits; cam_measure jobs): the "
+                                   "table and figure of the measurement give localization accuracy at IoU ≥ 0.5, IoU "
+                                   "and pointing game of each map method, the Eigen-CAM map's context mass, area and "
+                                   "entropy per teacher, with seed-level intervals and differences paired by image"},
         "box_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.2,
-                          "description": "fraction of a map's maximum that bounds its box (CAM, Zhou et al. 2016: 0.2)"},
+                          "description": "fraction of a map's maximum that bounds its box "
+                                         "(CAM, Zhou et al. 2016: 0.2)"},
         "box_thresholds": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                            "default": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
                            "description": "thresholds over which MaxBoxAcc takes the best localization accuracy "
@@ -77,7 +90,8 @@ class Cam(Experiment):
         """The Eigen-CAM job's own slice of the config (`variants`: objective -> result folder; `teacher_seed`: the
         first of `teachers.seeds`, whose teachers are shown)."""
         body = self.body
-        return {"arch": arch, "variants": variants, "teacher_seed": self.teacher_seed(), "indices": list(body.get("indices") or []),
+        return {"arch": arch, "variants": variants, "teacher_seed": self.teacher_seed(),
+                "indices": list(body.get("indices") or []),
                 "per_class": body["per_class"], "classes": body.get("classes"), "layer": body["layer"],
                 "center": body["center"]}
 
@@ -123,7 +137,8 @@ class Cam(Experiment):
             extra = [Figure("cam_measured", "mcmikd.cam_table:figure", tuple(self.measure_files()), MEASURE_CAPTION,
                             self.title, "Eigen-CAM measured", self.measure_layout())]
         return extra + [Figure(f"cam_{arch}", "mcmikd.experiments.cam:figure", (f"cam/{arch}.pt",), CAPTION, self.title,
-                       f"Eigen-CAM {arch}", {**layout, "arch": arch, "teacher_seed": self.teacher_seed()}) for arch in self.body["teachers"]]
+                       f"Eigen-CAM {arch}", {**layout, "arch": arch, "teacher_seed": self.teacher_seed()})
+                        for arch in self.body["teachers"]]
 
 
 def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str, per_row: int = 5) -> None:
@@ -162,8 +177,8 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str, per
                                 ha="center", va="bottom", fontsize=9, fontweight="bold")
                 if col == 0:
                     variant = f"\n{t['variant']}" if t else ""
-                    ax_img.set_ylabel(f"{plots.label(objective, layout)}{variant}", color=plots.color(objective, layout),
-                                      fontweight="bold")
+                    ax_img.set_ylabel(f"{plots.label(objective, layout)}{variant}",
+                                      color=plots.color(objective, layout), fontweight="bold")
                 if not t:
                     plots.note(ax_cam, "no map")
                     continue

@@ -34,7 +34,8 @@ class EarlyStopped(Experiment):
     properties = {
         "pairs": {"type": "array", "items": PAIR, "minItems": 1,
                   "description": "teacher → student pairs; early-stopped teachers of each teacher architecture"},
-        "epochs": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 10000}, "minItems": 1, "uniqueItems": True,
+        "epochs": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 10000}, "minItems": 1,
+                   "uniqueItems": True,
                    "description": "epochs after which an MLL teacher is stopped (each < teachers.training.epochs)"},
         "methods": {**NAMES, "description": "distillation methods of the students (default [kd])"},
     }

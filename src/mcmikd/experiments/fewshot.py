@@ -19,15 +19,23 @@ class FewShot(Experiment):
     name = "fewshot"
     title = "Few-shot"
     properties = {
-        "pair": PAIR, "methods": NAMES,
+        "pair": {**PAIR, "description": "the teacher → student pair, {teacher, student}"},
+        "methods": {**NAMES, "description": "distillation methods of the few-shot students"},
         "fractions": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                      "minItems": 1, "uniqueItems": True},
-        "subset": {"enum": ["first_n", "stratified"], "default": "first_n"},
-        "epoch_length": {"enum": ["full", "subset"], "default": "full"},
+                      "minItems": 1, "uniqueItems": True,
+                      "description": "fractions f of the training set the students see (each its own setting, "
+                                     "`frac<f>`); the teacher saw all of it"},
+        "subset": {"enum": ["first_n", "stratified"], "default": "first_n",
+                   "description": "first_n: the first ⌊f·N⌋ images in file order, as the official code; "
+                                  "stratified: ⌊f·N_c⌋ per class, drawn with the run's seed"},
+        "epoch_length": {"enum": ["full", "subset"], "default": "full",
+                         "description": "full: an epoch stays N samples, as the official code (each subset image "
+                                        "is revisited ≈ 1/f times); subset: an epoch is one pass over the subset"},
         "method_hp": {"type": "object", "additionalProperties": {"type": "object"}, "default": {},
                       "description": "per-method hyper-parameter overrides of the few-shot students, e.g. "
                                      "{crd: {bank: full}} (the official few-shot CRD's memory bank spans the whole "
-                                     "training set)"},
+                                     "training set; config/cifar100.yaml sets it, with teacher_checkpoint: best, "
+                                     "for the official few-shot run)"},
     }
     required = ("pair", "methods", "fractions")
     setting_prefix = "frac"
@@ -144,7 +152,8 @@ def figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> 
             ax.set_xscale("log")
             ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}" for f in fractions])
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.set(title=plots.pair_title(method, teacher, student), xlabel="training data seen by the student (%, log)",
+            ax.set(title=plots.pair_title(method, teacher, student),
+                   xlabel="training data seen by the student (%, log)",
                    ylabel=f"student test accuracy (%, {metric} epoch)")
             if notes:
                 plots.note(ax, "\n".join(notes), y=0.5 if len(notes) == len(curves) else 0.08)

@@ -8,9 +8,12 @@ KD student (setting `full`) the main experiment's KD student. The other compared
 `teachers.objectives`, minus the swept one) are reference rows: the first (MLL, λ = 0 conceptually) is the
 reference of every Δ, and the λ = 0 control (`ce_finetune`) shows what the extra fine-tuning alone does.
 
-The sweep reports accuracy at every λ and chooses nothing; the λ every other experiment uses stays fixed in
-`teachers.hp.<objective>` (or an experiment's `hp` override). To choose λ on held-out training data rather than the
-test set, run the sweep in a config of its own with `dataset.validation` on (its tables then say "validation").
+The sweep's table reports accuracy at every λ; the rule `choose_lambda` applies the recipe rule (`choose`) to it
+and writes `tables/lambda_sweep_choice.{yaml,md}` (in the report), saying which data it was chosen on. The λ every
+other experiment uses stays fixed in `teachers.hp.<objective>` (or an experiment's `hp` override): a choice is
+copied there by hand. To choose λ on held-out training data rather than the test set, run the sweep in a config of
+its own with `dataset.validation` on (its tables then say "validation"); `mcmikd recipe` applies the same rule over
+several runs (e.g. two machines).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from mcmikd.experiments.base import NUMBERS, PAIR, Experiment, Figure
 
 CAPTION = (
     "The λ sweep: for each teacher → student pair, left, each swept teacher's conditional mutual information on the "
-    "training set (nats, T = 1; mean ± std over the teacher seeds) against the swept hyper-parameter; right, the top-1 test accuracy (%, "
+    "training set (nats, T = 1; mean ± std over the teacher seeds) against the swept hyper-parameter; right, the "
+    "top-1 test accuracy (%, "
     "{{ snakemake.params.metric }} epoch, mean ± std over seeds) of the KD student distilled from it. Horizontal "
     "dashed lines: the reference teacher (MLL, λ = 0) and any other compared teacher (the λ = 0 fine-tuning "
     "control), which the sweep does not change. A cross marks a λ with a collapsed teacher seed (no student "
@@ -35,7 +39,8 @@ class LambdaSweep(Experiment):
     properties = {
         "pairs": {"type": "array", "items": PAIR, "minItems": 1,
                   "description": "teacher → KD student pairs; one sweep per pair"},
-        "lambdas": {**NUMBERS, "description": "values of the swept hyper-parameter (> 0)"},
+        "lambdas": {**NUMBERS, "description": "values of the swept hyper-parameter (> 0): one teacher fine-tuned "
+                                              "at each from the shared start teacher, with its KD student"},
         "objective": {"type": "string", "description": "the fine-tuning objective whose path hyper-parameter is "
                                                        "swept (default: the first compared one that has one)"},
         "key": {"type": "string", "description": "the path hyper-parameter swept (default: the objective's first)"},
@@ -195,8 +200,15 @@ class LambdaSweep(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_WORKING, bracketed, fmt_delta, not_working_footnote, show, show_teacher,
-                                      teacher_of)
+        from mcmikd.aggregate import (
+            NOT_WORKING,
+            bracketed,
+            fmt_delta,
+            not_working_footnote,
+            show,
+            show_teacher,
+            teacher_of,
+        )
 
         rows = cls.rows(runs, layout, metric)
         display = []
@@ -238,37 +250,40 @@ def teachers_by_variant_and_seed(teachers) -> dict:
     """{(teacher_variant, teacher seed): its row} of the teacher rows of a runs frame (one architecture)."""
     from mcmikd.aggregate import teacher_seeds
 
-    return {(v, s): r for (_, r), s, v in zip(teachers.iterrows(), teacher_seeds(teachers), teachers["teacher_variant"])}
+    return {(v, s): r for (_, r), s, v in zip(teachers.iterrows(), teacher_seeds(teachers),
+                                              teachers["teacher_variant"])}
 
 
 def choose(runs: dict[str, list[dict]], accuracy_margin: float | None = None) -> dict:
-    """The recipe rule over one or more runs of the same λ sweep (e.g. two machines): {"rows": per λ and run the
-    check, "passing": the λ that pass in every run, "safe": those that also stay off the cliff on every seed of
-    every run, "chosen": the choice}. A λ passes a run when its teacher's CMI is raised on every teacher seed and
-    its mean accuracy is within `accuracy_margin` points (default: the sweep's cliff) of the reference teacher's
-    mean (default 1). Among the λ that pass in every run the rule prefers the safe ones, then the largest mean CMI gain over the
-    control (mean over runs); None when no λ passes everywhere. `runs`: {run name: `LambdaSweep.rows` of it}."""
+    """The recipe rule over one or more runs of the same λ sweep (e.g. two machines): {"rows": per λ, run and pair
+    the check, "passing": the λ that pass in every run, "safe": those that also stay off the cliff on every seed of
+    every run, "chosen": the choice}. A λ passes a run when, for every teacher → student pair of the run, its
+    teacher's CMI is raised on every teacher seed and its mean accuracy is within `accuracy_margin` points (default 1)
+    of that pair's reference teacher's mean. Among the λ that pass in every run the rule prefers the safe ones, then
+    the largest mean CMI gain over the pair's control (mean over runs and pairs); None when no λ passes everywhere.
+    `runs`: {run name: `LambdaSweep.rows` of it}: per pair its reference rows (the reference, then the control) and
+    its swept rows; each λ is compared with the references of its own pair."""
+    margin = 1.0 if accuracy_margin is None else accuracy_margin
     table, per_lambda = [], {}
     for name, rows in runs.items():
-        refs = [r for r in rows if r["lambda"] is None]
-        reference = refs[0]
-        control = refs[1] if len(refs) > 1 else None
-        for r in rows:
-            if r["lambda"] is None:
-                continue
-            margin = 1.0 if accuracy_margin is None else accuracy_margin
-            ok = (r["seeds_checked"] > 0 and r["cmi_raised"] == r["seeds_checked"]
-                  and r["teacher_acc"] >= reference["teacher_acc"] - margin)
-            gain = r["teacher_cmi"] - (control["teacher_cmi"] if control else reference["teacher_cmi"])
-            table.append({"run": name, "pair": r["pair"], "lambda": r["lambda"], "passes": ok,
-                          "cmi_raised": f"{r['cmi_raised']} of {r['seeds_checked']}",
-                          "over_cliff": f"{r['over_cliff']} of {r['seeds_checked']}",
-                          "acc_vs_reference": r["teacher_acc"] - reference["teacher_acc"], "cmi_gain": gain})
-            entry = per_lambda.setdefault(r["lambda"], {"passes": True, "safe": True, "gains": [], "runs": set()})
-            entry["runs"].add(name)
-            entry["passes"] &= ok
-            entry["safe"] &= r["over_cliff"] == 0
-            entry["gains"].append(gain)
+        for pair in dict.fromkeys(r["pair"] for r in rows):
+            refs = [r for r in rows if r["pair"] == pair and r["lambda"] is None]
+            reference, control = refs[0], (refs[1] if len(refs) > 1 else None)
+            for r in rows:
+                if r["pair"] != pair or r["lambda"] is None:
+                    continue
+                ok = (r["seeds_checked"] > 0 and r["cmi_raised"] == r["seeds_checked"]
+                      and r["teacher_acc"] >= reference["teacher_acc"] - margin)
+                gain = r["teacher_cmi"] - (control or reference)["teacher_cmi"]
+                table.append({"run": name, "pair": pair, "lambda": r["lambda"], "passes": ok,
+                              "cmi_raised": f"{r['cmi_raised']} of {r['seeds_checked']}",
+                              "over_cliff": f"{r['over_cliff']} of {r['seeds_checked']}",
+                              "acc_vs_reference": r["teacher_acc"] - reference["teacher_acc"], "cmi_gain": gain})
+                entry = per_lambda.setdefault(r["lambda"], {"passes": True, "safe": True, "gains": [], "runs": set()})
+                entry["runs"].add(name)
+                entry["passes"] &= ok
+                entry["safe"] &= r["over_cliff"] == 0
+                entry["gains"].append(gain)
     passing = [lam for lam, e in per_lambda.items() if e["passes"] and e["runs"] == set(runs)]  # swept everywhere
     safe = [lam for lam in passing if per_lambda[lam]["safe"]]
     pool = safe or passing

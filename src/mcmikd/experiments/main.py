@@ -16,14 +16,21 @@ CAPTION = (
 class Main(Experiment):
     name = "main"
     title = "Main table"
-    properties = {"pairs": {"type": "array", "items": PAIR, "minItems": 1}, "methods": NAMES, "exclude": EXCLUDE}
+    properties = {
+        "pairs": {"type": "array", "items": PAIR, "minItems": 1,
+                  "description": "teacher → student pairs, each {teacher, student}"},
+        "methods": {**NAMES, "description": "distillation methods (mcmikd.distill.METHODS): every pair × method × "
+                                            "compared teacher × seed is run, plus the student without a teacher"},
+        "exclude": EXCLUDE,
+    }
     required = ("pairs", "methods")
     ce_baseline = True
     gains = "top-1"
     caption = "Top-1 test accuracy (%) of students distilled from each compared teacher, mean ± std over seeds"
     note = (
         "Main table (the paper's Table 1 layout). For each teacher → student pair: each compared teacher's test "
-        "accuracy and CMI (train set, T = 1), mean ± std over the teacher seeds (``teachers.seeds``), the student trained without a teacher, then for every framework the "
+        "accuracy and CMI (train set, T = 1), mean ± std over the teacher seeds (``teachers.seeds``), the student "
+        "trained without a teacher, then for every framework the "
         "student distilled from the reference (first) teacher and, below it, from each other compared teacher with "
         "its gain Δ in brackets; where the teacher's control is compared too (e.g. MCMI and its λ = 0 "
         "fine-tuning CE-FT), the bracket gives both gains, \"(+x vs MLL, +y vs CE-FT)\": the paper's comparison and "
@@ -42,9 +49,22 @@ class Main(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_RAISED, NOT_WORKING, bracketed, cell, cmi_not_raised, compare_cells,
-                                      fmt_delta, method_label, not_raised_footnote, not_working_footnote, pair_label,
-                                      show, show_teacher, teacher_cell)
+        from mcmikd.aggregate import (
+            NOT_RAISED,
+            NOT_WORKING,
+            bracketed,
+            cell,
+            cmi_not_raised,
+            compare_cells,
+            fmt_delta,
+            method_label,
+            not_raised_footnote,
+            not_working_footnote,
+            pair_label,
+            show,
+            show_teacher,
+            teacher_cell,
+        )
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
         objectives, labels = layout["objectives"], layout["labels"]
@@ -82,7 +102,8 @@ class Main(Experiment):
                     numbers.pop("cmi_not_raised")
                     broken = numbers.pop("not_working", None)
                     # a gain between two arms that both do not work is not a finding: [bracketed]
-                    shown_gains = [((bracketed if numbers.get(f"{key}_bracketed") else fmt_delta)(numbers[key]), labels[who])
+                    shown_gains = [((bracketed if numbers.get(f"{key}_bracketed") else fmt_delta)(numbers[key]),
+                                    labels[who])
                              for key, who in (("delta", reference), ("delta_control", controls.get(objective)))
                              if key in numbers and not math.isnan(numbers[key])]
                     if len(shown_gains) == 1 and objective not in controls:
@@ -91,7 +112,8 @@ class Main(Experiment):
                         bracket = f" ({', '.join(f'{d} vs {who}' for d, who in shown_gains)})" if shown_gains else ""
                     name = (method_label(method) if objective == reference
                             else f"{method_label(method)} + {labels[objective]} teacher")
-                    cells[name] = show(numbers) + (NOT_RAISED if marked else "") + (NOT_WORKING if broken else "") + bracket
+                    cells[name] = (show(numbers) + (NOT_RAISED if marked else "") + (NOT_WORKING if broken else "")
+                                   + bracket)
                     extra = {"not_working": broken} if "not_working_margin" in layout else {}
                     long_rows.append({"pair": col, "row": method, "teacher_objective": objective, **numbers,
                                       "cmi_not_raised": marked, **extra})

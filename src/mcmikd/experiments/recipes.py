@@ -38,12 +38,22 @@ class Recipes(LambdaSweep):
                   "description": "teacher → KD student pairs; the recipes are fine-tuned from each pair's teacher"},
         "recipes": {"type": "array", "minItems": 1, "items": {
             "type": "object", "additionalProperties": False, "required": ["name", "hp"],
-            "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
-                           "hp": {"type": "object", "description": "the objective's path hyper-parameters"}}}},
+            "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$",
+                                    "description": "use letters, digits, '_', '.' and '-' only (the recipe's row and "
+                                                   "label)"},
+                           "hp": {"type": "object", "description": "the objective's path hyper-parameters"}}},
+            "description": "the recipes, each {name, hp}: values of the fine-tuning objective's path keys (lambda, "
+                           "centroids), fine-tuned from the same MLL teacher of every seed beside the control"},
         "objective": {"type": "string", "description": "the fine-tuning objective (default: the first compared one "
                                                        "that fine-tunes)"},
-        "accuracy_margin": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 1.0},
-        "sd_multiple": {"type": "number", "minimum": 0, "maximum": 100, "default": 2.0},
+        "accuracy_margin": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 1.0,
+                            "description": "points: on every seed, a recipe's teacher must be within this of the "
+                                           "same seed's MLL teacher's accuracy (a seed further below is over the "
+                                           "cliff)"},
+        "sd_multiple": {"type": "number", "minimum": 0, "maximum": 100, "default": 2.0,
+                        "description": "on every seed and rule temperature, a recipe's CMI must exceed that of the "
+                                       "same seed's MLL and control teachers by more than this many of that "
+                                       "reference's standard deviations over the teacher seeds"},
         "temperatures": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
                          "description": "temperatures besides T = 1 the CMI rule is checked at (default: the KD "
                                         "temperature, methods.kd.temperature)"},

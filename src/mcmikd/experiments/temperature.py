@@ -17,13 +17,20 @@ CAPTION = (
 class Temperature(Experiment):
     name = "temperature"
     title = "Temperature"
-    properties = {"pairs": {"type": "array", "items": PAIR, "minItems": 1}, "temperatures": TEMPERATURES}
+    properties = {
+        "pairs": {"type": "array", "items": PAIR, "minItems": 1,
+                  "description": "teacher → KD student pairs, each {teacher, student}"},
+        "temperatures": {**TEMPERATURES,
+                         "description": "KD temperatures T of the students (Fig. 1); every teacher's CMI is measured "
+                                        "at each T too (added to teachers.cmi_temperatures)"},
+    }
     required = ("pairs", "temperatures")
     setting_prefix = "T"
     gains = "top-1"
     caption = "Teacher CMI and KD student accuracy (%) against the KD temperature T"
     note = ("Fig. 1 in numbers: for each pair and KD temperature T, each compared teacher's CMI on the training set "
-            "computed from softmax(z/T) (mean ± std over the teacher seeds), and the accuracy of the KD student distilled at that T (mean ± std over "
+            "computed from softmax(z/T) (mean ± std over the teacher seeds), and the accuracy of the KD student "
+            "distilled at that T (mean ± std over "
             "seeds), with the gain Δ over the reference (first) teacher.")
 
     def methods(self) -> list[str]:
@@ -58,8 +65,17 @@ class Temperature(Experiment):
 
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_RAISED, cell, cmi_not_raised, compare_cells, not_raised_footnote,
-                                      not_working_footnote, pair_label, show_teacher, teacher_cell)
+        from mcmikd.aggregate import (
+            NOT_RAISED,
+            cell,
+            cmi_not_raised,
+            compare_cells,
+            not_raised_footnote,
+            not_working_footnote,
+            pair_label,
+            show_teacher,
+            teacher_cell,
+        )
 
         students, teachers = runs[runs["role"] == "student"], runs[runs["role"] == "teacher"]
         flagged = cmi_not_raised(runs, layout)

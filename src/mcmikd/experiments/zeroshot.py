@@ -26,10 +26,14 @@ class ZeroShot(Experiment):
     name = "zeroshot"
     title = "Zero-shot"
     properties = {
-        "pair": PAIR, "methods": NAMES,
+        "pair": {**PAIR, "description": "the teacher → student pair, {teacher, student}"},
+        "methods": {**NAMES, "description": "distillation methods of the zero-shot students (a CE-only student is "
+                                            "trained besides)"},
         "omitted": {"type": "array", "minItems": 1,
                     "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
-                              "uniqueItems": True}},
+                              "uniqueItems": True},
+                    "description": "lists of class ids, each one setting (`omit<ids>`): its classes are removed "
+                                   "from every training batch before both forward passes"},
     }
     required = ("pair", "methods", "omitted")
     setting_prefix = "omit"
@@ -73,8 +77,18 @@ class ZeroShot(Experiment):
     def table(cls, runs, layout, metric):
         import pandas as pd
 
-        from mcmikd.aggregate import (NOT_RAISED, NOT_WORKING, cell, cmi_not_raised, compare_cells, method_label,
-                                      not_raised_footnote, not_working_footnote, per_class, show)
+        from mcmikd.aggregate import (
+            NOT_RAISED,
+            NOT_WORKING,
+            cell,
+            cmi_not_raised,
+            compare_cells,
+            method_label,
+            not_raised_footnote,
+            not_working_footnote,
+            per_class,
+            show,
+        )
 
         students = runs[runs["role"] == "student"]
         flagged = cmi_not_raised(runs, layout)
@@ -98,9 +112,10 @@ class ZeroShot(Experiment):
                 floor = cell(ce_runs, metric) if len(ce_runs) else None
                 broken = set()  # (method, objective) arms not working
                 for method in kd_methods:
+                    # compare_cells calls `measure` before it returns, while cls_id is still this class
                     cells, numbers = compare_cells(at[at["method"] == method], method, layout, metric,
-                                                   measure=lambda f, m: per_class(f, m, cls_id), flagged=flagged,
-                                                   floor=floor)
+                                                   measure=lambda f, m: per_class(f, m, cls_id),  # noqa: B023
+                                                   flagged=flagged, floor=floor)
                     broken |= {(method, n["teacher_objective"]) for n in numbers if n.get("not_working")}
                     row.update(cells)
                     long_rows += [{"omitted": key, "class": cls_id, **n} for n in numbers]

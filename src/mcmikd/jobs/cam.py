@@ -57,7 +57,8 @@ def run_cam_measure(data_path: str, teacher_models: dict[str, str], params: dict
                     threads: int | None = None, chunk: int = 256) -> dict:
     """The CAM localization and context measurements of one teacher seed (issue 18): for every test image with an
     object box (`info["test_boxes"]`, e.g. cluttered digits) and every compared teacher (objective -> model file),
-    the maps of each method of `params["methods"]` (`mcmikd.experiments.cam.CAM_METHODS`: Eigen-CAM centred and the paper's uncentred
+    the maps of each method of `params["methods"]` (`mcmikd.experiments.cam.CAM_METHODS`: Eigen-CAM centred and the
+    paper's uncentred
     formula, `mcmikd.cam`; Grad-CAM and Grad-CAM++ of the true class through pytorch-grad-cam) at the same layer,
     scored by `mcmikd.cam_metrics.measure` against the box. Writes JSON {arch, teacher_seed, layer, images,
     box_threshold, area_threshold, correct: {objective: [bool]}, metrics: {objective: {method: {metric: [per

@@ -8,7 +8,7 @@ import time
 import torch
 
 from mcmikd.data import DatasetTensors
-from mcmikd.engine import ResumeFile, Runtime, TrainStream, evaluate, fingerprint, fit, Recipe
+from mcmikd.engine import Recipe, ResumeFile, Runtime, TrainStream, evaluate, fingerprint, fit
 from mcmikd.errors import first_line
 from mcmikd.io import damaged_error, provenance, torch_save, verify_file, write_json
 from mcmikd.models import create_model

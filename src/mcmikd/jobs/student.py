@@ -83,7 +83,8 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
                          image_size=data.image_size, epochs=recipe.epochs, student_shapes=s_shapes,
                          teacher_shapes=t_shapes, student_arch=params["student"],
                          teacher_arch=teacher.arch if teacher is not None else "",
-                         full_train_labels=full_labels.to(runtime.device), full_train_slots=full_slots.to(runtime.device))
+                         full_train_labels=full_labels.to(runtime.device),
+                         full_train_slots=full_slots.to(runtime.device))
     torch.manual_seed(seed)
     student = create_model(params["student"], data.num_classes, data.in_channels)
     distiller = runtime.prepare(cls(student, teacher, params["hp"], ctx))

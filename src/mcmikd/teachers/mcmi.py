@@ -3,8 +3,8 @@
     CE − λ · mean_i KL(P_{x_i} ‖ Q_{y_i}),   λ > 0,
 
 with class centroids Q_y computed once from the MLL teacher before fine-tuning and then frozen (or, as options,
-tracked by an EMA of the batches, or recomputed at the start of every epoch). Maximising the KL term maximises the teacher's conditional mutual
-information I(X; Ŷ | Y) (in nats; `mcmikd.cmi`).
+tracked by an EMA of the batches, or recomputed at the start of every epoch). Maximising the KL term maximises the
+teacher's conditional mutual information I(X; Ŷ | Y) (in nats; `mcmikd.cmi`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def initial_centroids(model, stream, runtime, num_classes: int, mode: str, gener
       also updates the BatchNorm running statistics of the teacher that is then fine-tuned.
     * `ema`: starts from the `eval` centroids; the loss then tracks an EMA of the batches.
     * `per_epoch`: starts from the `eval` centroids, recomputed the same way at the start of every epoch
-      (`MCMI.before_epoch`), so the loss cannot grow by moving a class's mean away from stale centroids (docs/paper.md, "What fine-tuning with frozen centroids does").
+      (`MCMI.before_epoch`), so the loss cannot grow by moving a class's mean away from stale centroids (docs/paper.md,
+      "What fine-tuning with frozen centroids does").
     """
     import torch
     import torch.nn.functional as F

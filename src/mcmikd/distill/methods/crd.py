@@ -33,7 +33,6 @@ from mcmikd.distill.methods._common import full_precision
 from mcmikd.errors import ConfigError
 from mcmikd.syncguard import order_independent
 
-
 EPS = 1e-7
 
 

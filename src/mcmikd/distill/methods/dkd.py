@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 
-
 # β (NCKD weight) of the official CIFAR-100 configs, keyed by (teacher, student); 8.0 otherwise.
 OFFICIAL_BETA = {
     ("resnet56", "resnet20"): 2.0,

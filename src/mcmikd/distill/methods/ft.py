@@ -17,7 +17,6 @@ from torch import nn
 from mcmikd.distill.base import Distiller, InitStage
 from mcmikd.distill.methods._common import full_precision, match_spatial
 
-
 # RepDistiller pre-trains the paraphraser with lr 0.01 for these students, with the student's lr otherwise.
 _SMALL_INIT_LR_STUDENTS = {"resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                            "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"}

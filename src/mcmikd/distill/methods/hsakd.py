@@ -166,7 +166,7 @@ class HSAKD(Distiller):
         if blocks is not None and (isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1):
             raise ConfigError(f"hsakd: aux_blocks must be null or a positive integer, got {blocks!r}")
         for role, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
-            for c, h, w in (shapes or {}).get("feats", [])[1:]:
+            for _, h, w in (shapes or {}).get("feats", [])[1:]:
                 if h != w:
                     raise ConfigError(f"hsakd rotates images by 90°, which needs square feature maps; the {role} "
                                       f"has a {h}×{w} map")

@@ -12,7 +12,6 @@ import torch
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 
-
 EPS = 1e-7
 
 

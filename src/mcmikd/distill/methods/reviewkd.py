@@ -23,7 +23,6 @@ from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import floats, full_precision
 from mcmikd.models.base import adaptive_avg_pool
 
-
 # --kd-loss-weight of the official CIFAR-100 script, keyed by (teacher, student); 5.0 otherwise.
 OFFICIAL_WEIGHT = {
     ("resnet56", "resnet20"): 0.6,
