@@ -50,13 +50,6 @@ def recorded_files(results: str | os.PathLike) -> list[str]:
     return sorted(files)
 
 
-def forcerun_command(files: list[str], configfile: str | None = None) -> str:
-    """The shell-quoted `snakemake [--configfile C] --forcerun FILE...` line that rebuilds `files` and everything
-    downstream of them (`--forcerun` last: it takes every word after it)."""
-    words = ["snakemake", *(["--configfile", configfile] if configfile else []), "--forcerun", *files]
-    return shlex.join(words)
-
-
 def _as_given(path: str) -> str:
     """`path` relative to the working directory when it lies under it (the paths Snakemake's jobs use)."""
     if os.path.isabs(path):
@@ -78,7 +71,7 @@ def repair_main(argv: list[str] | None = None) -> int:
                         help="print only the words `--forcerun FILE...` (nothing when no file is damaged), to "
                              "add to your own snakemake command")
     args = parser.parse_args(argv)
-    from mcmikd.repair import damaged_files
+    from mcmikd.repair import damaged_files, forcerun_command
 
     try:
         files = recorded_files(args.results)

@@ -45,6 +45,13 @@ def damaged_files(paths: Iterable[str], hash_budget: int = HASH_BUDGET) -> dict[
     return damaged
 
 
+def forcerun_command(files: Iterable[str], configfile: str | None = None) -> str:
+    """The shell-quoted `snakemake [--configfile C] --forcerun FILE...` line that rebuilds `files` and everything
+    downstream of them (`--forcerun` last: it takes every word after it)."""
+    words = ["snakemake", *(["--configfile", configfile] if configfile else []), "--forcerun", *files]
+    return shlex.join(words)
+
+
 def _forced(path: str, rule: str, settings) -> bool:
     """Whether this run's `--forcerun`/`-R` (files or rule names) or `--forceall` already rebuilds `path`."""
     if settings is None:
@@ -71,7 +78,7 @@ def plan_repair(damaged: dict[str, str], producers: dict[str, str], settings) ->
         raise DamagedFileError(
             f"{'a' if one else len(unforced)} recorded intermediate file{'' if one else 's'} "
             f"{'is' if one else 'are'} damaged ({what}); rebuild {'it' if one else 'them'} and every job that reads "
-            f"{'it' if one else 'them'} with `{shlex.join(['snakemake', '--forcerun', *unforced])}` plus the options "
+            f"{'it' if one else 'them'} with `{forcerun_command(unforced)}` plus the options "
             f"you ran the workflow with (`mcmikd repair` prints the line)")
     warnings = [f"Warning: {path} is damaged ({damaged[path]}); it is rebuilt and every job that reads it reruns"
                 for path in damaged]
