@@ -118,6 +118,13 @@ RESOURCE_RULES = set()  # rules that read the `resources` section (rules/checks.
 
 
 THREADS = config["runtime"]["threads"]
+PROCESSES = config["runtime"]["processes"]  # processes per training job (mcmikd.distributed)
+
+
+def train_res(rule, key, fallback):
+    """A training rule's `cpus_per_task` or `gpu`: the config's value (`res`) is per process, so the job asks for
+    runtime.processes times as many, on one node (the rule's `nodes=1`: --nodes=1 on SLURM)."""
+    return res(rule, key, fallback) * PROCESSES
 
 
 # ----------------------------------------------------------------------------------------------- paths

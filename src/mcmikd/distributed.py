@@ -21,8 +21,8 @@ Inside the group (`engine.fit`, `engine.TrainStream`, `step.StepRunner`):
   zero-shot batches);
 * BatchNorm layers of the trained network normalise with the statistics of the global batch: `torch.nn.SyncBatchNorm`
   on CUDA; on CPU, where torch 2.14's SyncBatchNorm kernels do not exist (`aten::batch_norm_stats` is CUDA-only),
-  `CpuSyncBatchNorm`, the same computation written with torch.distributed's differentiable all-reduce (whose
-  backward all-reduces the gradients, as SyncBatchNorm's backward does);
+  `CpuSyncBatchNorm`, the same computation written with torch.distributed's differentiable all-gather (one
+  collective per layer forward, one backward, as SyncBatchNorm);
 * the epoch's loss sums and sample counts are all-reduced once per epoch, so the recorded training losses are those
   of the global batches;
 * every rank evaluates the full test set after each epoch (the same model on the same images gives the same numbers
@@ -235,32 +235,33 @@ def _convert_cpu(module):
 
 @functools.cache
 def CpuSyncBatchNorm():  # noqa: N802 (returns the class; defined on first use so this module imports no torch)
-    """The class `CpuSyncBatchNorm(nn.BatchNorm2d)`: in training mode inside a process group, batch statistics over
-    the images of every rank (two all-reduces: the sums, then the sums of squared deviations from the global mean),
-    normalisation y = (x − μ)/√(σ² + ε)·γ + β with the biased σ², and running statistics updated with the unbiased
-    one (N/(N−1)·σ²), exactly as `nn.BatchNorm2d` does over the whole batch (PyTorch docs, BatchNorm2d). Gradients
-    flow through the differentiable functional all-reduce (`torch.distributed._functional_collectives.all_reduce`, the
-    replacement torch 2.14 names for the deprecated `torch.distributed.nn.functional.all_reduce`), whose backward sums
-    them over the ranks. Outside a
+    """The class `CpuSyncBatchNorm(nn.BatchNorm2d)`: in training mode inside a process group, the statistics of the
+    global batch, as torch's SyncBatchNorm computes them on CUDA: each rank's count n_r, mean m_r and sum of squared
+    deviations M_r per channel, gathered from every rank in one collective and combined (Chan et al.'s parallel
+    variance: μ = Σ n_r·m_r / n, n·σ² = Σ [M_r + n_r·(m_r − μ)²]); then y = (x − μ)/√(σ² + ε)·γ + β with the biased
+    σ², and the running statistics updated with the unbiased one (n/(n−1)·σ²), as `nn.BatchNorm2d` does over the whole
+    batch (PyTorch docs, BatchNorm2d). The gather is torch.distributed's differentiable functional all-gather
+    (`torch.distributed._functional_collectives.all_gather_tensor_autograd`), whose backward hands each rank the
+    gradients of its own statistics summed over the ranks, as SyncBatchNorm's backward all-reduces them. Outside a
     group or in eval mode it is `nn.BatchNorm2d`."""
     import torch
     import torch.distributed as dist
     from torch.distributed import _functional_collectives as fc
-
-    def all_reduce(t: torch.Tensor) -> torch.Tensor:  # differentiable: the backward sums the gradients over the ranks
-        return fc.wait_tensor(fc.all_reduce(t, "sum", dist.group.WORLD))
 
     class _CpuSyncBatchNorm(torch.nn.BatchNorm2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
                 return super().forward(x)
             dims = (0, 2, 3)
-            count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
-            total = all_reduce(torch.cat([x.sum(dims), count]))
-            n = total[-1]
-            mean = total[:-1] / n
-            centered = x - mean.view(1, -1, 1, 1)
-            var = all_reduce(centered.pow(2).sum(dims)) / n
+            count = x.numel() // x.shape[1]
+            mean_r = x.mean(dims)
+            m2_r = (x - mean_r.view(1, -1, 1, 1)).pow(2).sum(dims)
+            mine = torch.stack([torch.full_like(mean_r, count), mean_r, m2_r]).unsqueeze(0)  # (1, 3, C)
+            every = fc.wait_tensor(fc.all_gather_tensor_autograd(mine, 0, dist.group.WORLD))  # (world, 3, C)
+            counts, means, m2s = every[:, 0], every[:, 1], every[:, 2]
+            n = counts.sum(0)
+            mean = (counts * means).sum(0) / n
+            var = (m2s + counts * (means - mean).pow(2)).sum(0) / n
             if self.track_running_stats:
                 with torch.no_grad():
                     self.num_batches_tracked += 1
@@ -268,7 +269,7 @@ def CpuSyncBatchNorm():  # noqa: N802 (returns the class; defined on first use s
                               else self.momentum)
                     self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
                     self.running_var.mul_(1 - factor).add_(var.detach() * n / (n - 1), alpha=factor)
-            y = centered * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+            y = (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
             if self.affine:
                 y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
             return y
