@@ -333,8 +333,8 @@ class Grid:
                                   f"cannot train as {n} processes: {problem}; use runtime.processes: 1")
         for method in sorted({run.method for run in self.all_runs()}):
             if METHODS.get(method) is None or static_attribute(METHODS[method], "multiprocess") is not True:
-                raise ConfigError(f"config key 'runtime.processes': method '{method}' cannot train as {n} processes (its "
-                                  f"loss couples the images of a batch, keeps state across batches or has an init "
+                raise ConfigError(f"config key 'runtime.processes': method '{method}' cannot train as {n} processes "
+                                  f"(its loss couples the images of a batch, keeps state across batches or has an init "
                                   f"stage, or its class does not say multiprocess = True); use runtime.processes: 1 "
                                   f"or the methods ce, kd, dkd")
 

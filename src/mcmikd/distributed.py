@@ -241,7 +241,7 @@ def CpuSyncBatchNorm():  # noqa: N802 (returns the class; defined on first use s
     variance: μ = Σ n_r·m_r / n, n·σ² = Σ [M_r + n_r·(m_r − μ)²]); then y = (x − μ)/√(σ² + ε)·γ + β with the biased
     σ², and the running statistics updated with the unbiased one (n/(n−1)·σ²), as `nn.BatchNorm2d` does over the whole
     batch (PyTorch docs, BatchNorm2d). The gather is torch.distributed's differentiable functional all-gather
-    (`torch.distributed._functional_collectives.all_gather_tensor_autograd`), whose backward hands each rank the
+    (`torch.distributed._functional_collectives.all_gather_single_autograd`), whose backward hands each rank the
     gradients of its own statistics summed over the ranks, as SyncBatchNorm's backward all-reduces them. Outside a
     group or in eval mode it is `nn.BatchNorm2d`."""
     import torch
@@ -257,7 +257,7 @@ def CpuSyncBatchNorm():  # noqa: N802 (returns the class; defined on first use s
             mean_r = x.mean(dims)
             m2_r = (x - mean_r.view(1, -1, 1, 1)).pow(2).sum(dims)
             mine = torch.stack([torch.full_like(mean_r, count), mean_r, m2_r]).unsqueeze(0)  # (1, 3, C)
-            every = fc.wait_tensor(fc.all_gather_tensor_autograd(mine, 0, dist.group.WORLD))  # (world, 3, C)
+            every = fc.wait_tensor(fc.all_gather_single_autograd(mine, 0, dist.group.WORLD))  # (world, 3, C)
             counts, means, m2s = every[:, 0], every[:, 1], every[:, 2]
             n = counts.sum(0)
             mean = (counts * means).sum(0) / n

@@ -148,7 +148,8 @@ class StepRunner:
 
         samples = self.samples
         if distributed.active():  # the global batches' sums: every rank's slice (one all-reduce per epoch)
-            both = torch.cat([self.sums, torch.tensor([float(samples)], dtype=self.sums.dtype, device=self.sums.device)])
+            count = torch.tensor([float(samples)], dtype=self.sums.dtype, device=self.sums.device)
+            both = torch.cat([self.sums, count])
             both = distributed.all_reduce_sum(both)
             self.sums, samples = both[:-1], both[-1].item()
         values = self.sums.tolist()  # the epoch's one host read
@@ -163,7 +164,8 @@ class StepRunner:
              generator: torch.Generator, scale: float = 1.0) -> None:
         """One optimizer step on a batch (images (B, C, H, W), labels and positions (B,) long); draws the
         step's random inputs from `generator` first (`objective.step_inputs`). `scale` multiplies the loss that is
-        back-propagated, not the recorded terms (a rank's weight N·n_r/B in a multi-process job, `engine._epoch_pass`)."""
+        back-propagated, not the recorded terms (a rank's weight N·n_r/B in a multi-process job,
+        `engine._epoch_pass`)."""
         self.scale = float(scale)
         extra = {}
         if self.loss_fn is None and hasattr(self.objective, "step_inputs"):
