@@ -15,10 +15,10 @@ rule train_student:
         CONDA_ENV
     threads: train_res("train_student", "cpus_per_task", THREADS)
     resources:
+        **ONE_NODE,
         mem_mb=res("train_student", "mem_mb", 4000),
         runtime=res("train_student", "runtime", 60),
         gpu=train_res("train_student", "gpu", 0),
-        nodes=1,
     params:
         cfg=student_params,
         resume=lambda wc, output: resume_path(output[0]),

@@ -20,10 +20,10 @@ rule train_teacher:
         CONDA_ENV
     threads: train_res("train_teacher", "cpus_per_task", THREADS)
     resources:
+        **ONE_NODE,
         mem_mb=res("train_teacher", "mem_mb", 4000),
         runtime=res("train_teacher", "runtime", 60),
         gpu=train_res("train_teacher", "gpu", 0),
-        nodes=1,
     params:
         cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
         resume=lambda wc, output: resume_path(output.model),
@@ -53,10 +53,10 @@ rule finetune_teacher:
         CONDA_ENV
     threads: train_res("finetune_teacher", "cpus_per_task", THREADS)
     resources:
+        **ONE_NODE,
         mem_mb=res("finetune_teacher", "mem_mb", 4000),
         runtime=res("finetune_teacher", "runtime", 30),
         gpu=train_res("finetune_teacher", "gpu", 0),
-        nodes=1,
     params:
         cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
         resume=lambda wc, output: resume_path(output.model),
