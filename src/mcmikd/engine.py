@@ -521,6 +521,8 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
     if runtime.processes > 1:
         from mcmikd import distributed
 
+        if init_optimizer is not None:  # refused at parse time (methods without `multiprocess = True`)
+            raise ConfigError("a method with an init stage cannot train as several processes; use runtime.processes: 1")
         if not distributed.active():
             raise RuntimeError("runtime.processes > 1 outside a process group; run the job through "
                                "mcmikd.distributed.multiprocess")
