@@ -140,8 +140,8 @@ def launch(func, kwargs: dict, processes: int, device: str = "auto"):
     progress = str(jobprogress.current_path()) if jobprogress.active() else None
     try:
         try:
-            mp.spawn(_worker, args=(processes, folder, backend, func, kwargs, log_path, progress), nprocs=processes,
-                     join=True, start_method="spawn")
+            mp.spawn(_worker, args=(processes, folder, backend, func, kwargs, log_path, progress, os.getpid()),
+                     nprocs=processes, join=True, start_method="spawn")
         except mp.ProcessException:
             for r in range(processes):
                 error = os.path.join(folder, f"error{r}.pkl")
@@ -157,10 +157,26 @@ def launch(func, kwargs: dict, processes: int, device: str = "auto"):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _exit_with(parent: int) -> None:
+    """End this process as soon as process `parent` (the job's own process) is gone: a job killed with SIGKILL (out
+    of memory, a lost head process) leaves no training behind that could still write its outputs."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="mcmikd-parent-watch").start()
+
+
 def _worker(local_rank: int, world: int, folder: str, backend: str, func, kwargs: dict, log_path: str | None,
-            progress: str | None) -> None:
+            progress: str | None, parent: int | None = None) -> None:
     """One rank: join the group, run `func(**kwargs)`, leave the group; rank 0 writes the log, the progress file
-    and the result, the others write nothing."""
+    and the result, the others write nothing. The rank ends when its parent `parent` does (`_exit_with`)."""
+    if parent is not None:
+        _exit_with(parent)
     global _rank, _world
     import torch
     import torch.distributed as dist
