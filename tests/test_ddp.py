@@ -9,7 +9,8 @@
   uninterrupted 2-process run; only rank 0 wrote the checkpoint and the results;
 * what several processes cannot run is refused before any job, in one line.
 
-All 2-process runs share one spawned process group (starting processes costs seconds on a loaded machine)."""
+All 2-process runs share one spawned process group: starting 2 processes costs seconds (about 15 s on the shared
+2-core test machine under load), and the runs about 40 s in all there, hence `slow` on the tests that use them."""
 
 import json
 
@@ -18,8 +19,6 @@ import torch
 
 from mcmikd import distributed
 from mcmikd.errors import ConfigError
-
-pytestmark = pytest.mark.numeric
 
 RUNTIME = {"device": "cpu", "channels_last": False, "precision": "fp32", "deterministic": True}
 RECIPE = {"epochs": 2, "batch_size": 19, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "multistep",
@@ -36,7 +35,7 @@ def _teacher_params(processes: int, seed: int = 0) -> dict:
 def _student_params(processes: int) -> dict:
     return {"teacher": {"arch": "resnet8", "objective": "mll", "variant": "mll", "seed": 0}, "student": "resnet8",
             "method": "kd", "hp": {"gamma": 0.1, "alpha": 0.9, "temperature": 4},
-            "recipe": {**RECIPE, "last_batch": "merge"}, "setting": {}, "seed": 0, "augment": AUGMENT,
+            "recipe": {**RECIPE, "epochs": 1, "last_batch": "merge"}, "setting": {}, "seed": 0, "augment": AUGMENT,
             "runtime": {**RUNTIME, "processes": processes}}
 
 
@@ -62,25 +61,28 @@ class _Killed(Exception):
 def _two_process_runs(folder) -> dict:
     """Run in each of the 2 ranks (`distributed.launch`): a teacher, a KD student, and the same teacher killed after
     epoch 1 then run again (resumed from its checkpoint). Returns what rank 0 saw."""
-    from mcmikd.jobs import common
+    from mcmikd import engine
 
     out = {"teacher": _teacher(folder, "t2", 2), "student": _student(folder, "s2", 2)}
-    real, calls = common.evaluate, {"n": 0}
+    real, calls = engine._epoch_pass, {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:  # during epoch 2, after epoch 1's checkpoint (every rank at the same point)
+        if calls["n"] == 2:  # as epoch 2 starts, after epoch 1's checkpoint (every rank at the same point)
             raise _Killed
         return real(*args, **kwargs)
 
-    common.evaluate = dying
+    engine._epoch_pass = dying
     try:
-        _teacher(folder, "k2", 2)
-    except _Killed:
-        out["left_after_kill"] = sorted(p.name for p in folder.iterdir() if p.name.startswith((".k2", "k2")))
+        try:
+            _teacher(folder, "k2", 2)
+        except _Killed:
+            out["left_after_kill"] = sorted(p.name for p in folder.iterdir() if p.name.startswith((".k2", "k2")))
+        calls["n"] = 2  # from here on every pass runs, counted
+        out["resumed"] = _teacher(folder, "k2", 2)
     finally:
-        common.evaluate = real
-    out["resumed"] = _teacher(folder, "k2", 2)
+        engine._epoch_pass = real
+    out["passes_after_resume"] = calls["n"] - 2
     return out
 
 
@@ -123,6 +125,7 @@ def _weights(path) -> dict:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role, one_file, two_file", [("teacher", "t1.pt", "t2.pt"), ("student", None, None)])
 def test_two_processes_equal_one_with_the_same_global_batch(runs, role, one_file, two_file):
     folder, one, two = runs
@@ -136,6 +139,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs, role, one_file
         assert any(not torch.equal(a[k], b[k]) for k in a)  # another order of the same sums: not bit-identical
 
 
+@pytest.mark.slow
 def test_rank_zero_writes_the_results(runs):
     folder, _, two = runs
     assert json.loads((folder / "t2.json").read_text())["last_acc"] == two["teacher"]["last_acc"]
@@ -143,9 +147,11 @@ def test_rank_zero_writes_the_results(runs):
     assert not (folder / ".t2.resume.pt").exists() and not (folder / ".s2.resume.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_exactly_the_uninterrupted_result(runs):
     folder, _, two = runs
     assert two["left_after_kill"] == [".k2.resume.pt"]  # its checkpoint, no result
+    assert two["passes_after_resume"] == 1  # resumed: only epoch 2 was trained again
     resumed, full = two["resumed"], two["teacher"]
     keep = ("last_acc", "best_acc", "per_class_acc_last", "confusion_last", "test_cmi_last")
     assert {k: resumed[k] for k in keep} == {k: full[k] for k in keep}
