@@ -195,3 +195,21 @@ def test_one_process_leaves_the_jobs_parameters_as_they_were(load):
     two = load(_two)
     assert two.teacher_params(*two.teacher_jobs()[0])["runtime"]["processes"] == 2
     assert "processes" not in two.cmi_params()["runtime"]  # only the training jobs run as several processes
+
+
+def _fails_on_rank_one() -> None:
+    import torch.distributed as dist
+
+    from mcmikd.errors import DataError
+
+    if distributed.rank() == 1:
+        raise DataError("prepared dataset data.pt is missing; rerun the workflow to rebuild it")
+    dist.barrier()  # rank 0 waits for rank 1 until torch.multiprocessing stops it
+
+
+@pytest.mark.slow
+def test_a_user_error_in_any_process_stops_the_job_with_its_one_line():
+    from mcmikd.errors import DataError
+
+    with pytest.raises(DataError, match="^prepared dataset data.pt is missing; rerun the workflow to rebuild it$"):
+        distributed.launch(_fails_on_rank_one, {}, 2, "cpu")

@@ -129,9 +129,14 @@ def launch(func, kwargs: dict, processes: int, device: str = "auto"):
     """Run `func(**kwargs)` as `processes` ranks of one process group (module docstring) and return rank 0's
     result. A user error (`McmiError`) raised in a rank is raised here again, in one line; any other failure of a
     rank stops the others (torch.multiprocessing) and is raised with that rank's traceback."""
+    import importlib
+
     import torch.multiprocessing as mp
 
     from mcmikd import jobprogress
+
+    # the module (`mp.spawn` is the function of the same name)
+    ProcessException = importlib.import_module("torch.multiprocessing.spawn").ProcessException  # noqa: N806
 
     backend = backend_for(device, processes)
     folder = tempfile.mkdtemp(prefix="mcmikd-ddp-")
@@ -142,7 +147,7 @@ def launch(func, kwargs: dict, processes: int, device: str = "auto"):
         try:
             mp.spawn(_worker, args=(processes, folder, backend, func, kwargs, log_path, progress, os.getpid()),
                      nprocs=processes, join=True, start_method="spawn")
-        except mp.ProcessException:
+        except ProcessException:
             for r in range(processes):
                 error = os.path.join(folder, f"error{r}.pkl")
                 if os.path.exists(error):
