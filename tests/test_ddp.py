@@ -213,3 +213,18 @@ def test_a_user_error_in_any_process_stops_the_job_with_its_one_line():
 
     with pytest.raises(DataError, match="^prepared dataset data.pt is missing; rerun the workflow to rebuild it$"):
         distributed.launch(_fails_on_rank_one, {}, 2, "cpu")
+
+
+@pytest.mark.parametrize("length, size, last_batch, smallest", [
+    (40, 19, "keep", 2), (40, 19, "merge", 19), (39, 19, "keep", 19), (38, 19, "keep", 19), (12, 19, "keep", 12),
+    (48, 19, "merge", 10),
+])
+def test_the_smallest_batch_is_known_before_training(length, size, last_batch, smallest):
+    """What a job with several processes checks before its first step (each process needs one image of it)."""
+    from types import SimpleNamespace
+
+    from mcmikd.engine import Recipe, smallest_batch
+
+    stream = SimpleNamespace(omitted=(), epoch_length=length)
+    assert smallest_batch(stream, Recipe(epochs=1, batch_size=size, last_batch=last_batch)) == smallest
+    assert smallest_batch(SimpleNamespace(omitted=(3,), epoch_length=length), Recipe(epochs=1)) is None

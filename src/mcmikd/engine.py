@@ -481,6 +481,22 @@ def _epoch_pass(runner: StepRunner, stream: TrainStream, generator, batch_size: 
     return runner.end_epoch()
 
 
+def smallest_batch(stream: TrainStream, recipe: Recipe) -> int | None:
+    """The fewest images a training batch of `stream` under `recipe` holds, known before training when no class is
+    omitted (the batches' sizes then depend only on the epoch length: `TrainStream.batch_chunks`, with a one-image
+    remainder carried into the batch before it, and `merge_short_last`); None with omitted classes (then they vary
+    with the epoch order)."""
+    if stream.omitted:
+        return None
+    length, size = stream.epoch_length, recipe.batch_size
+    if length <= size:
+        return length
+    rest = length % size
+    if rest <= 1 or (recipe.last_batch == "merge" and rest < size / 2):
+        return size
+    return rest
+
+
 def divergence(means: dict[str, float], where: str) -> str | None:
     """A one-line "diverged: ..." reason when an epoch's mean loss terms (`means`, as `_epoch_pass` returns
     them, with "total") hold a non-finite value, naming the terms and `where` (e.g. "epoch 3"); else None."""
@@ -523,6 +539,11 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
 
         if init_optimizer is not None:  # refused at parse time (methods without `multiprocess = True`)
             raise ConfigError("a method with an init stage cannot train as several processes; use runtime.processes: 1")
+        smallest = smallest_batch(stream, recipe)
+        if smallest is not None and smallest < runtime.processes:
+            raise ConfigError(f"the last training batch of each epoch holds {smallest} images ({stream.epoch_length} "
+                              f"per epoch, batch_size {recipe.batch_size}), too few for runtime.processes = "
+                              f"{runtime.processes}; use last_batch: merge, another batch_size or fewer processes")
         if not distributed.active():
             raise RuntimeError("runtime.processes > 1 outside a process group; run the job through "
                                "mcmikd.distributed.multiprocess")
