@@ -118,6 +118,18 @@ RESOURCE_RULES = set()  # rules that read the `resources` section (rules/checks.
 
 
 THREADS = config["runtime"]["threads"]
+PROCESSES = config["runtime"]["processes"]  # processes per training job (mcmikd.distributed)
+
+
+# the training rules' extra resources: with several processes, one node (--nodes=1 on SLURM); none otherwise, so a
+# one-process job asks for what it always did (and groups of them, whose numeric resources add up, stay valid)
+ONE_NODE = {"nodes": 1} if PROCESSES > 1 else {}
+
+
+def train_res(rule, key, fallback):
+    """A training rule's `cpus_per_task` or `gpu`: the config's value (`res`) is per process, so the job asks for
+    runtime.processes times as many, on one node (`ONE_NODE`)."""
+    return res(rule, key, fallback) * PROCESSES
 
 
 # ----------------------------------------------------------------------------------------------- paths

@@ -13,11 +13,12 @@ rule train_student:
         "<benchmarks>/train_student/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.tsv"
     conda:
         CONDA_ENV
-    threads: res("train_student", "cpus_per_task", THREADS)
+    threads: train_res("train_student", "cpus_per_task", THREADS)
     resources:
+        **ONE_NODE,
         mem_mb=res("train_student", "mem_mb", 4000),
         runtime=res("train_student", "runtime", 60),
-        gpu=res("train_student", "gpu", 0),
+        gpu=train_res("train_student", "gpu", 0),
     params:
         cfg=student_params,
         resume=lambda wc, output: resume_path(output[0]),

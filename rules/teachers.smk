@@ -18,11 +18,12 @@ rule train_teacher:
         variant=_alternatives(GRID.variant_names(False)),
     conda:
         CONDA_ENV
-    threads: res("train_teacher", "cpus_per_task", THREADS)
+    threads: train_res("train_teacher", "cpus_per_task", THREADS)
     resources:
+        **ONE_NODE,
         mem_mb=res("train_teacher", "mem_mb", 4000),
         runtime=res("train_teacher", "runtime", 60),
-        gpu=res("train_teacher", "gpu", 0),
+        gpu=train_res("train_teacher", "gpu", 0),
     params:
         cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
         resume=lambda wc, output: resume_path(output.model),
@@ -50,11 +51,12 @@ rule finetune_teacher:
         variant=_alternatives(GRID.variant_names(True)),
     conda:
         CONDA_ENV
-    threads: res("finetune_teacher", "cpus_per_task", THREADS)
+    threads: train_res("finetune_teacher", "cpus_per_task", THREADS)
     resources:
+        **ONE_NODE,
         mem_mb=res("finetune_teacher", "mem_mb", 4000),
         runtime=res("finetune_teacher", "runtime", 30),
-        gpu=res("finetune_teacher", "gpu", 0),
+        gpu=train_res("finetune_teacher", "gpu", 0),
     params:
         cfg=lambda wc: GRID.teacher_params(wc.arch, wc.variant, int(wc.tseed)),
         resume=lambda wc, output: resume_path(output.model),

@@ -49,6 +49,14 @@ def static_defaults(entry: str) -> dict | None:
     source without importing it (methods import torch; the Snakefile parses without it). None when the module or a
     literal `defaults` cannot be found (then nothing is dropped). `tests/test_registries.py` checks that it equals
     the imported class's `defaults` for every registered method."""
+    value = static_attribute(entry, "defaults")
+    return value if isinstance(value, dict) else None
+
+
+def static_attribute(entry: str, name: str):
+    """The literal value of class attribute `name` assigned in the body of the class a registry entry
+    ("module:Class") names, read from the module's source without importing it; None when the module, the
+    assignment or a literal value cannot be found (an inherited value is not seen)."""
     module, cls_name = entry.split(":")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
@@ -59,12 +67,11 @@ def static_defaults(entry: str) -> dict | None:
             for stmt in node.body:
                 target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else
                           stmt.target if isinstance(stmt, ast.AnnAssign) else None)
-                if isinstance(target, ast.Name) and target.id == "defaults" and stmt.value is not None:
+                if isinstance(target, ast.Name) and target.id == name and stmt.value is not None:
                     try:
-                        value = ast.literal_eval(stmt.value)
+                        return ast.literal_eval(stmt.value)
                     except ValueError:
                         return None
-                    return value if isinstance(value, dict) else None
     return None
 
 

@@ -303,7 +303,40 @@ class Grid:
                 raise ConfigError(f"experiment kinds '{owners[exp.setting_prefix]}' and '{name}' both own student "
                                   f"settings '{exp.setting_prefix}...'; give one of them another setting_prefix")
             owners[exp.setting_prefix] = name
+        grid.check_processes()
         return grid
+
+    def check_processes(self) -> None:
+        """With `runtime.processes` = N > 1 (training jobs as N processes, `mcmikd.distributed`): refuse, in one line,
+        `runtime.compile: graphs`, a training batch_size below N, a teacher objective whose `multiprocess_problem`
+        names one (e.g. MCMI with `ema` centroids), and a student method that is not marked `multiprocess = True` in
+        its class (a loss that couples the images of a batch, state across batches, an init stage)."""
+        from mcmikd.canonical import static_attribute
+
+        n = int(self.config["runtime"].get("processes", 1))
+        if n <= 1:
+            return
+        if self.config["runtime"].get("compile") == "graphs":
+            raise ConfigError(f"config key 'runtime.compile': graphs cannot run with runtime.processes = {n} (no CUDA "
+                              f"graphs around DistributedDataParallel); use auto (eager under several processes) "
+                              f"or none")
+        for key in ("teachers.training", "teachers.finetuning", "students.training"):
+            section, block = key.split(".")
+            size = self.config[section][block]["batch_size"]
+            if size < n:
+                raise ConfigError(f"config key '{key}.batch_size': {size} cannot be split over runtime.processes = "
+                                  f"{n}; use a batch_size of at least {n} or fewer processes")
+        for (arch, variant), (objective, hp) in sorted(self.variants.items()):
+            problem = self.objective_class(objective).multiprocess_problem(hp)
+            if problem:
+                raise ConfigError(f"config key 'runtime.processes': teacher {arch}/{variant} (objective '{objective}') "
+                                  f"cannot train as {n} processes: {problem}; use runtime.processes: 1")
+        for method in sorted({run.method for run in self.all_runs()}):
+            if METHODS.get(method) is None or static_attribute(METHODS[method], "multiprocess") is not True:
+                raise ConfigError(f"config key 'runtime.processes': method '{method}' cannot train as {n} processes "
+                                  f"(its loss couples the images of a batch, keeps state across batches or has an init "
+                                  f"stage, or its class does not say multiprocess = True); use runtime.processes: 1 "
+                                  f"or the methods ce, kd, dkd")
 
     def _student_runs(self, exp) -> list[StudentRun]:
         runs: list[StudentRun] = []
@@ -444,8 +477,15 @@ class Grid:
     def runtime(self) -> dict:
         # threads are left out: they come through the rule's `threads:` and must not rerun jobs when changed;
         # compile only when set (its default "none" is the engine as before, so existing results keep their params)
+        # processes only in the training jobs' params (`train_runtime`)
         return {k: v for k, v in self.config["runtime"].items()
-                if k != "threads" and not (k == "compile" and v == "none")}
+                if k not in ("threads", "processes") and not (k == "compile" and v == "none")}
+
+    def train_runtime(self) -> dict:
+        """The runtime params of a training job: `runtime()`, with `processes` when above 1 (a one-process job's
+        params, and so its results, stay as they were; a multi-process one is not bit-identical to it)."""
+        n = int(self.config["runtime"].get("processes", 1))
+        return {**self.runtime(), **({"processes": n} if n > 1 else {})}
 
     def data_params(self) -> dict:
         # only the keys the dataset uses (its spec's config_keys): changing another one reruns nothing
@@ -470,7 +510,7 @@ class Grid:
         block = t["finetuning" if fine_tuned else "training"]
         params = {"arch": arch, "objective": objective, "variant": variant, "hp": hp, "seed": int(seed),
                   "recipe": self._recipe(block, arch), "checkpoint": block.get("checkpoint", "last"),
-                  "augment": dict(self.config["augment"]), "runtime": self.runtime()}
+                  "augment": dict(self.config["augment"]), "runtime": self.train_runtime()}
         if fine_tuned:
             params["collapse_ratio"] = block["collapse_ratio"]
         return canonical(params)
@@ -517,7 +557,7 @@ class Grid:
         return canonical({"teacher": teacher, "student": run.student, "method": run.method, "hp": hp,
                           "recipe": self._recipe(self.config["students"]["training"], run.student),
                           "setting": setting, "seed": run.seed, "augment": dict(self.config["augment"]),
-                          "runtime": self.runtime()})
+                          "runtime": self.train_runtime()})
 
     def cam_experiments(self) -> list:
         return [e for e in self.experiments.values() if hasattr(e, "job_params")]

@@ -58,10 +58,19 @@ class Runtime:
     deterministic: bool
     compile: str = "none"  # none | graphs (the training step; mcmikd.step)
     compile_strict: bool = True  # graphs written in the config: a step that cannot be captured is an error
+    processes: int = 1  # runtime.processes: ranks of the job's process group (mcmikd.distributed)
 
     @classmethod
     def from_config(cls, cfg: dict, threads: int | None = None) -> Runtime:
+        """The runtime of a job's config slice (`runtime`). Under `processes` = N > 1 (inside the job's process group,
+        `mcmikd.distributed`) a CUDA job uses `cuda:<rank>`, and steps run eagerly (`compile: graphs` is refused
+        with a ConfigError, `auto` means none)."""
+        from mcmikd import distributed
+
         device = resolve_device(cfg.get("device", "auto"))
+        processes = int(cfg.get("processes", 1))
+        if processes > 1 and device.type == "cuda" and distributed.active():
+            device = torch.device("cuda", distributed.rank())
         if threads:
             torch.set_num_threads(int(threads))
         channels_last = cfg.get("channels_last", "auto")
@@ -86,10 +95,13 @@ class Runtime:
         if compile_ not in COMPILE_MODES:
             raise ConfigError(f"runtime.compile is {compile_!r}; use one of {list(COMPILE_MODES)}")
         strict = compile_ == "graphs"
+        if processes > 1 and compile_ == "graphs":
+            raise ConfigError(f"runtime.compile: graphs cannot run with runtime.processes = {processes} (CUDA graphs "
+                              f"are not captured around DistributedDataParallel here); use compile: auto or none")
         if compile_ == "auto":
-            compile_ = "graphs" if device.type == "cuda" else "none"
+            compile_ = "graphs" if device.type == "cuda" and processes == 1 else "none"
         return cls(device=device, channels_last=channels_last, precision=precision, deterministic=deterministic,
-                   compile=compile_, compile_strict=strict)
+                   compile=compile_, compile_strict=strict, processes=processes)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
@@ -389,16 +401,20 @@ class ResumeFile:
         return state
 
     def save(self, state: dict) -> None:
-        if self.path is None:
+        """Write `state` (rank 0 only in a multi-process job: every rank holds the same state)."""
+        from mcmikd import distributed
+
+        if self.path is None or not distributed.is_writer():
             return
         from mcmikd.io import torch_save
 
         torch_save({**state, "fingerprint": self.fingerprint}, self.path)  # its record: see the class docstring
 
     def clear(self) -> None:
+        from mcmikd import distributed
         from mcmikd.io import record_path
 
-        if self.path is not None:
+        if self.path is not None and distributed.is_writer():
             for path in (self.path, record_path(self.path)):
                 if path.exists():
                     path.unlink()
@@ -445,11 +461,40 @@ def step_record(runtime: Runtime, counts: dict, capture_failed: str | None) -> d
 def _epoch_pass(runner: StepRunner, stream: TrainStream, generator, batch_size: int, epoch: int,
                 last_batch: str = "keep"):
     """One pass over the stream with `runner` (whose optimizer already has the epoch's lr); returns the mean of
-    each named loss term (and "total") and the train accuracy, read from the device once (mcmikd.step)."""
+    each named loss term (and "total") and the train accuracy, read from the device once (mcmikd.step).
+
+    In a process group of N ranks (`mcmikd.distributed`) every rank draws the same global batch and trains on its
+    contiguous slice of n_r images, with its loss weighted by N·n_r/B (B the global batch): DDP's gradient average
+    is then the gradient of the mean over the global batch."""
+    from mcmikd import distributed
+
     runner.start_epoch(epoch)
+    world, rank = distributed.world_size(), distributed.rank()
     for images, labels, positions in stream.batches(generator, batch_size, last_batch):
-        runner.step(images, labels, positions, generator)
+        if world > 1:
+            total = len(labels)
+            start, stop = distributed.shard_bounds(total, rank, world)
+            runner.step(images[start:stop], labels[start:stop], positions[start:stop], generator,
+                        scale=world * (stop - start) / total)
+        else:
+            runner.step(images, labels, positions, generator)
     return runner.end_epoch()
+
+
+def smallest_batch(stream: TrainStream, recipe: Recipe) -> int | None:
+    """The fewest images a training batch of `stream` under `recipe` holds, known before training when no class is
+    omitted (the batches' sizes then depend only on the epoch length: `TrainStream.batch_chunks`, with a one-image
+    remainder carried into the batch before it, and `merge_short_last`); None with omitted classes (then they vary
+    with the epoch order)."""
+    if stream.omitted:
+        return None
+    length, size = stream.epoch_length, recipe.batch_size
+    if length <= size:
+        return length
+    rest = length % size
+    if rest <= 1 or (recipe.last_batch == "merge" and rest < size / 2):
+        return size
+    return rest
 
 
 def divergence(means: dict[str, float], where: str) -> str | None:
@@ -488,7 +533,22 @@ def fit(objective, stream: TrainStream, recipe: Recipe, *, evaluator: Callable[[
     if init is not None and init.epochs > 0:
         init_optimizer = make_optimizer(init.parameters, Recipe.from_dict(asdict(recipe), lr=init.lr or recipe.lr))
 
-    main_runner = StepRunner(objective, optimizer, runtime, mode=runtime.compile)
+    forward = None
+    if runtime.processes > 1:
+        from mcmikd import distributed
+
+        if init_optimizer is not None:  # refused at parse time (methods without `multiprocess = True`)
+            raise ConfigError("a method with an init stage cannot train as several processes; use runtime.processes: 1")
+        smallest = smallest_batch(stream, recipe)
+        if smallest is not None and smallest < runtime.processes:
+            raise ConfigError(f"the last training batch of each epoch holds {smallest} images ({stream.epoch_length} "
+                              f"per epoch, batch_size {recipe.batch_size}), too few for runtime.processes = "
+                              f"{runtime.processes}; use last_batch: merge, another batch_size or fewer processes")
+        if not distributed.active():
+            raise RuntimeError("runtime.processes > 1 outside a process group; run the job through "
+                               "mcmikd.distributed.multiprocess")
+        forward = distributed.wrap_ddp(objective, runtime.device)
+    main_runner = StepRunner(objective, optimizer, runtime, mode=runtime.compile, forward=forward)
 
     history: list[dict] = []
     best: dict | None = None

@@ -50,6 +50,23 @@ def active() -> bool:
     return _path is not None and not _failed
 
 
+def current_path() -> Path | None:
+    """The progress file this process records to (None: none)."""
+    return _path
+
+
+def adopt() -> None:
+    """Take over the record another process wrote to this process's progress file (rank 0 of a multi-process job,
+    `mcmikd.distributed.launch`), so that `finish` writes the job's end state into it; nothing when there is none."""
+    global _record
+    if _path is None or not _path.exists():
+        return
+    try:
+        _record = json.loads(_path.read_text())
+    except (OSError, ValueError):
+        pass
+
+
 def started(phase: str, epoch: int, epochs: int, later: int = 0, **fields) -> None:
     """Training begins (or resumes) in `phase` with `epoch` of its `epochs` done; `later` epochs follow in later
     phases."""

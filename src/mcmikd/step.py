@@ -92,14 +92,22 @@ class StepRunner:
     epoch's statistics on the device (module docstring).
 
     `loss_fn(images, labels) -> {term: tensor}` replaces `objective.forward_train` (an init stage: no logits,
-    no accuracy). `mode` is "none" or "graphs" (`Runtime.compile`). Raises ValueError for another mode.
+    no accuracy). `mode` is "none" or "graphs" (`Runtime.compile`). `forward`: what runs in place of
+    `objective.forward_train` (the same call behind DistributedDataParallel in a multi-process job, eager only);
+    there the epoch's sums are added up over the ranks before they are read (`end_epoch`). Raises ValueError for
+    another mode, or for `forward` with graphs.
     """
 
     def __init__(self, objective, optimizer: torch.optim.Optimizer, runtime, *, loss_fn=None, mode: str = "none",
-                 strict: bool | None = None):
+                 strict: bool | None = None, forward=None):
         if mode not in MODES:
             raise ValueError(f"unknown step mode {mode!r}; use one of {MODES}")
+        if forward is not None and mode != "none":
+            raise ValueError("a distributed forward (DDP) runs eagerly only: use mode 'none'")
         self.objective, self.optimizer, self.runtime, self.loss_fn = objective, optimizer, runtime, loss_fn
+        # what a step calls: `objective.forward_train`, or the same behind DistributedDataParallel (mcmikd.distributed)
+        self.forward = forward
+        self.scale = 1.0
         self.static = mode == "graphs"
         self.capture = self.static and runtime.device.type == "cuda"
         # strict: a step that cannot be captured is an error (compile: graphs written in the config), not a fallback
@@ -136,8 +144,16 @@ class StepRunner:
         from the device in one transfer."""
         if self.sums is None:
             return {"total": 0.0}, 0.0
+        from mcmikd import distributed
+
+        samples = self.samples
+        if distributed.active():  # the global batches' sums: every rank's slice (one all-reduce per epoch)
+            count = torch.tensor([float(samples)], dtype=self.sums.dtype, device=self.sums.device)
+            both = torch.cat([self.sums, count])
+            both = distributed.all_reduce_sum(both)
+            self.sums, samples = both[:-1], both[-1].item()
         values = self.sums.tolist()  # the epoch's one host read
-        seen = max(self.samples, 1)
+        seen = max(samples, 1)
         means = {k: v / seen for k, v in zip(self.names, values)}
         means["total"] = sum(means.values())
         correct = values[len(self.names)] if len(values) > len(self.names) else 0
@@ -145,9 +161,12 @@ class StepRunner:
 
     # ------------------------------------------------------------------------------------------ steps
     def step(self, images: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor,
-             generator: torch.Generator) -> None:
+             generator: torch.Generator, scale: float = 1.0) -> None:
         """One optimizer step on a batch (images (B, C, H, W), labels and positions (B,) long); draws the
-        step's random inputs from `generator` first (`objective.step_inputs`)."""
+        step's random inputs from `generator` first (`objective.step_inputs`). `scale` multiplies the loss that is
+        back-propagated, not the recorded terms (a rank's weight N·n_r/B in a multi-process job,
+        `engine._epoch_pass`)."""
+        self.scale = float(scale)
         extra = {}
         if self.loss_fn is None and hasattr(self.objective, "step_inputs"):
             extra = self.objective.step_inputs(labels, positions, generator)
@@ -169,11 +188,14 @@ class StepRunner:
         with torch.autocast(self.runtime.device.type, dtype=torch.bfloat16, enabled=self.runtime.precision == "bf16",
                             cache_enabled=cache):
             if self.loss_fn is None:
-                logits, terms = self.objective.forward_train(images, labels, epoch=self.epoch, indices=positions,
-                                                             generator=None, **dict(zip(extra_names, extra)))
+                forward_train = self.objective.forward_train if self.forward is None else self.forward
+                logits, terms = forward_train(images, labels, epoch=self.epoch, indices=positions,
+                                              generator=None, **dict(zip(extra_names, extra)))
             else:
                 logits, terms = None, self.loss_fn(images, labels)
         loss = sum(terms.values())
+        if self.scale != 1.0:
+            loss = loss * self.scale
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -56,9 +56,11 @@ def load_config(config_path: str | Path):
 
 
 def rule_threads(config: dict, rule: str) -> int:
-    """The rule's `threads:` (rules/common.smk): `resources.<rule>.cpus_per_task`, then
-    `resources.default.cpus_per_task`, then `runtime.threads`."""
-    return int(resource(config, rule, "cpus_per_task", config["runtime"]["threads"]))
+    """The training rule's `threads:` (rules/common.smk's `train_res`): `resources.<rule>.cpus_per_task`, then
+    `resources.default.cpus_per_task`, then `runtime.threads`, times `runtime.processes` (per process; each of the
+    job's processes gets its share)."""
+    per_process = int(resource(config, rule, "cpus_per_task", config["runtime"]["threads"]))
+    return per_process * int(config["runtime"].get("processes", 1))
 
 
 def prepared_data(grid, out: Path, data: str | None = None) -> str:

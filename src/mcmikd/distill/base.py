@@ -63,6 +63,11 @@ class Distiller(nn.Module):
     # for a weight whose default is None (the official value per pair): (module-level {(teacher, student): value}
     # dict, module-level fallback value), both by name
     weight_table: ClassVar[tuple[str, str] | None] = None
+    # trainable as N > 1 processes (`runtime.processes`, mcmikd.distributed): every loss term is a mean over the
+    # batch's images of a per-image loss, and no state is kept across batches (no memory bank, no init stage, no
+    # `step_inputs`). Read from the class's own source at parse time (`mcmikd.canonical.static_attribute`), so a
+    # method says `multiprocess = True` in its own body; anything else is refused with runtime.processes > 1
+    multiprocess: ClassVar[bool] = False
 
     # the range each numeric hyper-parameter may take, by name: (low, high, low excluded); None = unbounded. Applied
     # to the keys of `defaults` before any job (`check_hp`); a plug-in method adds its own keys to a copy.

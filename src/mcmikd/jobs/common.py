@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from mcmikd import distributed
 from mcmikd.data import DatasetTensors
 from mcmikd.engine import Recipe, ResumeFile, Runtime, TrainStream, evaluate, fingerprint, fit
 from mcmikd.errors import first_line
@@ -16,6 +17,9 @@ from mcmikd.models import create_model
 
 # --------------------------------------------------------------------------------------------- helpers
 def save_model(model, path, **meta) -> None:
+    """Write `model`'s weights with `meta` (rank 0 only in a multi-process job: `mcmikd.distributed`)."""
+    if not distributed.is_writer():
+        return
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch_save({"arch": model.arch, "state_dict": state, **meta}, path)
 
@@ -56,8 +60,11 @@ def train(module, model, data: DatasetTensors, stream: TrainStream, params: dict
 
 def write_result(metrics_out: str, metrics: dict, params: dict, runtime: Runtime, t0: float,
                   resume_path: str | None) -> dict:
-    """Add provenance, write the result file atomically and drop the job's resume checkpoint."""
+    """Add provenance, write the result file atomically and drop the job's resume checkpoint (the writing: rank 0
+    only in a multi-process job, `mcmikd.distributed`)."""
     metrics["provenance"] = provenance(params, params["seed"], str(runtime.device), time.perf_counter() - t0)
+    if not distributed.is_writer():
+        return metrics
     write_json(metrics_out, metrics)
     ResumeFile(resume_path, "").clear()
     return metrics

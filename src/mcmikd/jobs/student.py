@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from mcmikd import distributed
 from mcmikd.data import DatasetTensors, fewshot_subset
 from mcmikd.engine import Recipe, Runtime, TrainStream, log, summarize
 from mcmikd.io import provenance, read_json, write_json
@@ -40,12 +41,14 @@ def full_training_set(train_labels: torch.Tensor, stream: TrainStream) -> tuple[
     return labels[allowed], slot_of[visible]
 
 
+@distributed.multiprocess
 def train_student(data_path: str, params: dict, metrics_out: str, teacher_model: str | None = None,
                   teacher_metrics: str | None = None, resume_path: str | None = None,
                   threads: int | None = None) -> dict:
     """Distil student `params['student']` with method `params['method']` (or train it alone for `ce`) from the
     teacher `params['teacher']` (arch, objective, variant and `seed`: the teacher seed `mcmikd.config.Grid.teacher_seed`
-    maps the student seed to), recorded as `teacher_seed` in the result."""
+    maps the student seed to), recorded as `teacher_seed` in the result. With `runtime.processes` = N > 1 the
+    training runs as N processes (`mcmikd.distributed.multiprocess`); rank 0 writes every file."""
     from mcmikd.distill import get_method
     from mcmikd.distill.base import DistillContext
 
@@ -59,7 +62,8 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
         log(f"skipping: the teacher collapsed during fine-tuning ({reason})")
         metrics = {**base, "status": "skipped", "reason": f"collapsed teacher: {reason}",
                    "provenance": provenance(params, seed, "none", time.perf_counter() - t0)}
-        write_json(metrics_out, metrics)
+        if distributed.is_writer():
+            write_json(metrics_out, metrics)
         return metrics
 
     runtime = Runtime.from_config(params["runtime"], threads)

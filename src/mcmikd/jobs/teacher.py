@@ -7,12 +7,14 @@ import time
 import torch
 
 from mcmikd.data import DatasetTensors
+from mcmikd.distributed import multiprocess
 from mcmikd.engine import Runtime, TrainStream, log, make_generator, predict, summarize
 from mcmikd.io import provenance, read_json, write_json
 from mcmikd.jobs.common import augment_args, load_model, save_model, train, write_result
 from mcmikd.models import create_model
 
 
+@multiprocess
 def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str, start_model: str | None = None,
                   start_metrics: str | None = None, resume_path: str | None = None,
                   threads: int | None = None, best_out: str | None = None) -> dict:
@@ -27,7 +29,10 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     epoch: the model is the full run's state after it, and the teacher is not collapsed.
 
     A fine-tuned teacher whose chosen-epoch test accuracy falls below `collapse_ratio` × its start model's, or
-    whose objective stopped it (e.g. a non-finite loss), is marked collapsed; students skip it."""
+    whose objective stopped it (e.g. a non-finite loss), is marked collapsed; students skip it.
+
+    With `runtime.processes` = N > 1 the training runs as N processes (`mcmikd.distributed.multiprocess`); rank 0
+    writes every file."""
     from mcmikd.teachers import get_objective
 
     t0 = time.perf_counter()

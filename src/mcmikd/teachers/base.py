@@ -42,6 +42,9 @@ class TeacherObjective:
     path_keys: ClassVar[tuple[str, ...]] = ()
     control: ClassVar[str | None] = None
     must_raise_cmi_over: ClassVar[tuple[str, ...]] = ()
+    # trainable as N > 1 processes (`runtime.processes`, mcmikd.distributed): the loss is a batch mean of per-image
+    # terms and `after_step` keeps no state across batches; `multiprocess_problem` may refuse some hyper-parameters
+    multiprocess: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ config (parse time, no torch)
     @classmethod
@@ -66,6 +69,13 @@ class TeacherObjective:
     def describe(cls, hp: dict) -> str:
         """Label with the values of `path_keys`, e.g. 'MCMI (λ=0.25)'."""
         return cls.label
+
+    @classmethod
+    def multiprocess_problem(cls, hp: dict) -> str | None:
+        """Why a teacher with these (resolved) hyper-parameters cannot train as several processes, or None."""
+        if cls.multiprocess:
+            return None
+        return "it is not marked as correct under several processes (TeacherObjective.multiprocess)"
 
     @classmethod
     def collapse_advice(cls, hp: dict) -> str:

@@ -10,6 +10,7 @@ from mcmikd.teachers.mll import ce_loss
 
 class CEFinetune(TeacherObjective):
     name = "ce_finetune"
+    multiprocess = True
     label = "CE-FT"
     color = "#029E73"
     start_from = "mll"

@@ -74,6 +74,7 @@ class MCMI(TeacherObjective):
     start_from = "mll"
     control = "ce_finetune"
     must_raise_cmi_over = ("start", "control")
+    multiprocess = True  # but not with `ema` centroids (multiprocess_problem)
     defaults = {"lambda": 0.25, "lambda_per_teacher": {}, "centroids": "eval", "ema_decay": 0.9999}
     path_keys = ("lambda", "centroids")  # the folder: mcmi-<λ>, with -<centroids> unless the default (eval)
 
@@ -112,6 +113,15 @@ class MCMI(TeacherObjective):
     def describe(cls, hp: dict) -> str:
         centroids = hp.get("centroids", cls.defaults["centroids"])
         return f"{cls.label} (λ={fmt_num(hp['lambda'])}" + ("" if centroids == "eval" else f", {centroids}") + ")"
+
+    @classmethod
+    def multiprocess_problem(cls, hp: dict) -> str | None:
+        """`ema` centroids follow every batch (`after_step`): several processes would each follow their own slice of
+        it, so they are refused; `eval`, `train_augmented` and `per_epoch` centroids are computed alike on every
+        process from the whole training set."""
+        if hp.get("centroids") == "ema":
+            return "its 'ema' centroids follow each batch (state across batches); use centroids: per_epoch or eval"
+        return None
 
     @classmethod
     def collapse_advice(cls, hp: dict) -> str:

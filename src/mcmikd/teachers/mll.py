@@ -24,6 +24,7 @@ def ce_loss(logits, labels) -> dict:
 
 class MLL(TeacherObjective):
     name = "mll"
+    multiprocess = True
     label = "MLL"
     color = "#0173B2"
     defaults = {"stop_epoch": 0}

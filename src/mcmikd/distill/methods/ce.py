@@ -7,6 +7,7 @@ from mcmikd.distill.base import Distiller
 
 class CE(Distiller):
     name = "ce"
+    multiprocess = True  # per-image terms averaged over the batch (mcmikd.distributed)
     uses_teacher = False
     defaults = {"gamma": 1.0}
     weight_key = None  # no teacher term to weight

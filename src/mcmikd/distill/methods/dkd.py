@@ -47,6 +47,7 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
 
 class DKD(Distiller):
     name = "dkd"
+    multiprocess = True  # per-image terms averaged over the batch (mcmikd.distributed)
     defaults = {"gamma": 1.0, "alpha": 1.0, "beta": None, "temperature": 4.0, "warmup": 20}
     weight_key = "beta"  # NCKD, the term DKD tunes per pair (α, TCKD, stays 1)
     weight_table = ("OFFICIAL_BETA", "DEFAULT_BETA")

@@ -18,6 +18,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 class KD(Distiller):
     name = "kd"
+    multiprocess = True  # per-image terms averaged over the batch (mcmikd.distributed)
     defaults = {"gamma": 0.1, "alpha": 0.9, "temperature": 4.0}
     weight_key = "alpha"  # the KL term's weight (RepDistiller -a); γ (CE) stays
 
