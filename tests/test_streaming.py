@@ -1,0 +1,135 @@
+"""The ImageNet dataset plug-in and the streaming source (issue 21): a class-folder dataset decoded per batch in
+DataLoader workers, with a seeded order and per-image augmentation draws, never held whole in memory."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mcmikd.datasets import dataset_params, get_dataset
+from mcmikd.engine import Runtime, evaluate, make_generator
+from mcmikd.errors import ConfigError, DataError
+from mcmikd.streaming import StreamSource, batch_indices, decode, eval_transform, evaluate_stream, sample_seed
+
+CLASSES = ("n02085620", "n02093754", "n02099601")  # three wnid folders (Chihuahua, Border terrier, golden retriever)
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    """root/train/<wnid>/ with 3 images per class (JPEG and PNG, odd sizes, one grayscale), root/val/ with 2."""
+    root = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for c, wnid in enumerate(CLASSES):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(n):
+                h, w = 40 + 7 * i, 52 - 5 * c
+                img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                if i == 1:
+                    img.convert("L").save(folder / f"{wnid}_{i}.png")
+                else:
+                    img.save(folder / f"{wnid}_{i}.JPEG", quality=90)
+    return root
+
+
+def _runtime():
+    return Runtime.from_config({"device": "cpu", "threads": 1, "channels_last": False, "precision": "fp32",
+                                "deterministic": True})
+
+
+def _epoch(source, seed, batch=4):
+    gen = make_generator(seed, source.device)
+    return [tuple(t.clone() for t in b) for b in source.batches(gen, batch)], gen
+
+
+def test_the_spec_indexes_folders_with_torchvisions_constants(imagenet_root):
+    spec = get_dataset("imagenet")
+    ds = {"name": "imagenet", "root": str(imagenet_root), "image_size": 32}
+    assert spec.streams and not get_dataset("imagefolder").streams
+    assert spec.shape(ds) == (3, 3, 224)  # image_size is ignored: 224 px crops
+    assert dataset_params(ds) == {"name": "imagenet", "root": str(imagenet_root)}
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    files = spec.index(imagenet_root)
+    assert files.class_names == list(CLASSES) and len(files.train) == 9 and len(files.val) == 6
+    assert files.train_labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert spec.class_names_of({"name": "imagenet", "root": str(imagenet_root / "absent")}) is None
+    with pytest.raises(DataError, match="streamed from its folders"):
+        spec.load(root=str(imagenet_root))
+    with pytest.raises(DataError, match=r"absent/train not found"):
+        spec.check({"name": "imagenet", "root": str(imagenet_root / "absent")})
+
+
+def test_decode_gives_rgb_uint8_at_the_files_size(imagenet_root):
+    gray = decode(imagenet_root / "train" / CLASSES[0] / f"{CLASSES[0]}_1.png")
+    assert gray.dtype == torch.uint8 and gray.shape == (3, 47, 52) and torch.equal(gray[0], gray[2])
+    bad = imagenet_root / "bad.JPEG"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="corrupt image .*bad.JPEG"):
+        decode(bad)
+
+
+def test_eval_transform_is_resize_then_center_crop():
+    image = torch.arange(3 * 60 * 80, dtype=torch.int64).remainder(256).to(torch.uint8).view(3, 60, 80)
+    out = eval_transform(resize=32, crop=24)(image)
+    assert out.shape == (3, 24, 24) and out.dtype == torch.uint8  # 60×80 → 32×42 → centre 24×24
+
+
+def test_an_epoch_is_seeded_serves_every_image_once_and_does_not_depend_on_the_workers(imagenet_root):
+    files = get_dataset("imagenet").index(imagenet_root)
+    source = StreamSource(files, _runtime(), workers=0, size=32)
+    first, gen = _epoch(source, seed=5)
+    assert [len(b[1]) for b in first] == [4, 5]  # the one-image last batch joins the one before
+    images, labels, positions = (torch.cat(t) for t in zip(*first))
+    assert sorted(positions.tolist()) == list(range(9)) and images.shape == (9, 3, 32, 32)
+    assert images.dtype == torch.float32 and torch.equal(labels, source.visible_labels[positions])
+    again, _ = _epoch(source, seed=5)
+    assert all(torch.equal(a, b) for x, y in zip(first, again) for a, b in zip(x, y))
+    other, _ = _epoch(source, seed=6)
+    assert not torch.equal(torch.cat([b[2] for b in other]), positions)
+    # a resumed run restores the generator's state at the epoch boundary: its next epoch is the same
+    state = gen.get_state()
+    second = [b[2] for b in source.batches(gen, 4)]
+    resumed = make_generator(0, source.device)
+    resumed.set_state(state)
+    assert all(torch.equal(a, b) for a, b in zip(second, [b[2] for b in source.batches(resumed, 4)]))
+    # two worker processes decode the same augmented images (draws are per image, not per worker)
+    workers = StreamSource(files, _runtime(), workers=2, size=32)
+    parallel, _ = _epoch(workers, seed=5)
+    assert all(torch.equal(a, b) for x, y in zip(first, parallel) for a, b in zip(x, y))
+
+
+def test_per_image_seeds_differ_across_images_and_epochs():
+    seeds = {sample_seed(e, i) for e in (1, 2**62 + 3) for i in range(1000)}
+    assert len(seeds) == 2000 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_batches_keep_every_image_and_never_step_on_one():
+    order = torch.arange(9)
+    assert batch_indices(order, 4) == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
+    assert batch_indices(order, 3) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    twelve = [list(range(5)), list(range(5, 10))]
+    assert batch_indices(torch.arange(12), 5, "merge") == [twelve[0], twelve[1] + [10, 11]]  # 2 < 5 / 2
+    assert batch_indices(torch.arange(12), 5, "keep") == [*twelve, [10, 11]]
+    assert batch_indices(torch.arange(13), 5, "merge") == [*twelve, [10, 11, 12]]  # 3 ≥ 5 / 2
+    with pytest.raises(ConfigError, match="only one training image"):
+        batch_indices(torch.arange(1), 4)
+    with pytest.raises(ValueError, match="last_batch"):
+        batch_indices(order, 4, "drop")
+
+
+def test_streamed_evaluation_equals_the_in_memory_one_on_the_same_crops(imagenet_root):
+    from mcmikd.augment import Normalizer
+    from mcmikd.models import create_model
+    from mcmikd.streaming import eval_transform
+
+    files = get_dataset("imagenet").index(imagenet_root)
+    torch.manual_seed(0)
+    model = create_model("MobileNetV1", 3, 3).eval()
+    runtime = _runtime()
+    streamed = evaluate_stream(model, files, runtime, workers=0, batch_size=4)
+    crops = torch.stack([eval_transform()(decode(p)) for p, _ in files.val])
+    labels = torch.tensor([label for _, label in files.val])
+    direct = evaluate(model, crops, labels, Normalizer(files.mean, files.std, runtime.device), runtime, 3)
+    assert streamed.confusion == direct.confusion and streamed.acc == direct.acc
+    assert streamed.cmi == pytest.approx(direct.cmi, abs=1e-6) and streamed.loss == pytest.approx(direct.loss)
