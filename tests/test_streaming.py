@@ -133,3 +133,25 @@ def test_streamed_evaluation_equals_the_in_memory_one_on_the_same_crops(imagenet
     direct = evaluate(model, crops, labels, Normalizer(files.mean, files.std, runtime.device), runtime, 3)
     assert streamed.confusion == direct.confusion and streamed.acc == direct.acc
     assert streamed.cmi == pytest.approx(direct.cmi, abs=1e-6) and streamed.loss == pytest.approx(direct.loss)
+
+
+def test_the_imagenet_config_plans_and_its_dry_run_preflight_builds_both_pairs():
+    """config/imagenet.yaml without data/imagenet: the grid plans and the pre-flight of a dry run builds every
+    teacher–student–method combination at 224 px (what `snakemake -n --configfile config/imagenet.yaml` runs)."""
+    import yaml
+
+    from conftest import ROOT, SCHEMA
+    from mcmikd.checks import preflight
+    from mcmikd.config import load_grid
+
+    config = yaml.safe_load((ROOT / "config" / "imagenet.yaml").read_text())
+    config["dataset"]["root"] = "data/imagenet-absent-for-this-test"
+    grid = load_grid(config, SCHEMA)
+    assert {(r.t_arch, r.student) for r in grid.runs["main"] if r.method != "ce"} == {
+        ("resnet34", "resnet18"), ("resnet50", "MobileNetV1")}
+    assert {r.method for r in grid.runs["main"]} == {"ce", "kd", "at", "crd", "dkd"}
+    lines = preflight(grid, dry_run=True).splitlines()
+    assert lines[0].startswith("Note: dry run: data folder data/imagenet-absent-for-this-test not found")
+    assert lines[1] == "preflight: 10 teacher–student–method combinations and 2 CAM layers build on 3×224² inputs"
+    with pytest.raises(DataError, match="imagenet-absent-for-this-test/train not found"):
+        preflight(grid)  # a real run refuses before any job
