@@ -25,6 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_SIZE = 224  # RandomResizedCrop side
 EVAL_RESIZE = 256  # shorter side before the centre crop
 EVAL_CROP = 224
+# ILSVRC-2012 classification (Russakovsky et al., IJCV 2015, Table 1 / the challenge's development kit): 1000 classes,
+# 1,281,167 training and 50,000 validation images; the sizes a cost estimate uses before the folders exist
+PUBLISHED_SIZES = {"classes": 1000, "train": 1_281_167, "test": 50_000}
 
 
 @dataclass
@@ -59,6 +62,23 @@ class ImageNet(ImageFolder):
     config_keys = ("root",)
     fixed_image_size = TRAIN_SIZE
     streams = True  # read by mcmikd.streaming, not loaded into a DatasetTensors
+    published_sizes = PUBLISHED_SIZES
+
+    @classmethod
+    def num_train(cls, ds: dict) -> int | None:
+        """Training images in the folder, or ILSVRC-2012's 1,281,167 while it is not there (cost estimates)."""
+        counted = super().num_train(ds)
+        return PUBLISHED_SIZES["train"] if counted is None else counted
+
+    @classmethod
+    def num_test(cls, ds: dict) -> int:
+        """Validation images in the folder, or ILSVRC-2012's 50,000 while it is not there (cost estimates)."""
+        from mcmikd.datasets.imagefolder import class_folders, image_files
+
+        val_dir = Path(ds["root"]) / "val"
+        if not val_dir.is_dir():
+            return PUBLISHED_SIZES["test"]
+        return sum(len(image_files(val_dir / c)) for c in class_folders(val_dir))
 
     @classmethod
     def index(cls, root: str | Path = "data/imagenet") -> ImageFiles:
