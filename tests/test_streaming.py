@@ -155,3 +155,20 @@ def test_the_imagenet_config_plans_and_its_dry_run_preflight_builds_both_pairs()
     assert lines[1] == "preflight: 10 teacher–student–method combinations and 2 CAM layers build on 3×224² inputs"
     with pytest.raises(DataError, match="imagenet-absent-for-this-test/train not found"):
         preflight(grid)  # a real run refuses before any job
+
+
+def test_a_real_run_of_a_streamed_dataset_stops_before_any_job_until_the_jobs_read_it(imagenet_root):
+    import yaml
+
+    from conftest import ROOT, SCHEMA, small_grid
+    from mcmikd.checks import preflight
+    from mcmikd.config import load_grid
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    small_grid(config)
+    config["dataset"] = {"name": "imagenet", "root": str(imagenet_root)}
+    grid = load_grid(config, SCHEMA)
+    assert "build on 3×224² inputs" in preflight(grid, dry_run=True)  # the folders are there: no note
+    with pytest.raises(ConfigError, match=r"^config key 'dataset.name': dataset 'imagenet' is streamed from its "
+                                          r"files .*do not read streamed datasets yet"):
+        preflight(grid)
