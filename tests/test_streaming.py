@@ -9,7 +9,15 @@ from PIL import Image
 from mcmikd.datasets import dataset_params, get_dataset
 from mcmikd.engine import Runtime, evaluate, make_generator
 from mcmikd.errors import ConfigError, DataError
-from mcmikd.streaming import StreamSource, batch_indices, decode, eval_transform, evaluate_stream, sample_seed
+from mcmikd.streaming import (
+    StreamedDataset,
+    StreamSource,
+    batch_indices,
+    decode,
+    eval_transform,
+    evaluate_stream,
+    sample_seed,
+)
 
 CLASSES = ("n02085620", "n02093754", "n02099601")  # three wnid folders (Chihuahua, Border terrier, golden retriever)
 
@@ -36,6 +44,10 @@ def imagenet_root(tmp_path_factory):
 def _runtime():
     return Runtime.from_config({"device": "cpu", "threads": 1, "channels_last": False, "precision": "fp32",
                                 "deterministic": True})
+
+
+def _streamed(root, size=32, resize=36) -> StreamedDataset:
+    return StreamedDataset.from_index(get_dataset("imagenet").index(root), image_size=size, resize=resize)
 
 
 def _epoch(source, seed, batch=4):
@@ -76,8 +88,7 @@ def test_eval_transform_is_resize_then_center_crop():
 
 
 def test_an_epoch_is_seeded_serves_every_image_once_and_does_not_depend_on_the_workers(imagenet_root):
-    files = get_dataset("imagenet").index(imagenet_root)
-    source = StreamSource(files, _runtime(), workers=0, size=32)
+    source = StreamSource(_streamed(imagenet_root), _runtime(), workers=0)
     first, gen = _epoch(source, seed=5)
     assert [len(b[1]) for b in first] == [4, 5]  # the one-image last batch joins the one before
     images, labels, positions = (torch.cat(t) for t in zip(*first))
@@ -94,7 +105,7 @@ def test_an_epoch_is_seeded_serves_every_image_once_and_does_not_depend_on_the_w
     resumed.set_state(state)
     assert all(torch.equal(a, b) for a, b in zip(second, [b[2] for b in source.batches(resumed, 4)]))
     # two worker processes decode the same augmented images (draws are per image, not per worker)
-    workers = StreamSource(files, _runtime(), workers=2, size=32)
+    workers = StreamSource(_streamed(imagenet_root), _runtime(), workers=2)
     parallel, _ = _epoch(workers, seed=5)
     assert all(torch.equal(a, b) for x, y in zip(first, parallel) for a, b in zip(x, y))
 
@@ -121,16 +132,15 @@ def test_batches_keep_every_image_and_never_step_on_one():
 def test_streamed_evaluation_equals_the_in_memory_one_on_the_same_crops(imagenet_root):
     from mcmikd.augment import Normalizer
     from mcmikd.models import create_model
-    from mcmikd.streaming import eval_transform
 
-    files = get_dataset("imagenet").index(imagenet_root)
+    data = _streamed(imagenet_root, size=224, resize=256)
     torch.manual_seed(0)
     model = create_model("MobileNetV1", 3, 3).eval()
     runtime = _runtime()
-    streamed = evaluate_stream(model, files, runtime, workers=0, batch_size=4)
-    crops = torch.stack([eval_transform()(decode(p)) for p, _ in files.val])
-    labels = torch.tensor([label for _, label in files.val])
-    direct = evaluate(model, crops, labels, Normalizer(files.mean, files.std, runtime.device), runtime, 3)
+    streamed = evaluate_stream(model, data, runtime, workers=0, batch_size=4)
+    crops = data.test_images[list(range(len(data.test_labels)))]  # decoded on access, the same transform
+    assert crops.shape == (6, 3, 224, 224) and torch.equal(crops[2], eval_transform()(decode(data.test_files[2])))
+    direct = evaluate(model, crops, data.test_labels, Normalizer(data.mean, data.std, runtime.device), runtime, 3)
     assert streamed.confusion == direct.confusion and streamed.acc == direct.acc
     assert streamed.cmi == pytest.approx(direct.cmi, abs=1e-6) and streamed.loss == pytest.approx(direct.loss)
 
@@ -157,18 +167,56 @@ def test_the_imagenet_config_plans_and_its_dry_run_preflight_builds_both_pairs()
         preflight(grid)  # a real run refuses before any job
 
 
-def test_a_real_run_of_a_streamed_dataset_stops_before_any_job_until_the_jobs_read_it(imagenet_root):
-    import yaml
+def test_the_jobs_prepare_train_finetune_measure_distil_and_map_through_the_streaming_source(imagenet_root,
+                                                                                             tmp_path, monkeypatch,
+                                                                                             one_torch_thread):
+    """The workflow's own job functions on a streamed dataset: prepare_data writes the file lists (no image),
+    an MLL teacher trains, an MCMI teacher fine-tunes from it (centroids and diagnostics over the streamed training
+    images), its CMI is measured, a KD student distils from it and Eigen-CAM maps fixed validation images."""
+    from mcmikd.data import DatasetTensors
+    from mcmikd.jobs.cam import run_cam
+    from mcmikd.jobs.prepare import prepare_data
+    from mcmikd.jobs.student import train_student
+    from mcmikd.jobs.teacher import measure_cmi, train_teacher
 
-    from conftest import ROOT, SCHEMA, small_grid
-    from mcmikd.checks import preflight
-    from mcmikd.config import load_grid
-
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    small_grid(config)
-    config["dataset"] = {"name": "imagenet", "root": str(imagenet_root)}
-    grid = load_grid(config, SCHEMA)
-    assert "build on 3×224² inputs" in preflight(grid, dry_run=True)  # the folders are there: no note
-    with pytest.raises(ConfigError, match=r"^config key 'dataset.name': dataset 'imagenet' is streamed from its "
-                                          r"files .*do not read streamed datasets yet"):
-        preflight(grid)
+    monkeypatch.setattr("mcmikd.streaming.loader_workers", lambda: 0)  # decoding in the job's process (the workers
+    # give the same batches: test_an_epoch_is_seeded_..._does_not_depend_on_the_workers); spawning them is slow here
+    prepare_data({"name": "imagenet", "root": str(imagenet_root)}, str(tmp_path / "full.pt"))
+    full = DatasetTensors.from_file(tmp_path / "full.pt")
+    assert isinstance(full, StreamedDataset) and (full.num_classes, full.image_size) == (3, 224)
+    assert full.train_labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and len(full.test_files) == 6
+    data = str(tmp_path / "data.pt")  # the same files at 64 px, so that the CPU test stays short
+    _streamed(imagenet_root, size=64, resize=72).to_file(data)
+    runtime = {"device": "cpu", "channels_last": False, "precision": "fp32", "deterministic": True}
+    recipe = {"epochs": 1, "batch_size": 4, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+              "schedule": "multistep", "milestones": [1], "gamma": 0.1}
+    common = {"arch": "MobileNetV1", "seed": 0, "recipe": recipe, "checkpoint": "last", "augment": {},
+              "runtime": runtime, "collapse_ratio": 0.0}
+    mll, mcmi = tmp_path / "mll", tmp_path / "mcmi"
+    mll.mkdir(), mcmi.mkdir()
+    m = train_teacher(data, {**common, "objective": "mll", "variant": "mll", "hp": {}}, str(mll / "model.pt"),
+                      str(mll / "metrics.json"))
+    assert [h["epoch"] for h in m["history"]] == [1] and 0 <= m["model_acc"] <= 100
+    hp = {"lambda": 0.25, "lambda_per_teacher": {}, "centroids": "eval", "ema_decay": 0.9999}
+    f = train_teacher(data, {**common, "objective": "mcmi", "variant": "mcmi", "hp": hp}, str(mcmi / "model.pt"),
+                      str(mcmi / "metrics.json"), start_model=str(mll / "model.pt"),
+                      start_metrics=str(mll / "metrics.json"))
+    assert f["teacher"]["objective"] == "mcmi" and f["start_acc"] == m["model_acc"]
+    cmi = measure_cmi(data, str(mcmi / "model.pt"), {"temperatures": [1.0], "runtime": runtime},
+                      str(tmp_path / "cmi.json"))
+    assert set(cmi) >= {"train", "test", "train_augmented"} and cmi["test"]["acc"] == pytest.approx(f["model_acc"])
+    s = train_student(data, {"teacher": {"arch": "MobileNetV1", "objective": "mcmi", "variant": "mcmi", "seed": 0},
+                             "student": "MobileNetV1", "method": "kd",
+                             "hp": {"gamma": 0.5, "alpha": 0.5, "temperature": 1}, "recipe": recipe, "setting": {},
+                             "seed": 0, "augment": {}, "runtime": runtime}, str(tmp_path / "student.json"),
+                      str(mcmi / "model.pt"), str(mcmi / "metrics.json"))
+    assert s["status"] == "ok" and s["num_train_visible"] == 9
+    cam = run_cam(data, {"mll": str(mll / "model.pt"), "mcmi": str(mcmi / "model.pt")},
+                  {"runtime": runtime, "per_class": 1, "classes": [1], "layer": "auto", "center": True},
+                  str(tmp_path / "cam.pt"))
+    assert cam["indices"] == [2] and cam["images"].shape == (1, 3, 64, 64)  # the first Border terrier
+    assert cam["teachers"]["mcmi"]["maps"].shape == (1, 64, 64)
+    with pytest.raises(ConfigError, match="streamed from its files, which supports no few-shot subset"):
+        train_student(data, {"teacher": None, "student": "MobileNetV1", "method": "ce", "hp": {}, "recipe": recipe,
+                             "setting": {"fraction": 0.5}, "seed": 0, "augment": {}, "runtime": runtime},
+                      str(tmp_path / "fewshot.json"))

@@ -184,18 +184,6 @@ def check_cam_layers(grid: Grid, num_classes: int, in_channels: int, image_size:
     return n
 
 
-def check_streamed_dataset(grid: Grid, dry_run: bool) -> None:
-    """A real run of a dataset read from its files (`DatasetSpec.streams`: ImageNet) stops here, before any job:
-    the plug-in, its streaming source (`mcmikd.streaming`) and the config are there and a dry run plans the grid,
-    but the training, CMI and CAM jobs still read a prepared in-memory tensor file (issue 21: the jobs' wiring to
-    the streaming source is not done). One-line ConfigError."""
-    ds = grid.config["dataset"]
-    if get_dataset(ds["name"]).streams and not dry_run:
-        raise ConfigError(f"config key 'dataset.name': dataset '{ds['name']}' is streamed from its files "
-                          f"(mcmikd.streaming), and the workflow's jobs do not read streamed datasets yet; "
-                          f"`snakemake -n` plans its grid, `bench/cost.py` prices it")
-
-
 def _data_folder_missing(grid: Grid) -> Path | None:
     """The configured data folder when it is not there (None when it is, or the data are bundled)."""
     ds = grid.config["dataset"]
@@ -229,7 +217,6 @@ def preflight(grid: Grid, dry_run: bool = False) -> str:
                      f"({skipped}); a real run makes them before any job")
     n = check_methods(grid, *shape)
     k = check_cam_layers(grid, *shape)
-    check_streamed_dataset(grid, dry_run)
     num_classes, in_channels, image_size = shape
     lines.append(f"preflight: {n} teacher–student–method combinations and {k} CAM layers build on "
                  f"{in_channels}×{image_size}² inputs")

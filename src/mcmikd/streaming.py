@@ -12,9 +12,13 @@ are torchvision.transforms.v2 on uint8 tensors: training RandomResizedCrop(224, 
 ImageNet reference recipe); evaluation Resize(256) + CenterCrop(224). Normalisation runs on the device
 (`mcmikd.augment.Normalizer`), as for in-memory data.
 
-Not supported here (a ConfigError where a config asks for them): few-shot pools, omitted classes, the
-in-memory random-crop padding. Multi-process training: `StreamSource.shard` is the one place that picks which
-part of an epoch's order a process sees (identity today); a rank-sharding sampler replaces it.
+`prepare_data` writes a `StreamedDataset` (file lists and labels) where other datasets write a `DatasetTensors`;
+`DatasetTensors.from_file` returns it, and the jobs train through `StreamSource` (`mcmikd.jobs.common.make_stream`)
+and evaluate through `evaluate_stream`. Not supported here (a ConfigError where a config asks for them): few-shot
+pools, omitted classes; the in-memory random-crop padding (`augment.crop_padding`) does not apply. DataLoader
+workers per job: its thread count (`runtime.threads`). Multi-process training: `StreamSource.shard` is the one
+place that picks which part of an epoch's order a process sees (identity today); a rank-sharding sampler replaces
+it.
 """
 
 from __future__ import annotations
@@ -36,11 +40,13 @@ def sample_seed(epoch_seed: int, index: int) -> int:
     return (epoch_seed ^ ((index + 1) * _SEED_MIX)) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def train_transform(size: int = 224):
-    """RandomResizedCrop(size) + RandomHorizontalFlip, uint8 (3, H, W) in, uint8 (3, size, size) out."""
+def train_transform(size: int = 224, hflip: bool = True):
+    """RandomResizedCrop(size) + RandomHorizontalFlip (unless `hflip` is off), uint8 (3, H, W) in, uint8
+    (3, size, size) out."""
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+    flip = [v2.RandomHorizontalFlip()] if hflip else []
+    return v2.Compose([v2.RandomResizedCrop(size, antialias=True), *flip])
 
 
 def eval_transform(resize: int = 256, crop: int = 224):
@@ -113,20 +119,139 @@ def batch_indices(order: torch.Tensor, batch_size: int, last_batch: str = "keep"
     return batches
 
 
+class FileImages:
+    """Images of a file list addressed like a uint8 tensor (N, 3, S, S): `images[idx]` (an int, a slice, or a list
+    or tensor of indices) decodes those files with `transform` in this process (random access for a few images,
+    e.g. the Eigen-CAM job's; whole passes go through DataLoader workers: `predict_files`)."""
+
+    def __init__(self, files: list[str], transform, size: int):
+        self.files, self.transform, self.size = files, transform, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), 3, self.size, self.size)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, int):
+            return self.transform(decode(self.files[idx]))
+        picks = range(len(self.files))[idx] if isinstance(idx, slice) else torch.as_tensor(idx).flatten().tolist()
+        return torch.stack([self.transform(decode(self.files[i])) for i in picks])
+
+
+class StreamedDataset:
+    """What `prepare_data` writes for a streamed dataset (`DatasetSpec.streams`) in place of a `DatasetTensors`:
+    the file lists and labels of both splits, the normalisation and class names. It answers what the jobs ask of a
+    `DatasetTensors` (`num_classes`, `in_channels`, `image_size`, `train_labels`, `test_labels`, `test_images`
+    (decoded on access, `FileImages`), `evaluation_record`) and is trained on through `StreamSource`."""
+
+    streamed = True
+    in_channels = 3
+
+    def __init__(self, *, name: str, train_files: list[str], train_labels: torch.Tensor, test_files: list[str],
+                 test_labels: torch.Tensor, mean, std, class_names: list[str], hflip: bool = True,
+                 image_size: int = 224, resize: int = 256, info: dict | None = None):
+        self.name, self.train_files, self.test_files = name, list(train_files), list(test_files)
+        self.train_labels = torch.as_tensor(train_labels, dtype=torch.long)
+        self.test_labels = torch.as_tensor(test_labels, dtype=torch.long)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.class_names, self.hflip = list(class_names), bool(hflip)
+        self.image_size, self.resize = int(image_size), int(resize)
+        self.info = dict(info or {})
+        self.test_images = FileImages(self.test_files, eval_transform(self.resize, self.image_size), self.image_size)
+
+    @classmethod
+    def from_index(cls, files, image_size: int = 224, resize: int = 256) -> StreamedDataset:
+        """From an `ImageFiles` index (`mcmikd.datasets.imagenet.ImageNet.index`)."""
+        return cls(name=files.name, train_files=[p for p, _ in files.train],
+                   train_labels=torch.tensor([y for _, y in files.train], dtype=torch.long),
+                   test_files=[p for p, _ in files.val], test_labels=torch.tensor([y for _, y in files.val],
+                                                                                 dtype=torch.long),
+                   mean=files.mean, std=files.std, class_names=files.class_names, hflip=files.hflip,
+                   image_size=image_size, resize=resize, info={"streamed": True})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def evaluated_on(self) -> str:
+        return "test"
+
+    def evaluation_record(self) -> dict:
+        return {}
+
+    def to_file(self, path) -> None:
+        from mcmikd.io import torch_save
+
+        torch_save({"streamed": True, "name": self.name, "train_files": self.train_files,
+                    "train_labels": self.train_labels, "test_files": self.test_files, "test_labels": self.test_labels,
+                    "mean": list(self.mean), "std": list(self.std), "class_names": self.class_names,
+                    "hflip": self.hflip, "image_size": self.image_size, "resize": self.resize, "info": self.info},
+                   path)
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> StreamedDataset:
+        return cls(**{k: v for k, v in payload.items() if k != "streamed"})
+
+
+def loader_workers() -> int:
+    """DataLoader worker processes of a job: its thread count (`runtime.threads`, set by `Runtime.from_config`)."""
+    return max(1, torch.get_num_threads())
+
+
+@torch.no_grad()
+def predict_files(model: torch.nn.Module, files: list[str], data: StreamedDataset, runtime, *,
+                  workers: int | None = None, batch_size: int = 250) -> torch.Tensor:
+    """Logits (N, C) float32 on the device of `model` in eval mode for `files` in order, each image Resize +
+    CenterCrop (the evaluation transform), decoded in `workers` DataLoader processes."""
+    workers = loader_workers() if workers is None else workers
+    dataset = FileDataset([(f, 0) for f in files], eval_transform(data.resize, data.image_size))
+    normalize = Normalizer(data.mean, data.std, runtime.device, runtime.channels_last)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=_collate, pin_memory=runtime.device.type == "cuda")
+    model.eval()
+    out = []
+    for images, _, _ in loader:
+        with runtime.autocast():
+            out.append(model(normalize(images.to(runtime.device, non_blocking=True))).float())
+    return torch.cat(out)
+
+
 class StreamSource:
-    """The training split of an `ImageFiles` index as batches decoded in `workers` DataLoader processes.
+    """The training split of a `StreamedDataset` as batches decoded in `workers` DataLoader processes.
 
-    Attributes read by objectives and methods as on `TrainStream`: `device`, `normalize`, `num_visible` (every
-    training image), `visible_labels` (CPU long, file order); positions are the file-order indices."""
+    Attributes read by objectives, methods and jobs as on `TrainStream`: `device`, `normalize`, `num_visible` (every
+    training image), `visible_labels` (CPU long, file order), `labels` (on the device), `pool` and `position`
+    (every image; no few-shot pool), `omitted` (none); positions are the file-order indices. `clean_logits` is the
+    eval-mode pass over the training images without augmentation (MCMI's centroids, the fine-tuning diagnostics)."""
 
-    def __init__(self, files, runtime, *, workers: int = 8, size: int = 224, prefetch: int = 2):
-        self.files = files
+    omitted: tuple[int, ...] = ()
+
+    def __init__(self, data: StreamedDataset, runtime, *, workers: int | None = None, prefetch: int = 2):
+        self.data = data
         self.device = runtime.device
-        self.workers = int(workers)
+        self.runtime = runtime
+        self.workers = loader_workers() if workers is None else int(workers)
         self.prefetch = prefetch
-        self.dataset = FileDataset(files.train, train_transform(size))
-        self.visible_labels = torch.tensor(files.train_labels, dtype=torch.long)
-        self.normalize = Normalizer(files.mean, files.std, self.device, runtime.channels_last)
+        self.dataset = FileDataset(list(zip(data.train_files, data.train_labels.tolist())),
+                                   train_transform(data.image_size, data.hflip))
+        self.visible_labels = data.train_labels.clone()
+        self.labels = data.train_labels.to(self.device)
+        self.pool = torch.arange(len(self.visible_labels))
+        self.position = self.pool.to(self.device)
+        self.normalize = Normalizer(data.mean, data.std, self.device, runtime.channels_last)
+
+    def clean_logits(self, model: torch.nn.Module, runtime) -> torch.Tensor:
+        """Logits (N, C) of `model` in eval mode on every training image, evaluation transform, file order; the
+        model's train/eval mode is put back."""
+        was_training = model.training
+        try:
+            return predict_files(model, self.data.train_files, self.data, runtime, workers=self.workers)
+        finally:
+            model.train(was_training)
 
     @property
     def num_visible(self) -> int:
@@ -162,28 +287,13 @@ class StreamSource:
                    index.to(self.device, non_blocking=True))
 
 
-def eval_batches(files, runtime, *, workers: int = 8, batch_size: int = 250, resize: int = 256,
-                 crop: int = 224) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(normalised images, labels) of the validation split in file order, Resize + CenterCrop, on the device."""
-    dataset = FileDataset(files.val, eval_transform(resize, crop))
-    normalize = Normalizer(files.mean, files.std, runtime.device, runtime.channels_last)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate, pin_memory=runtime.device.type == "cuda")
-    for images, labels, _ in loader:
-        yield normalize(images.to(runtime.device, non_blocking=True)), labels.to(runtime.device, non_blocking=True)
-
-
 @torch.no_grad()
-def evaluate_stream(model: torch.nn.Module, files, runtime, *, workers: int = 8, batch_size: int = 250):
+def evaluate_stream(model: torch.nn.Module, data: StreamedDataset, runtime, *, workers: int | None = None,
+                    batch_size: int = 250):
     """`mcmikd.engine.evaluate`'s record (accuracy, per-class accuracy, confusion, CMI, CE loss) over the streamed
-    validation split: logits are gathered on the device (50,000 × 1000 float32 = 200 MB for ImageNet) and
-    measured in one pass, so the numbers are those `evaluate` gives for the same preprocessed images."""
+    test split: logits are gathered on the device (50,000 × 1000 float32 = 200 MB for ImageNet) and measured in one
+    pass, so the numbers are those `evaluate` gives for the same preprocessed images."""
     from mcmikd.engine import measure_logits
 
-    model.eval()
-    logits, labels = [], []
-    for images, y in eval_batches(files, runtime, workers=workers, batch_size=batch_size):
-        with runtime.autocast():
-            logits.append(model(images).float())
-        labels.append(y)
-    return measure_logits(torch.cat(logits), torch.cat(labels), files.num_classes)
+    logits = predict_files(model, data.test_files, data, runtime, workers=workers, batch_size=batch_size)
+    return measure_logits(logits, data.test_labels, data.num_classes)
