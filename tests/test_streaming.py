@@ -220,3 +220,24 @@ def test_the_jobs_prepare_train_finetune_measure_distil_and_map_through_the_stre
         train_student(data, {"teacher": None, "student": "MobileNetV1", "method": "ce", "hp": {}, "recipe": recipe,
                              "setting": {"fraction": 0.5}, "seed": 0, "augment": {}, "runtime": runtime},
                       str(tmp_path / "fewshot.json"))
+
+
+def test_what_a_streamed_dataset_cannot_do_stops_before_any_job(imagenet_root):
+    import yaml
+
+    from conftest import ROOT, SCHEMA, small_grid
+    from mcmikd.checks import preflight
+    from mcmikd.config import load_grid
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    small_grid(config)
+    config["dataset"] = {"name": "imagenet", "root": str(imagenet_root)}
+    assert "build on 3×224² inputs" in preflight(load_grid(config, SCHEMA))  # the folders are there: no note
+    config["experiments"]["fewshot"]["enabled"] = True
+    with pytest.raises(ConfigError, match=r"^config key 'experiments.fewshot': dataset 'imagenet' is streamed from "
+                                          r"its files, which supports no few-shot subset"):
+        preflight(load_grid(config, SCHEMA), dry_run=True)
+    config["experiments"]["fewshot"]["enabled"] = False
+    config["dataset"]["validation"] = {"fraction": 0.2, "seed": 0}
+    with pytest.raises(ConfigError, match=r"^config key 'dataset.validation': dataset 'imagenet' is streamed"):
+        preflight(load_grid(config, SCHEMA))
