@@ -89,7 +89,9 @@ def test_eval_transform_is_resize_then_center_crop():
 
 def test_an_epoch_is_seeded_serves_every_image_once_and_does_not_depend_on_the_workers(imagenet_root):
     source = StreamSource(_streamed(imagenet_root), _runtime(), workers=0)
+    global_rng = torch.get_rng_state()
     first, gen = _epoch(source, seed=5)
+    assert torch.equal(torch.get_rng_state(), global_rng)  # decoding in this process leaves the global RNG alone
     assert [len(b[1]) for b in first] == [4, 5]  # the one-image last batch joins the one before
     images, labels, positions = (torch.cat(t) for t in zip(*first))
     assert sorted(positions.tolist()) == list(range(9)) and images.shape == (9, 3, 32, 32)

@@ -91,8 +91,8 @@ class FileDataset(torch.utils.data.Dataset):
         image = decode(path)
         if self.epoch_seed is None:
             return self.transform(image), label, index
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.epoch_seed, index))
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only (torch.manual_seed would reseed CUDA's)
+            torch.random.default_generator.manual_seed(sample_seed(self.epoch_seed, index))
             return self.transform(image), label, index
 
 
