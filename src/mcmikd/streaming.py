@@ -96,6 +96,12 @@ class FileDataset(torch.utils.data.Dataset):
             return self.transform(image), label, index
 
 
+def _loader_generator() -> torch.Generator:
+    """A DataLoader's own generator: its iterator draws a worker base seed, which would otherwise come from (and
+    advance) the global RNG; the draws that matter are seeded per image (`sample_seed`)."""
+    return torch.Generator().manual_seed(0)
+
+
 def _collate(items):
     images, labels, indices = zip(*items)
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
@@ -211,7 +217,8 @@ def predict_files(model: torch.nn.Module, files: list[str], data: StreamedDatase
     dataset = FileDataset([(f, 0) for f in files], eval_transform(data.resize, data.image_size))
     normalize = Normalizer(data.mean, data.std, runtime.device, runtime.channels_last)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate, pin_memory=runtime.device.type == "cuda")
+                                         collate_fn=_collate, pin_memory=runtime.device.type == "cuda",
+                                         generator=_loader_generator())
     model.eval()
     out = []
     for images, _, _ in loader:
@@ -273,7 +280,8 @@ class StreamSource:
     def loader(self, batches: list[list[int]]):
         return torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None)
+            pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
+            generator=_loader_generator())
 
     def batches(self, generator: torch.Generator, batch_size: int,
                 last_batch: str = "keep") -> Iterator[tuple[torch.Tensor, ...]]:
