@@ -4,7 +4,10 @@ batch augmentation), eager and, on CUDA, captured as CUDA graphs.
 
     .venv/bin/python bench/cost.py --config config/cifar100.yaml [--steps 20] [--out docs/cost.md] [--pack N|best]
 
-What is timed, on random data of the config's shape (the step costs the same on real data):
+What is timed, on random data of the config's shape (the step costs the same on real data; a dataset read from its
+files, `DatasetSpec.streams` (ImageNet), is priced by its device step alone: the JPEG decoding and crops in the
+DataLoader workers, `mcmikd.streaming`, run beside it and are not priced, so a job whose workers cannot keep up takes
+longer than the table says; its size comes from the folders, or from `published_sizes` before they exist):
 * one **step family** per distinct (teacher, student, method, hyper-parameters, batch size) of the student runs and
   per (architecture, teacher objective and its hyper-parameters, batch size) of the teachers: the method built as
   its job builds it (`DistillContext` with the real training-set size, so CRD's memory bank and negatives are the
@@ -122,6 +125,25 @@ def families(grid, n_train: int, classes: int) -> dict[tuple, Family]:
         fam.jobs.append({"epochs": recipe["epochs"], "passes": passes,
                          "steps": math.ceil(n_train / recipe["batch_size"])})
     return out
+
+
+def dataset_sizes(ds: dict) -> tuple[tuple[int, int, int], int, int]:
+    """((classes, channels, image size), training images, test images) of the config's dataset, without its data
+    where the spec publishes its sizes (`published_sizes`: ImageNet's 1000 classes, 1,281,167 / 50,000 images);
+    other datasets whose size is unknown are priced at 50,000 training and N/5 test images."""
+    from mcmikd.errors import DataError
+
+    spec = get_dataset(ds["name"])
+    published = getattr(spec, "published_sizes", None)
+    try:
+        shape = spec.shape(ds)
+    except DataError:
+        if not published:
+            raise
+        shape = (published["classes"], spec.in_channels, spec.image_size_of(ds))
+    n_train = spec.num_train(ds) or 50000
+    n_test = getattr(spec, "num_test", lambda d: None)(ds) or max(1, n_train // 5)
+    return shape, n_train, n_test
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -343,12 +365,8 @@ def main() -> None:
     cuda = runtime.device.type == "cuda"
     modes = ["none", "graphs"] if cuda else ["none"]  # on CPU "graphs" is the eager step on static buffers
     mode_names = {"none": "eager", "graphs": "captured"}
-    ds = grid.config["dataset"]
-    spec = get_dataset(ds["name"])
-    classes, channels, size = spec.shape(ds)
-    shape = (classes, channels, size)
-    n_train = spec.num_train(ds) or 50000
-    n_test = getattr(spec, "num_test", lambda d: None)(ds) or max(1, n_train // 5)
+    shape, n_train, n_test = dataset_sizes(grid.config["dataset"])
+    classes = shape[0]
     fams = families(grid, n_train, classes)
     t_all = time.perf_counter()
     for fam in fams.values():

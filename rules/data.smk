@@ -3,7 +3,8 @@ localrules:
 
 
 rule prepare_data:
-    """The dataset as uint8 tensors with a recorded split: one file every training job loads in one read.
+    """The dataset as uint8 tensors with a recorded split: one file every training job loads in one read; for a
+    dataset streamed from its files (ImageNet, mcmikd.streaming) the file lists and labels instead of the images.
     A local rule: on a cluster it runs on the head node, which may download CIFAR where compute nodes cannot."""
     input:
         code=job_code("prepare_data"),

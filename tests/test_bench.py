@@ -143,3 +143,35 @@ def test_the_gpu_check_command_runs_as_it_is(tmp_path):
     for report in ("capture-paper.md", "capture-fast.md", "cost.md"):
         assert (tmp_path / report).read_text().strip()
     assert "3 of 3 cases pass" in (tmp_path / "capture-paper.md").read_text()
+
+
+def test_cost_sizes_imagenet_from_its_published_counts_until_the_folders_exist(tmp_path):
+    """config/imagenet.yaml is priced without its data: 1000 classes at 224 px, ILSVRC-2012's 1,281,167 training
+    and 50,000 validation images, and one step family per distinct training step of its grid."""
+    import yaml
+
+    from conftest import SCHEMA
+    from mcmikd.config import load_grid
+
+    spec = importlib.util.spec_from_file_location("bench_cost", ROOT / "bench" / "cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = cost
+    try:
+        spec.loader.exec_module(cost)
+    finally:
+        sys.modules.pop(spec.name, None)
+    config = yaml.safe_load((ROOT / "config" / "imagenet.yaml").read_text())
+    config["dataset"]["root"] = str(tmp_path / "imagenet")
+    assert cost.dataset_sizes(config["dataset"]) == ((1000, 3, 224), 1_281_167, 50_000)
+    fams = cost.families(load_grid(config, SCHEMA), 1_281_167, 1000)
+    labels = {f.label for f in fams.values()}
+    assert {"resnet34 teacher, mll", "resnet50 fine-tuned teacher, ce_finetune", "resnet34 → resnet18, at",
+            "resnet50 → MobileNetV1, crd", "MobileNetV1 (no teacher), ce"} <= labels, labels
+    assert sum(len(f.jobs) for f in fams.values()) == 2 + 4 + 26  # MLL, fine-tuned teachers, students
+    assert all(job["steps"] == 2503 for f in fams.values() for job in f.jobs)  # ⌈1,281,167 / 512⌉
+    for split, n in (("train", 3), ("val", 2)):
+        for wnid in ("n01440764", "n02093754"):
+            (tmp_path / "imagenet" / split / wnid).mkdir(parents=True)
+            for i in range(n):
+                (tmp_path / "imagenet" / split / wnid / f"{i}.JPEG").write_bytes(b"")
+    assert cost.dataset_sizes(config["dataset"]) == ((2, 3, 224), 6, 4)  # the folders' own counts once they exist

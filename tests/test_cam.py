@@ -94,10 +94,12 @@ def test_every_models_cam_layer_is_checked_on_the_meta_device(load):
 
     from mcmikd.checks import check_cam_layers
     from mcmikd.errors import ConfigError
-    from mcmikd.models import MODELS
+    from mcmikd.models import CIFAR_MODELS, IMAGENET_MODELS
 
-    grid = load(lambda c: c["experiments"]["cam"].update(teachers=list(MODELS)))
-    assert check_cam_layers(grid, 100, 3, 32) == len(MODELS)
+    grid = load(lambda c: c["experiments"]["cam"].update(teachers=list(CIFAR_MODELS)))
+    assert check_cam_layers(grid, 100, 3, 32) == len(CIFAR_MODELS)
+    grid = load(lambda c: c["experiments"]["cam"].update(teachers=list(IMAGENET_MODELS)))
+    assert check_cam_layers(grid, 10, 3, 64) == len(IMAGENET_MODELS)  # layer4 is 2×2 at 64 px, 1×1 at 32 px
     assert check_cam_layers(load(lambda c: c["experiments"]["cam"].update(layer="layer2")), 10, 1, 32) == 1
     for layer, problem in [("layer9", "resnet20 has no layer 'layer9'"),
                            ("fc", "layer 'fc' of resnet20 gives no (N, C, H, W) map larger than 1×1"),

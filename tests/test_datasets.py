@@ -37,7 +37,7 @@ def test_registry_and_specs_read_without_torch_or_numpy():
 
 def test_unknown_dataset_is_one_line_listing_the_known_ones():
     with pytest.raises(ConfigError, match=r"^unknown dataset 'mnist'; choose one of: digits, cluttered_digits, "
-                                          r"cluttered_numbers, cifar10, cifar100, imagefolder$"):
+                                          r"cluttered_numbers, cifar10, cifar100, imagefolder, imagenet$"):
         get_dataset("mnist")
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
         load_dataset("mnist")
@@ -57,7 +57,8 @@ def test_specs_declare_classes_channels_flips_and_stats():
         "train", "test", "meta"}
     assert class_names({"name": "imagefolder", "root": "/nonexistent"}) is None
     assert num_classes({"name": "cifar100"}) == 100
-    assert set(DATASETS) == {"digits", "cluttered_digits", "cluttered_numbers", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS) == {"digits", "cluttered_digits", "cluttered_numbers", "cifar10", "cifar100", "imagefolder",
+                             "imagenet"}
 
 
 def test_each_dataset_keeps_only_the_config_keys_it_uses():
@@ -68,6 +69,7 @@ def test_each_dataset_keeps_only_the_config_keys_it_uses():
         "cifar10": ["name", "root", "download", "verify_checksums"],
         "cifar100": ["name", "root", "download", "verify_checksums"],
         "imagefolder": ["name", "image_size", "root"],
+        "imagenet": ["name", "root"],
     }
     for name, keys in expected.items():
         assert list(dataset_params({**ds, "name": name})) == keys

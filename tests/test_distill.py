@@ -320,6 +320,8 @@ def test_dkd_uses_the_official_beta_per_pair_unless_configured():
                 student_arch=s, teacher_arch=t))
         assert d.beta == beta
     assert _build("dkd", *SAME_PAIR, hp={"beta": 3.5}).beta == 3.5
+    # mdistiller's ImageNet configs (configs/imagenet/r34_r18/dkd.yaml, r50_mv1/dkd.yaml)
+    assert cls.official_beta("resnet34", "resnet18") == 0.5 and cls.official_beta("resnet50", "MobileNetV1") == 2.0
 
 
 def test_dkd_warms_up_linearly_over_twenty_epochs():

@@ -184,6 +184,24 @@ def check_cam_layers(grid: Grid, num_classes: int, in_channels: int, image_size:
     return n
 
 
+def check_streamed_dataset(grid: Grid) -> None:
+    """A dataset read from its files (`DatasetSpec.streams`: ImageNet; `mcmikd.streaming`) has no held-out
+    validation split, few-shot subsets or omitted classes: a config asking for them stops here with one line."""
+    ds = grid.config["dataset"]
+    if not get_dataset(ds["name"]).streams:
+        return
+    if ds.get("validation"):
+        raise ConfigError(f"config key 'dataset.validation': dataset '{ds['name']}' is streamed from its files and "
+                          f"has no held-out validation split; remove the key")
+    for name, runs in grid.runs.items():
+        for run in runs:
+            setting = grid.student_params(run)["setting"]
+            if setting.get("fraction", 1.0) < 1.0 or setting.get("omitted"):
+                raise ConfigError(f"config key 'experiments.{name}': dataset '{ds['name']}' is streamed from its "
+                                  f"files, which supports no few-shot subset and no omitted classes; disable the "
+                                  f"experiment or use an in-memory dataset")
+
+
 def _data_folder_missing(grid: Grid) -> Path | None:
     """The configured data folder when it is not there (None when it is, or the data are bundled)."""
     ds = grid.config["dataset"]
@@ -198,6 +216,7 @@ def preflight(grid: Grid, dry_run: bool = False) -> str:
     A dry run whose data folder is not there yet skips the folder check and, when the class count needs the data
     (an image folder), the class-id checks, building the networks for `STAND_IN_CLASSES` classes instead."""
     lines = []
+    check_streamed_dataset(grid)
     try:
         shape = dataset_shape(grid)
     except DataError:

@@ -72,6 +72,10 @@ class DatasetTensors:
             raise DataError(f"prepared dataset {path} is missing; rerun the workflow to rebuild it") from None
         except Exception as exc:
             raise damaged_error(path, f"unreadable: {first_line(exc)}") from None
+        if payload.get("streamed"):  # a dataset read from its files (ImageNet): the file lists, not the images
+            from mcmikd.streaming import StreamedDataset
+
+            return StreamedDataset.from_payload(payload)
         payload["mean"], payload["std"] = tuple(payload["mean"]), tuple(payload["std"])
         return cls(**payload)
 

@@ -328,7 +328,12 @@ def predict(model: torch.nn.Module, images: torch.Tensor, normalize: Normalizer,
 def evaluate(model, images, labels, normalize, runtime, num_classes: int) -> Evaluation:
     """Accuracy, per-class accuracy (%), confusion (true × predicted), CMI (nats) and CE loss of `model` on
     `images` (uint8) and `labels`, computed on the device and read back in one transfer."""
-    logits = predict(model, images, normalize, runtime)
+    return measure_logits(predict(model, images, normalize, runtime), labels, num_classes)
+
+
+def measure_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Evaluation:
+    """`evaluate`'s record from logits (N, num_classes) float32 on the device and int64 labels (N,): shared with
+    the streamed evaluation of `mcmikd.streaming`."""
     labels = labels.to(logits.device)
     pred = logits.argmax(dim=1)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)

@@ -19,6 +19,7 @@ DATASETS: dict[str, str] = {
     "cifar10": "mcmikd.datasets.cifar10:CIFAR10",
     "cifar100": "mcmikd.datasets.cifar100:CIFAR100",
     "imagefolder": "mcmikd.datasets.imagefolder:ImageFolder",
+    "imagenet": "mcmikd.datasets.imagenet:ImageNet",
 }
 
 

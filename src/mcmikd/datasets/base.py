@@ -22,6 +22,7 @@ class DatasetSpec:
     checksums: ClassVar[dict[str, str]] = {}  # file name -> expected md5 (published values)
     config_keys: ClassVar[tuple[str, ...]] = ()  # keys of the `dataset:` block the loader uses (besides name)
     fixed_image_size: ClassVar[int | None] = None  # side of every image, when the dataset fixes it
+    streams: ClassVar[bool] = False  # True: decoded per batch from files (mcmikd.streaming), never loaded whole
 
     @classmethod
     def params(cls, ds: dict) -> dict:

@@ -39,7 +39,27 @@ def augment_args(data: DatasetTensors, augment: dict) -> dict:
     return {"padding": int(augment.get("crop_padding", 0)), "hflip": bool(augment.get("hflip", False)) and data.hflip}
 
 
+def make_stream(data, runtime: Runtime, augment: dict, *, pool=None, epoch_length=None, omitted=()):
+    """The training stream of a job: `TrainStream` over an in-memory `DatasetTensors`, `mcmikd.streaming.StreamSource`
+    over a `StreamedDataset` (ImageNet), which takes no few-shot pool and no omitted classes (one-line
+    ConfigError)."""
+    if getattr(data, "streamed", False):
+        from mcmikd.errors import ConfigError
+        from mcmikd.streaming import StreamSource
+
+        if pool is not None or omitted:
+            raise ConfigError(f"dataset '{data.name}' is streamed from its files, which supports no few-shot subset "
+                              f"and no omitted classes; run those experiments on an in-memory dataset")
+        return StreamSource(data, runtime)
+    return TrainStream(data, runtime, pool=pool, epoch_length=epoch_length, omitted=tuple(omitted),
+                       **augment_args(data, augment))
+
+
 def evaluator(model, data: DatasetTensors, stream: TrainStream, runtime: Runtime):
+    if getattr(data, "streamed", False):
+        from mcmikd.streaming import evaluate_stream
+
+        return lambda: evaluate_stream(model, data, runtime)
     test_images, test_labels = data.test_images.to(runtime.device), data.test_labels.to(runtime.device)
     return lambda: evaluate(model, test_images, test_labels, stream.normalize, runtime, data.num_classes)
 

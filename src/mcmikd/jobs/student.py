@@ -11,7 +11,7 @@ from mcmikd import distributed
 from mcmikd.data import DatasetTensors, fewshot_subset
 from mcmikd.engine import Recipe, Runtime, TrainStream, log, summarize
 from mcmikd.io import provenance, read_json, write_json
-from mcmikd.jobs.common import augment_args, load_model, train, write_result
+from mcmikd.jobs.common import load_model, make_stream, train, write_result
 from mcmikd.models import create_model, feature_shapes
 
 
@@ -70,8 +70,8 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
     data = DatasetTensors.from_file(data_path)
     setting = params["setting"]
     pool, epoch_length = student_pool(data, setting, seed)
-    stream = TrainStream(data, runtime, pool=pool, epoch_length=epoch_length,
-                         omitted=tuple(setting.get("omitted", ())), **augment_args(data, params["augment"]))
+    stream = make_stream(data, runtime, params["augment"], pool=pool, epoch_length=epoch_length,
+                         omitted=tuple(setting.get("omitted", ())))
     cls = get_method(params["method"])
     teacher = None
     t_shapes: dict = {}

@@ -8,9 +8,9 @@ import torch
 
 from mcmikd.data import DatasetTensors
 from mcmikd.distributed import multiprocess
-from mcmikd.engine import Runtime, TrainStream, log, make_generator, predict, summarize
+from mcmikd.engine import Runtime, log, make_generator, predict, summarize
 from mcmikd.io import provenance, read_json, write_json
-from mcmikd.jobs.common import augment_args, load_model, save_model, train, write_result
+from mcmikd.jobs.common import load_model, make_stream, save_model, train, write_result
 from mcmikd.models import create_model
 
 
@@ -44,7 +44,7 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     if cls.start_from is not None:
         model, _ = load_model(start_model, runtime)
         start_acc = read_json(start_metrics)["model_acc"]
-    stream = TrainStream(data, runtime, **augment_args(data, params["augment"]))
+    stream = make_stream(data, runtime, params["augment"])
     torch.manual_seed(params["seed"])
     if model is None:
         model = runtime.prepare(create_model(params["arch"], data.num_classes, data.in_channels))
@@ -113,9 +113,14 @@ def measure_cmi(data_path: str, model_path: str, params: dict, output: str, thre
     model, ckpt = load_model(model_path, runtime)
     normalize = Normalizer(data.mean, data.std, runtime.device)
     out = {}
-    for split, images, labels in (("train", data.train_images, data.train_labels),
+    for split, images, labels in (("train", getattr(data, "train_images", None), data.train_labels),
                                   ("test", data.test_images, data.test_labels)):
-        logits = predict(model, images, normalize, runtime)
+        if getattr(data, "streamed", False):  # decoded in DataLoader workers, evaluation transform
+            from mcmikd.streaming import predict_files
+
+            logits = predict_files(model, data.train_files if split == "train" else data.test_files, data, runtime)
+        else:
+            logits = predict(model, images, normalize, runtime)
         labels = labels.to(logits.device)
         out[split] = {
             "acc": float((logits.argmax(1) == labels).double().mean() * 100),
@@ -123,7 +128,7 @@ def measure_cmi(data_path: str, model_path: str, params: dict, output: str, thre
                                                                  data.num_classes))
                     for t in params["temperatures"]},
         }
-    stream = TrainStream(data, runtime, **augment_args(data, params.get("augment", {})))
+    stream = make_stream(data, runtime, params.get("augment", {}))
     generator = make_generator(AUGMENTED_CMI_SEED, runtime.device)
     model.eval()
     logits, labels = [], []

@@ -1,4 +1,13 @@
-"""RepDistiller's CIFAR model zoo under its exact names.
+"""The model zoo: RepDistiller's CIFAR models under their exact names, and the ImageNet models of the KD
+literature's ImageNet pairs (ResNet-34 → ResNet-18, ResNet-50 → MobileNet-V1).
+
+`CIFAR_MODELS` are RepDistiller's (github.com/HobbitLong/RepDistiller, `models/__init__.py`'s `model_dict`
+names). `IMAGENET_MODELS` are torchvision's ResNets under torchvision's names (`resnet18`, `resnet34`,
+`resnet50`: torchvision's own modules, `mcmikd.models.imagenet_resnet`) and mdistiller's `MobileNetV1`
+(github.com/megvii-research/mdistiller, `mdistiller/models/imagenet`; `mcmikd.models.mobilenetv1`). No name is in
+both: the CIFAR zoo's bottleneck ResNet is `ResNet50` (capital R, RepDistiller's), the ImageNet one `resnet50`
+(torchvision's); the CIFAR ResNets are resnet8..resnet110 and resnet8x4/resnet32x4, none of 18, 34 or 50 layers.
+`MODELS` is both (config names, Snakemake wildcards, results folders).
 
 `MODELS` maps each name to "module:factory" so that the names can be listed (config validation at
 Snakefile parse time) without importing torch. `create_model` imports the factory on demand.
@@ -12,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 
-MODELS: dict[str, str] = {
+CIFAR_MODELS: dict[str, str] = {
     "resnet8": "mcmikd.models.resnet:resnet8",
     "resnet14": "mcmikd.models.resnet:resnet14",
     "resnet20": "mcmikd.models.resnet:resnet20",
@@ -37,7 +46,17 @@ MODELS: dict[str, str] = {
     "ResNet50": "mcmikd.models.resnetv2:resnet50",
 }
 
-# Students with these architectures use the smaller learning rate in RepDistiller and the MCMI code.
+IMAGENET_MODELS: dict[str, str] = {
+    "resnet18": "mcmikd.models.imagenet_resnet:resnet18",  # torchvision
+    "resnet34": "mcmikd.models.imagenet_resnet:resnet34",  # torchvision
+    "resnet50": "mcmikd.models.imagenet_resnet:resnet50",  # torchvision (the CIFAR zoo's is "ResNet50")
+    "MobileNetV1": "mcmikd.models.mobilenetv1:mobilenetv1",  # mdistiller / CRD's ImageNet MobileNet-V1
+}
+
+MODELS: dict[str, str] = {**CIFAR_MODELS, **IMAGENET_MODELS}
+
+# Students with these architectures use the smaller learning rate in RepDistiller and the MCMI code. MobileNetV1 is
+# not among them: mdistiller's and CRD's ImageNet recipes train it with the ResNets' learning rate.
 SMALL_LR_MODELS = frozenset({"MobileNetV2", "ShuffleV1", "ShuffleV2"})
 
 
@@ -56,7 +75,8 @@ def model_source_files(name: str) -> tuple[str, ...]:
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3):
-    """Build model `name` (RepDistiller's architecture) for `num_classes` classes and `in_channels` inputs."""
+    """Build model `name` (RepDistiller's architecture; torchvision's or mdistiller's for `IMAGENET_MODELS`) for
+    `num_classes` classes and `in_channels` inputs."""
     if name not in MODELS:
         from mcmikd.errors import ConfigError
 

@@ -159,6 +159,8 @@ def clean_train_probs(model, stream, runtime):
 
     from mcmikd.engine import predict
 
+    if hasattr(stream, "clean_logits"):  # a streamed dataset (mcmikd.streaming): decoded in DataLoader workers
+        return F.softmax(stream.clean_logits(model, runtime), dim=1), stream.labels
     idx = stream.pool.to(stream.device)
     if stream.omitted:
         idx = idx[~torch.isin(stream.labels[idx], stream.omitted_dev)]

@@ -61,6 +61,9 @@ def initial_centroids(model, stream, runtime, num_classes: int, mode: str, gener
                 sums.index_add_(0, labels, probs)
                 counts += torch.bincount(labels, minlength=num_classes)
             return sums / counts.clamp_min(1).unsqueeze(1)
+        if hasattr(stream, "clean_logits"):  # a streamed dataset (mcmikd.streaming)
+            probs = F.softmax(stream.clean_logits(model, runtime), dim=1)
+            return class_centroids(probs, stream.labels, num_classes)
         images = stream.images[stream.pool]
         labels = stream.labels[stream.pool]
         probs = F.softmax(predict(model, images, stream.normalize, runtime), dim=1)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mcmikd.distill.base import Distiller
 from mcmikd.distill.methods._common import full_precision
 
-# β (NCKD weight) of the official CIFAR-100 configs, keyed by (teacher, student); 8.0 otherwise.
+# β (NCKD weight) of the official CIFAR-100 and ImageNet configs, keyed by (teacher, student); 8.0 otherwise.
 OFFICIAL_BETA = {
     ("resnet56", "resnet20"): 2.0,
     ("resnet110", "resnet32"): 2.0,
@@ -24,6 +24,9 @@ OFFICIAL_BETA = {
     ("wrn_40_2", "wrn_16_2"): 6.0,
     ("wrn_40_2", "wrn_40_1"): 6.0,
     ("vgg13", "MobileNetV2"): 6.0,
+    # mdistiller's ImageNet configs (configs/imagenet/r34_r18/dkd.yaml, r50_mv1/dkd.yaml; with T 1, warm-up 1 epoch)
+    ("resnet34", "resnet18"): 0.5,
+    ("resnet50", "MobileNetV1"): 2.0,
 }
 DEFAULT_BETA = 8.0
 
