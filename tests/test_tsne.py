@@ -163,3 +163,23 @@ def test_the_figure_is_drawn_from_the_jobs_files(tsne_run, tmp_path):
     png, pdf = tmp_path / "t.png", tmp_path / "t.pdf"
     tsne_figure([str(csv_path), str(record_path)], layout, "last", str(png), str(pdf))
     assert png.stat().st_size > 10_000 and pdf.stat().st_size > 1000
+
+
+def test_many_classes_get_a_legend_of_the_omitted_ones_only(tmp_path):
+    """100 classes (cluttered_numbers): a hue per class and a legend naming only the omitted classes."""
+    from mcmikd.experiments.zeroshot import tsne_figure
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 100
+    rows = [("teacher/mll", i, c, int(c in (5, 50)), c, *rng.normal(size=2)) for i, c in enumerate(labels)]
+    with open(tmp_path / "p.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([COLUMNS, *rows])
+    record = {"omitted": [5, 50], "class_names": [str(c) for c in range(100)], "num_images": 300, "num_test": 300,
+              "tsne": {"perplexity": 15.0, "random_state": 0},
+              "panels": {"teacher/mll": {"role": "teacher", "objective": "mll", "method": None, "arch": "resnet8",
+                                         "status": "ok", "acc": 100.0, "acc_omitted": 100.0}}}
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    layout = {"objectives": ["mll"], "labels": {"mll": "MLL"}, "colors": {"mll": "#0173B2"}, "methods": ["kd"]}
+    tsne_figure([str(tmp_path / "p.csv"), str(tmp_path / "r.json")], layout, "last", str(tmp_path / "f.png"),
+                str(tmp_path / "f.pdf"))
+    assert (tmp_path / "f.png").stat().st_size > 10_000

@@ -28,7 +28,7 @@ TSNE_CAPTION = (
     "{{ snakemake.params.layout.teacher_seed }}), the KD student distilled from each (student seed "
     "{{ snakemake.params.layout.seed }}, last epoch) and the student trained with cross-entropy alone. Points are "
     "test images coloured by their true class (0-based ids, as the dataset's); the images of the omitted classes are "
-    "drawn on top as larger black-edged markers. t-SNE keeps neighbourhoods, not distances: a tight, separate cluster "
+    "drawn on top as larger black-edged diamonds. t-SNE keeps neighbourhoods, not distances: a tight, separate cluster "
     "of an omitted class in a student's panel means its logits set those images apart although it never saw one "
     "in training; its axes have no unit and panels are not comparable position by position. The title of each "
     "panel gives the model's accuracy on all embedded images and on the omitted classes. The official TSNE.py numbers "
