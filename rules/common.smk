@@ -209,6 +209,16 @@ def cam_measure_models(wildcards):
     return [teacher_files(wildcards.arch, v, int(wildcards.tseed))["model"] for v in params["variants"].values()]
 
 
+def tsne_experiment(wildcards):
+    """The experiment whose t-SNE job this is (one with `tsne_params`: the zero-shot kind)."""
+    return GRID.experiments[wildcards.experiment]
+
+
+def tsne_models(wildcards):
+    """The teacher and student model files of one t-SNE job, in its panel order."""
+    return [f"<results>/{path}" for path in tsne_experiment(wildcards).tsne_models(wildcards.setting)]
+
+
 def figure_spec(wildcards):
     return GRID.figures()[wildcards.figure]
 

@@ -15,6 +15,8 @@ def intermediate_files():
         files[teacher_files(a, v, t)["model"]] = "finetune_teacher" if fine_tuned else "train_teacher"
         if fine_tuned:
             files[teacher_files(a, v, t)["best"]] = "finetune_teacher"
+    for exp in GRID.experiments.values():  # the student models a t-SNE job reads
+        files.update({f"<results>/{path}": "train_student" for path in getattr(exp, "tsne_student_models", list)()})
     for exp in GRID.cam_experiments():
         files.update({f"<results>/cam/{arch}.pt": "eigen_cam" for arch in exp.teacher_archs()})
     return {workflow.pathvars.apply(f): rule for f, rule in files.items()}

@@ -1,12 +1,13 @@
 rule train_student:
     """One student run: a framework (or plain CE), a teacher, a data setting (full, few-shot, zero-shot,
-    KD temperature) and a seed."""
+    KD temperature) and a seed; its result file and its last-epoch model."""
     input:
         unpack(student_teacher_inputs),
         data="<results>/data.pt",
         code=job_code("train_student", student_modules),
     output:
         "<results>/students/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.json",
+        model="<results>/students/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.pt",
     log:
         "<logs>/train_student/{t_arch}/{t_variant}/{student}/{method}/{setting}/seed{seed}.log",
     benchmark:

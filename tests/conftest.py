@@ -34,8 +34,8 @@ def assert_tiny_outputs_exist(results: Path) -> None:
     for exp in ("main", "fewshot", "zeroshot", "temperature"):
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{exp}.{ext}").stat().st_size > 0
-    for fig in ("main_delta", "fewshot", "zeroshot_bars", "zeroshot_confusion", "temperature", "teachers_finetuning",
-                "cam_resnet8"):
+    for fig in ("main_delta", "fewshot", "zeroshot_bars", "zeroshot_confusion", "zeroshot_tsne_omit3", "temperature",
+                "teachers_finetuning", "cam_resnet8"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
     for page in ("reading", "first_page"):

@@ -139,6 +139,13 @@ def test_every_table_and_figure_exists_with_the_expected_rows(finished_run):
     zero = pd.read_csv(res / "tables" / "zeroshot.csv")
     ce = zero[zero["method"] == "ce"]
     assert list(ce["class"]) == [3] and float(ce["mean"].iloc[0]) == 0.0  # never saw a 3: 0 % by construction
+    # the zero-shot t-SNE: every model of the first seed embedded, the dataset's 0-based ids, class 3 flagged
+    tsne = pd.read_csv(res / "tsne" / "zeroshot" / "omit3.csv")
+    assert set(tsne["panel"]) == {f"{who}/{o}" for who in ("teacher", "kd") for o in ("mll", "mcmi", "ce_finetune")} | {
+        "ce"}
+    assert sorted(set(tsne["label"])) == list(range(10)) and ((tsne["omitted"] == 1) == (tsne["label"] == 3)).all()
+    assert (tsne.groupby("panel").size() == 450).all()  # every test image of the tiny split
+    assert (res / "students/none/none/resnet8/ce/omit3/seed0.pt").stat().st_size > 0  # the students' models
     assert set(pd.read_csv(res / "tables" / "fewshot.csv")["fraction"]) == {0.1}
     assert set(pd.read_csv(res / "tables" / "temperature.csv")["temperature"]) == {1.0, 4.0}
 
@@ -293,27 +300,28 @@ def test_editing_the_plotting_code_reruns_only_figures_and_tables(finished_run, 
     jobs = planned_jobs(finished_run)
     # every figure, and the tables (each experiment kind's file holds its table and its figures, and its figures
     # use plots.py), and the reading that reads the main table: no training or measuring job, no runs table
-    assert jobs == Counter({"plot_figure": 7, "make_table": 4, "reading": 1, "all": 1}), jobs
+    assert jobs == Counter({"plot_figure": 8, "make_table": 4, "reading": 1, "all": 1}), jobs
 
 
 @pytest.mark.parametrize("mutate, expected", [
     # a fraction: its MLL, MCMI and control students (1 seed), the few-shot table and figure
     (lambda c: c["experiments"]["fewshot"]["fractions"].append(0.25),
      {"train_student": 3, "collect_runs": 1, "make_table": 1, "plot_figure": 1}),
-    # an omitted-class set: CE-only and three KD students, the zero-shot table and its two figures
+    # an omitted-class set: CE-only and three KD students, the zero-shot table, its two figures, and the new set's
+    # t-SNE and its figure
     (lambda c: c["experiments"]["zeroshot"]["omitted"].append([5]),
-     {"train_student": 4, "collect_runs": 1, "make_table": 1, "plot_figure": 2}),
-    # a seed of the zero-shot experiment: the same four students for the new seed
+     {"train_student": 4, "collect_runs": 1, "make_table": 1, "plot_figure": 3, "tsne_logits": 1}),
+    # a seed of the zero-shot experiment: the same four students for the new seed (the t-SNE shows the first seed's)
     (lambda c: c["experiments"]["zeroshot"].update(seeds=[0, 1]),
      {"train_student": 4, "collect_runs": 1, "make_table": 1, "plot_figure": 2}),
     # a λ for the CAM experiment: one more MCMI teacher per teacher seed (fine-tuned from the existing MLL one of
     # its seed), its Eigen-CAM panel, and the fine-tuning curves that show every fine-tuned teacher
     (lambda c: c["experiments"]["cam"].update(hp={"mcmi": {"lambda": 0.5}}),
      {"finetune_teacher": 2, "eigen_cam": 1, "plot_figure": 2}),
-    # the control teacher dropped from the comparisons: nothing to train, every table and figure redrawn, and the
-    # reading of the main table
+    # the control teacher dropped from the comparisons: nothing to train, every table and figure redrawn, the
+    # zero-shot t-SNE without its panels, and the reading of the main table
     (lambda c: c["teachers"].update(objectives=["mll", "mcmi"]),
-     {"collect_runs": 4, "make_table": 4, "eigen_cam": 1, "plot_figure": 7, "reading": 1}),
+     {"collect_runs": 4, "make_table": 4, "eigen_cam": 1, "plot_figure": 8, "tsne_logits": 1, "reading": 1}),
 ])
 def test_adding_to_the_grid_adds_only_the_new_jobs(finished_run, mutate, expected):
     write_config(finished_run, mutate)

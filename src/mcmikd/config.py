@@ -576,6 +576,10 @@ class Grid:
         exp, variants = self._cam_teachers(arch)
         return canonical({**exp.measure_params(arch, variants, teacher_seed), "runtime": self.runtime()})
 
+    def tsne_params(self, experiment: str, setting: str) -> dict:
+        """The params of the t-SNE job of `experiment`'s student setting `setting` (`mcmikd.jobs.tsne`)."""
+        return canonical({**self.experiments[experiment].tsne_params(setting), "runtime": self.runtime()})
+
     def cam_measure_files(self) -> list[str]:
         """Result paths (relative to results/<name>/) of every CAM measurement job; [] when none measures."""
         return [f for e in self.cam_experiments() if hasattr(e, "measure_files") for f in e.measure_files()]

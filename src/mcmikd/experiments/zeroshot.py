@@ -20,6 +20,32 @@ CONFUSION_CAPTION = (
     "shows where its test images went (% of that class); the omitted classes are labelled in red and their rows "
     "boxed. The diagonal cell of a boxed row is the accuracy on the omitted class, the rest of the row shows which "
     "seen classes absorb its images.")
+TSNE_CAPTION = (
+    "Zero-shot distillation, omitted classes {{ snakemake.params.layout.omitted_text }}: t-SNE of the test-set "
+    "logits ({{ snakemake.params.layout.images_text }}; scikit-learn, perplexity "
+    "{{ snakemake.params.layout.perplexity }}, PCA initialisation, random_state {{ snakemake.params.layout.seed }}). "
+    "One panel per model, each embedded on its own: the compared teachers (teacher seed "
+    "{{ snakemake.params.layout.teacher_seed }}), the KD student distilled from each (student seed "
+    "{{ snakemake.params.layout.seed }}, last epoch) and the student trained with cross-entropy alone. Points are "
+    "test images coloured by their true class (0-based ids, as the dataset's); the images of the omitted classes are "
+    "drawn on top as larger black-edged diamonds. t-SNE keeps neighbourhoods, not distances: a tight, separate cluster "
+    "of an omitted class in a student's panel means its logits set those images apart although it never saw one "
+    "in training; its axes have no unit and panels are not comparable position by position. The title of each "
+    "panel gives the model's accuracy on all embedded images and on the omitted classes. The official TSNE.py numbers "
+    "classes from 1; here they are 0-based.")
+TSNE = {
+    "type": "object", "additionalProperties": False, "default": {},
+    "description": "the t-SNE figure of the test-set logits, one per omitted set (teachers, KD students, CE-only "
+                   "student of the first student seed; `mcmikd.jobs.tsne`)",
+    "properties": {
+        "enabled": {"type": "boolean", "default": True, "description": "false: no t-SNE job and no t-SNE figure"},
+        "perplexity": {"type": "number", "exclusiveMinimum": 0, "default": 15,
+                       "description": "t-SNE perplexity (the official TSNE.py's value, 15)"},
+        "max_images": {"oneOf": [{"type": "null"}, {"type": "integer", "minimum": 2}], "default": None,
+                       "description": "embed at most this many test images, drawn with the student seed (null: "
+                                      "every test image, as the official TSNE.py: 10,000 on CIFAR-10)"},
+    },
+}
 
 
 class ZeroShot(Experiment):
@@ -34,6 +60,7 @@ class ZeroShot(Experiment):
                               "uniqueItems": True},
                     "description": "lists of class ids, each one setting (`omit<ids>`): its classes are removed "
                                    "from every training batch before both forward passes"},
+        "tsne": TSNE,
     }
     required = ("pair", "methods", "omitted")
     setting_prefix = "omit"
@@ -56,6 +83,13 @@ class ZeroShot(Experiment):
             if len(omitted) >= num_classes:
                 raise ConfigError(f"config key '{where}.omitted[{i}]': cannot omit every class")
 
+    def check(self, where: str) -> None:
+        super().check(where)
+        tsne = self.body["tsne"]
+        if tsne["enabled"] and tsne["max_images"] is not None and not tsne["perplexity"] < tsne["max_images"]:
+            raise ConfigError(f"config key '{where}.tsne.perplexity': {tsne['perplexity']:g} must be below "
+                              f"tsne.max_images ({tsne['max_images']}); t-SNE needs more images than its perplexity")
+
     def parse_setting(self, value: str) -> dict:
         return {"omitted": [int(c) for c in value.split(".")]}
 
@@ -68,10 +102,85 @@ class ZeroShot(Experiment):
 
     def figures(self) -> list[Figure]:
         runs = (self.runs_file(),)
+        tsne = [Figure(f"{self.name}_tsne_{setting}", "mcmikd.experiments.zeroshot:tsne_figure",
+                       self.tsne_files(setting), TSNE_CAPTION, self.title, f"t-SNE {setting}",
+                       self.tsne_layout(setting))
+                for setting in self.tsne_settings()]
         return [Figure("zeroshot_bars", "mcmikd.experiments.zeroshot:bars_figure", runs, BARS_CAPTION, self.title,
                        "omitted-class accuracy", self.layout()),
                 Figure("zeroshot_confusion", "mcmikd.experiments.zeroshot:confusion_figure", runs, CONFUSION_CAPTION,
-                       self.title, "confusion matrices", self.layout())]
+                       self.title, "confusion matrices", self.layout()), *tsne]
+
+    # ------------------------------------------------------------------ the t-SNE job (mcmikd.jobs.tsne)
+    def tsne_settings(self) -> list[str]:
+        """The settings (`omit<ids>`) that get a t-SNE job and figure: every one, unless tsne.enabled is false."""
+        return self.settings() if self.body["tsne"]["enabled"] else []
+
+    def tsne_files(self, setting: str) -> tuple[str, str]:
+        """(embedding CSV, its JSON record), relative to results/<name>/."""
+        return f"tsne/{self.name}/{setting}.csv", f"tsne/{self.name}/{setting}.json"
+
+    def _tsne_runs(self, setting: str) -> list:
+        """(panel, its model file relative to results/<name>/, its description) for one setting: per compared
+        teacher objective the teacher, then its KD students (one per method); last the CE-only student. The runs
+        of the first student seed; the teachers of the teacher seed that seed learns from."""
+        from mcmikd.config import NO_TEACHER
+
+        seed = self.seeds()[0]
+        runs = [r for r in self.grid.runs[self.name] if r.setting == setting and r.seed == seed]
+        tseed = self.grid.teacher_seed(seed)
+        panels = []
+        for objective in self.objectives():
+            mine = [r for r in runs if r.t_arch != NO_TEACHER and self.grid.variants[(r.t_arch, r.t_variant)][0]
+                    == objective]
+            if not mine:
+                continue
+            first = mine[0]
+            panels.append((f"teacher/{objective}", f"teachers/{first.t_arch}/{first.t_variant}/seed{tseed}/"
+                           f"{first.t_model}.pt", {"role": "teacher", "objective": objective, "method": None,
+                                                   "arch": first.t_arch, "seed": tseed}))
+            panels += [(f"{r.method}/{objective}", self._student_model(r),
+                        {"role": "student", "objective": objective, "method": r.method, "arch": r.student,
+                         "seed": r.seed}) for r in mine]
+        panels += [("ce", self._student_model(r), {"role": "student", "objective": None, "method": "ce",
+                                                   "arch": r.student, "seed": r.seed})
+                   for r in runs if r.t_arch == NO_TEACHER]
+        return panels
+
+    @staticmethod
+    def _student_model(run) -> str:
+        return f"students/{run.t_arch}/{run.t_folder}/{run.student}/{run.method}/{run.setting}/seed{run.seed}.pt"
+
+    def tsne_models(self, setting: str) -> list[str]:
+        """The model files the t-SNE job of `setting` reads (relative to results/<name>/), in panel order."""
+        return [path for _, path, _ in self._tsne_runs(setting)]
+
+    def tsne_student_models(self) -> list[str]:
+        """Every student model file a t-SNE job reads (recorded intermediates, rules/integrity.smk)."""
+        return sorted({path for s in self.tsne_settings() for name, path, info in self._tsne_runs(s)
+                       if info["role"] == "student"})
+
+    def tsne_archs(self, setting: str) -> list[str]:
+        return sorted({info["arch"] for _, _, info in self._tsne_runs(setting)})
+
+    def tsne_params(self, setting: str) -> dict:
+        """The t-SNE job's own slice of the config (its model files come as inputs, in the same panel order)."""
+        tsne = self.body["tsne"]
+        return {"setting": setting, "omitted": self.parse_setting(setting[len(self.setting_prefix):])["omitted"],
+                "seed": self.seeds()[0], "perplexity": float(tsne["perplexity"]), "max_images": tsne["max_images"],
+                "panels": [{"name": name, **info} for name, _, info in self._tsne_runs(setting)]}
+
+    def tsne_layout(self, setting: str) -> dict:
+        """What the t-SNE figure needs besides its two files (labels, colours; the caption's fields)."""
+        layout = self.layout()
+        params = self.tsne_params(setting)
+        cap = params["max_images"]
+        return {"objectives": layout["objectives"], "labels": layout["labels"], "colors": layout["colors"],
+                "methods": layout["methods"], "class_names": layout["class_names"], "omitted": params["omitted"],
+                "omitted_text": "{" + ", ".join(map(str, params["omitted"])) + "}", "seed": params["seed"],
+                "teacher_seed": self.grid.teacher_seed(params["seed"]), "perplexity": f"{params['perplexity']:g}",
+                "images_text": "every test image" if cap is None else f"at most {cap} test images, drawn with the "
+                                                                       f"student seed"}
 
     @classmethod
     def table(cls, runs, layout, metric):
@@ -235,4 +344,81 @@ def confusion_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf
         fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 100), cmap), ax=axes, shrink=0.7,
                      label="% of the true class's test images")
         fig.suptitle(f"Zero-shot students ({metric} epoch); omitted classes in red", fontweight="bold")
+        plots.save(fig, png, pdf)
+
+
+def tsne_figure(inputs: list[str], layout: dict, metric: str, png: str, pdf: str) -> None:
+    """t-SNE of the test-set logits of one omitted set (`mcmikd.jobs.tsne`'s CSV and record): one row per compared
+    teacher objective (its teacher, then its KD students), the CE-only student in the last column of the first row.
+    Points coloured by true class (0-based ids); the omitted classes' points on top as larger black-edged diamonds.
+    `metric` is unused: the students' models are their last-epoch states."""
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.figure import Figure as MplFigure
+    from matplotlib.lines import Line2D
+
+    from mcmikd import plots
+    from mcmikd.aggregate import method_label
+    from mcmikd.io import read_json
+
+    with plots.theme():
+        points = pd.read_csv(inputs[0])
+        record = read_json(inputs[1])
+        names = record.get("class_names") or layout.get("class_names") or []
+        omitted = sorted(record["omitted"])
+        n_classes = max(len(names), int(points["label"].max()) + 1 if len(points) else 0)
+        palette = sns.color_palette("tab10" if n_classes <= 10 else "husl", n_classes)
+        panels = record["panels"]
+        methods = plots.kd_methods(layout)
+        rows = [o for o in layout["objectives"] if any(p.endswith(f"/{o}") for p in panels)]
+        grid = [[f"teacher/{o}", *(f"{m}/{o}" for m in methods)] for o in rows] or [[]]
+        if "ce" in panels:
+            grid[0].append("ce")
+        ncols = max(len(r) for r in grid)
+        fig = MplFigure(figsize=(3.2 * ncols, 3.2 * len(grid) + 1.0), layout="constrained")
+        axes = fig.subplots(len(grid), ncols, squeeze=False)
+        for r, names_in_row in enumerate(grid):
+            for c in range(ncols):
+                ax = axes[r, c]
+                if c >= len(names_in_row) or names_in_row[c] not in panels:
+                    ax.set_axis_off()
+                    continue
+                name = names_in_row[c]
+                info = panels[name]
+                ax.set(xticks=[], yticks=[])
+                ax.set_box_aspect(1)
+                objective = info.get("objective")
+                if info["role"] == "teacher":
+                    title = f"{plots.label(objective, layout)} ({info['arch']})"
+                elif objective is None:
+                    title = f"{plots.label(None, layout)} ({info['arch']})"
+                else:
+                    title = f"{method_label(info['method'])} student ← {layout['labels'][objective]} ({info['arch']})"
+                if info.get("status") != "ok":
+                    plots.note(ax, f"no embedding:\n{info.get('status')}: {info.get('reason')}")
+                    ax.set_title(title, color=plots.color(objective, layout), fontsize=9)
+                    continue
+                sel = points[points["panel"] == name]
+                seen, gone = sel[sel["omitted"] == 0], sel[sel["omitted"] == 1]
+                ax.scatter(seen["x"], seen["y"], s=5, c=[palette[i] for i in seen["label"]], alpha=0.6,
+                           linewidths=0, rasterized=True)
+                ax.scatter(gone["x"], gone["y"], s=22, marker="D", c=[palette[i] for i in gone["label"]],
+                           edgecolors="black", linewidths=0.6, zorder=3, rasterized=True)
+                accuracy = f"acc {info['acc']:.1f} %"
+                if info.get("acc_omitted") is not None:
+                    accuracy += f", omitted {info['acc_omitted']:.1f} %"
+                ax.set_title(f"{title}\n{accuracy}", color=plots.color(objective, layout), fontsize=9)
+        shown = range(n_classes) if n_classes <= 20 else omitted
+        handles = [Line2D([], [], ls="", marker="D" if c in omitted else "o", ms=6 if c in omitted else 5,
+                          mfc=palette[c], mec="black" if c in omitted else palette[c],
+                          label=plots.class_name(c, names) + (" (omitted)" if c in omitted else ""))
+                   for c in shown]
+        if n_classes > 20:
+            handles.append(Line2D([], [], ls="", marker="o", ms=5, mfc="0.6", mec="0.6",
+                                  label=f"the other {n_classes - len(omitted)} classes (hue = class id)"))
+        plots.legend(fig, handles, ncol=min(len(handles), 6), where="lower")
+        fig.suptitle(f"t-SNE of test-set logits, omitted classes {{{', '.join(map(str, omitted))}}} "
+                     f"({record['num_images']} of {record['num_test']} test images, perplexity "
+                     f"{record['tsne']['perplexity']:g}, random_state {record['tsne']['random_state']})",
+                     fontweight="bold")
         plots.save(fig, png, pdf)

@@ -10,8 +10,8 @@ import torch
 from mcmikd import distributed
 from mcmikd.data import DatasetTensors, fewshot_subset
 from mcmikd.engine import Recipe, Runtime, TrainStream, log, summarize
-from mcmikd.io import provenance, read_json, write_json
-from mcmikd.jobs.common import load_model, make_stream, train, write_result
+from mcmikd.io import provenance, read_json, torch_save, write_json
+from mcmikd.jobs.common import load_model, make_stream, save_model, train, write_result
 from mcmikd.models import create_model, feature_shapes
 
 
@@ -44,11 +44,15 @@ def full_training_set(train_labels: torch.Tensor, stream: TrainStream) -> tuple[
 @distributed.multiprocess
 def train_student(data_path: str, params: dict, metrics_out: str, teacher_model: str | None = None,
                   teacher_metrics: str | None = None, resume_path: str | None = None,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, model_out: str | None = None) -> dict:
     """Distil student `params['student']` with method `params['method']` (or train it alone for `ce`) from the
     teacher `params['teacher']` (arch, objective, variant and `seed`: the teacher seed `mcmikd.config.Grid.teacher_seed`
     maps the student seed to), recorded as `teacher_seed` in the result. With `runtime.processes` = N > 1 the
-    training runs as N processes (`mcmikd.distributed.multiprocess`); rank 0 writes every file."""
+    training runs as N processes (`mcmikd.distributed.multiprocess`); rank 0 writes every file.
+
+    `model_out` (when given) receives the student's last-epoch state, loadable by `mcmikd.jobs.common.load_model`
+    (the zero-shot t-SNE job reads it, `mcmikd.jobs.tsne`); a run that trains nothing (its teacher collapsed) writes
+    a file holding only its `status` and `reason`."""
     from mcmikd.distill import get_method
     from mcmikd.distill.base import DistillContext
 
@@ -63,6 +67,8 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
         metrics = {**base, "status": "skipped", "reason": f"collapsed teacher: {reason}",
                    "provenance": provenance(params, seed, "none", time.perf_counter() - t0)}
         if distributed.is_writer():
+            if model_out:
+                torch_save({"status": "skipped", "reason": metrics["reason"]}, model_out)
             write_json(metrics_out, metrics)
         return metrics
 
@@ -101,6 +107,10 @@ def train_student(data_path: str, params: dict, metrics_out: str, teacher_model:
                "reason": result.stopped_early if diverged else None, "num_train_visible": stream.num_visible,
                "student_params": sum(p.numel() for p in student.parameters()),
                "extra_params": distiller.extra_parameter_count(), **summarize(result), **data.evaluation_record()}
+    if model_out:
+        save_model(student, model_out, num_classes=data.num_classes, in_channels=data.in_channels,
+                   status=metrics["status"], reason=metrics["reason"], epoch=result.last["epoch"],
+                   test_acc=result.last["test_acc"], checkpoint="last")
     return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 
