@@ -232,7 +232,8 @@ class StreamSource:
 
     Attributes read by objectives, methods and jobs as on `TrainStream`: `device`, `normalize`, `num_visible` (every
     training image), `visible_labels` (CPU long, file order), `labels` (on the device), `pool` and `position`
-    (every image; no few-shot pool), `omitted` (none); positions are the file-order indices. `clean_logits` is the
+    (every image; no few-shot pool), `omitted` (none), `epoch_length` (every training image once: the engine's
+    multi-process check of the smallest batch reads it); positions are the file-order indices. `clean_logits` is the
     eval-mode pass over the training images without augmentation (MCMI's centroids, the fine-tuning diagnostics)."""
 
     omitted: tuple[int, ...] = ()
@@ -262,6 +263,10 @@ class StreamSource:
 
     @property
     def num_visible(self) -> int:
+        return len(self.visible_labels)
+
+    @property
+    def epoch_length(self) -> int:
         return len(self.visible_labels)
 
     def order(self, generator: torch.Generator) -> tuple[torch.Tensor, int]:
