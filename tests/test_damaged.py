@@ -130,7 +130,7 @@ def test_the_advice_a_reading_job_prints_repairs_the_file(run, monkeypatch):
     assert set(after) == set(before)  # nothing lost
     rewritten = {path for path in after if after[path] != before[path]}
     assert rewritten == {f"{control}/model.pt", f"{control}/best.pt", f"{control}/metrics.json", f"{control}/cmi.json",
-                         student,
+                         student, student.replace(".json", ".pt"),  # the student's result and its model
                          f"{RES}/runs/main.csv", f"{RES}/tables/main_gains.csv",
                          *(f"{RES}/tables/main.{ext}" for ext in ("csv", "md", "tex")),
                          *(f"{RES}/figures/{fig}.{ext}" for fig in ("main_delta", "teachers_finetuning")
