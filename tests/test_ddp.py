@@ -231,7 +231,7 @@ def test_the_smallest_batch_is_known_before_training(length, size, last_batch, s
 
 
 def _gradients_of(arch: str) -> dict:
-    """Float64 parameter gradients of `arch` (3 classes, 64 px, train mode) for one fixed loss over a global batch of
+    """Float64 parameter gradients of `arch` (3 classes, 32 px, train mode) for one fixed loss over a global batch of
     5 images; in a process group each rank takes its slice, BatchNorm is synchronised and the gradients summed."""
     import torch.distributed as dist
 
@@ -239,7 +239,7 @@ def _gradients_of(arch: str) -> dict:
 
     torch.manual_seed(0)
     model = create_model(arch, 3, 3).train().double()
-    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     w = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     start, stop = 0, 5
     if distributed.world_size() > 1:
@@ -260,8 +260,8 @@ def _gradients_of_both() -> dict:
 @pytest.mark.slow
 def test_the_imagenet_models_global_batchnorm_gives_the_one_process_gradients(one_torch_thread_module):
     """torchvision's ResNet-18 and MobileNetV1 with their BatchNorm layers synchronised over 2 processes (3 + 2
-    images) get the gradients of the 1-process global batch, to 1e-9 of the largest one in float64 (in float32 these
-    2 × 2 final maps amplify rounding to about 1 %: mcmikd.distributed.CpuSyncBatchNorm)."""
+    images) get the gradients of the 1-process global batch, to 1e-9 of the largest one in float64 (in float32 their
+    1 × 1 final maps at 32 px amplify rounding to about 1 %: mcmikd.distributed.CpuSyncBatchNorm)."""
     two = distributed.launch(_gradients_of_both, {}, 2, "cpu")
     for arch, grads in two.items():
         one = _gradients_of(arch)

@@ -1,7 +1,9 @@
 """The ImageNet path end to end through Snakemake, at smoke scale on a CPU (issue 21): `config/imagenet.yaml` with
 its two pairs replaced by one small one (resnet18 → MobileNetV1 at ImageNet's 224 px), one epoch, and every training
 job run as 2 torch.distributed processes (`runtime.processes: 2`, gloo) on a generated class-folder dataset of 3
-ImageNet classes (Border terrier among them), streamed from its files."""
+ImageNet classes (Border terrier among them), streamed from its files, up to the main table (data, MLL teacher, its
+CMI, the KD and no-KD students, the runs and the table; Eigen-CAM and the figures on streamed data are covered by
+tests/test_streaming.py's job chain and the in-memory workflow tests)."""
 
 import json
 import os
@@ -41,7 +43,7 @@ def _smoke_config(data: Path) -> dict:
     c["teachers"]["cmi_temperatures"] = [1]
     c["students"]["training"].update(one_epoch)
     c["experiments"]["main"].update(pairs=[{"teacher": "resnet18", "student": "MobileNetV1"}], methods=["kd"])
-    c["experiments"]["cam"].update(teachers=["resnet18"], per_class=1, classes=[1])
+    c["experiments"]["cam"]["enabled"] = False  # Eigen-CAM on streamed files: tests/test_streaming.py's job chain
     c.pop("reference")  # its cells are the real pairs'
     return c
 
@@ -51,7 +53,7 @@ def test_the_imagenet_config_runs_end_to_end_with_two_processes_per_training_job
     _folder(tmp_path / "imagenet")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(_smoke_config(tmp_path / "imagenet"), allow_unicode=True))
     cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-           str(tmp_path / "config.yaml"), "--cores", "2"]
+           str(tmp_path / "config.yaml"), "--cores", "2", "results/imagenet-smoke/tables/main.md"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     assert proc.returncode == 0, proc.stderr[-6000:]
     results = tmp_path / "results" / "imagenet-smoke"
@@ -63,4 +65,3 @@ def test_the_imagenet_config_runs_end_to_end_with_two_processes_per_training_job
     log = (tmp_path / "logs" / "imagenet-smoke" / "train_teacher" / "resnet18.mll.seed0.log").read_text()
     assert log.count("epoch 1/1") == 1  # rank 0 alone writes the job's log
     assert (results / "tables" / "main.md").stat().st_size > 0
-    assert (results / "figures" / "cam_resnet18.png").stat().st_size > 1000  # Eigen-CAM of the Border terrier
