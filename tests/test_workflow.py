@@ -347,15 +347,16 @@ def test_a_failed_job_keeps_its_log_and_every_other_result(tmp_path):
     run plans only what is missing."""
     ws = Workspace(work=tmp_path)
 
-    def mutate(c):  # the main experiment's grid (every job kind but the other experiments') and the failing CAM
+    def mutate(c):  # the main experiment's grid with the MLL teacher alone, and the failing CAM
         small_grid(c)
+        c["teachers"]["objectives"] = ["mll"]
         c["experiments"]["cam"].update(enabled=True, indices=[100000])
 
     write_config(ws, mutate)
     out = snakemake(ws, check=False)
     assert out.returncode != 0
     res = tmp_path / "results" / "tiny"
-    assert (res / "tables" / "main.md").exists() and (res / "figures" / "teachers_finetuning.png").exists()
+    assert (res / "tables" / "main.md").exists() and (res / "figures" / "main_delta.png").exists()
     assert not (res / "cam" / "resnet8.pt").exists()
     log = (tmp_path / "logs/tiny/eigen_cam/resnet8.log").read_text()
     assert "Error: cam.indices [100000] are outside the test set (0..449)" in log
