@@ -312,8 +312,9 @@ class Grid:
         names one (e.g. MCMI with `ema` centroids), and a student method that is not marked `multiprocess = True` in
         its class (a loss that couples the images of a batch, state across batches, an init stage)."""
         from mcmikd.canonical import static_attribute
+        from mcmikd.distributed import processes_of
 
-        n = int(self.config.get("runtime", {}).get("processes", 1))
+        n = processes_of(self.config)
         if n <= 1:
             return
         if self.config["runtime"].get("compile") == "graphs":
@@ -484,7 +485,9 @@ class Grid:
     def train_runtime(self) -> dict:
         """The runtime params of a training job: `runtime()`, with `processes` when above 1 (a one-process job's
         params, and so its results, stay as they were; a multi-process one is not bit-identical to it)."""
-        n = int(self.config.get("runtime", {}).get("processes", 1))
+        from mcmikd.distributed import processes_of
+
+        n = processes_of(self.config)
         return {**self.runtime(), **({"processes": n} if n > 1 else {})}
 
     def data_params(self) -> dict:

@@ -303,6 +303,25 @@ def merge_short_last(batches: Iterator[tuple[torch.Tensor, ...]], batch_size: in
         yield from held
 
 
+def batch_indices(order: torch.Tensor, batch_size: int, last_batch: str = "keep") -> list[list[int]]:
+    """The epoch `order` (CPU, long) cut into batches of `batch_size`: a last batch of one image joins the batch
+    before it (no step on one image, as TrainStream); with `last_batch: merge` a last batch smaller than
+    batch_size / 2 does (`merge_short_last`'s rule). Every image of the order once, in order. Used by the streamed
+    datasets (`mcmikd.streaming`) and by the multi-process check of the smallest batch (`smallest_batch`)."""
+    if last_batch not in LAST_BATCH:
+        raise ValueError(f"last_batch must be 'keep' or 'merge', got {last_batch!r}")
+    idx = order.tolist()
+    batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
+    if len(batches) >= 2:
+        short = len(batches[-1]) < batch_size / 2 if last_batch == "merge" else len(batches[-1]) == 1
+        if short:
+            last = batches.pop()
+            batches[-1] = batches[-1] + last
+    if batches and len(batches[0]) < 2:
+        raise ConfigError("an epoch holds only one training image; a training step needs two")
+    return batches
+
+
 @dataclass
 class Evaluation:
     acc: float
@@ -488,18 +507,12 @@ def _epoch_pass(runner: StepRunner, stream: TrainStream, generator, batch_size: 
 
 def smallest_batch(stream: TrainStream, recipe: Recipe) -> int | None:
     """The fewest images a training batch of `stream` under `recipe` holds, known before training when no class is
-    omitted (the batches' sizes then depend only on the epoch length: `TrainStream.batch_chunks`, with a one-image
-    remainder carried into the batch before it, and `merge_short_last`); None with omitted classes (then they vary
-    with the epoch order)."""
+    omitted (the batches' sizes then depend only on the epoch length: `batch_indices` of an epoch, the rule of
+    `TrainStream.batch_chunks` and `merge_short_last`); None with omitted classes (then they vary with the epoch
+    order)."""
     if stream.omitted:
         return None
-    length, size = stream.epoch_length, recipe.batch_size
-    if length <= size:
-        return length
-    rest = length % size
-    if rest <= 1 or (recipe.last_batch == "merge" and rest < size / 2):
-        return size
-    return rest
+    return min(map(len, batch_indices(torch.arange(stream.epoch_length), recipe.batch_size, recipe.last_batch)))
 
 
 def divergence(means: dict[str, float], where: str) -> str | None:

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from mcmikd.augment import Normalizer
-from mcmikd.errors import ConfigError, DataError
+from mcmikd.engine import batch_indices
+from mcmikd.errors import DataError
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio · 2⁶⁴), spreads consecutive indices
 
@@ -105,24 +106,6 @@ def _loader_generator() -> torch.Generator:
 def _collate(items):
     images, labels, indices = zip(*items)
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
-
-
-def batch_indices(order: torch.Tensor, batch_size: int, last_batch: str = "keep") -> list[list[int]]:
-    """The epoch `order` (CPU, long) cut into batches of `batch_size`: a last batch of one image joins the batch
-    before it (no step on one image, as TrainStream); with `last_batch: merge` a last batch smaller than
-    batch_size / 2 does (`mcmikd.engine.merge_short_last`'s rule). Every image of the order once, in order."""
-    if last_batch not in ("keep", "merge"):
-        raise ValueError(f"last_batch must be 'keep' or 'merge', got {last_batch!r}")
-    idx = order.tolist()
-    batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
-    if len(batches) >= 2:
-        short = len(batches[-1]) < batch_size / 2 if last_batch == "merge" else len(batches[-1]) == 1
-        if short:
-            last = batches.pop()
-            batches[-1] = batches[-1] + last
-    if batches and len(batches[0]) < 2:
-        raise ConfigError("an epoch holds only one training image; a training step needs two")
-    return batches
 
 
 class FileImages:

@@ -59,8 +59,10 @@ def rule_threads(config: dict, rule: str) -> int:
     """The training rule's `threads:` (rules/common.smk's `train_res`): `resources.<rule>.cpus_per_task`, then
     `resources.default.cpus_per_task`, then `runtime.threads`, times `runtime.processes` (per process; each of the
     job's processes gets its share)."""
+    from mcmikd.distributed import processes_of
+
     per_process = int(resource(config, rule, "cpus_per_task", config["runtime"]["threads"]))
-    return per_process * int(config["runtime"].get("processes", 1))
+    return per_process * processes_of(config)
 
 
 def prepared_data(grid, out: Path, data: str | None = None) -> str:
