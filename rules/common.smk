@@ -150,6 +150,12 @@ def start_inputs(wildcards):
     return {"start_model": files["model"], "start_metrics": files["metrics"]}
 
 
+def weights_inputs(wildcards):
+    """An MLL teacher's weight file when `teachers.weights` loads it instead of training it; none otherwise."""
+    path = GRID.teacher_weights(wildcards.arch, wildcards.variant, int(wildcards.tseed))
+    return {} if path is None else {"weights": path}
+
+
 def student_teacher_inputs(wildcards):
     """The teacher of a student run (teacher seed `GRID.teacher_seed(student seed)`): its metrics and the model file
     the student distils from: model.pt, or best.pt (the best-on-test state of a fine-tuned teacher) when its folder

@@ -3,8 +3,10 @@
 
 
 rule train_teacher:
-    """A teacher trained from scratch with its objective (e.g. MLL: cross-entropy)."""
+    """A teacher trained from scratch with its objective (e.g. MLL: cross-entropy), or an MLL teacher loaded from
+    the file `teachers.weights` names (measured on the test set, not trained)."""
     input:
+        unpack(weights_inputs),
         data="<results>/data.pt",
         code=job_code("train_teacher", teacher_modules),
     output:

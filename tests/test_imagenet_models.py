@@ -92,16 +92,16 @@ def test_a_gray_input_rebuilds_only_the_stem_and_training_reaches_every_stage():
 def test_torchvision_weights_load_from_a_local_file_only(tmp_path):
     import torchvision
 
-    from mcmikd.models.imagenet_resnet import load_torchvision_weights
+    from mcmikd.jobs.teacher import load_weights
 
     torch.manual_seed(3)
     source = torchvision.models.resnet18(weights=None, num_classes=10)
     path = tmp_path / "resnet18.pth"
-    torch.save(source.state_dict(), path)
-    model = load_torchvision_weights(create_model("resnet18", 10, 3), path)
+    torch.save(source.state_dict(), path)  # as torchvision's released files: a plain state dict
+    model, meta = load_weights(str(path), "resnet18", 10, 3)
     x = torch.randn(2, 3, 64, 64)
-    assert torch.allclose(model.eval()(x), source.eval()(x), atol=1e-5)
-    with pytest.raises(DataError, match="not found"):
-        load_torchvision_weights(model, tmp_path / "absent.pth")
-    with pytest.raises(ConfigError, match="does not fit resnet34"):
-        load_torchvision_weights(create_model("resnet34", 10, 3), path)
+    assert meta == {} and torch.allclose(model.eval()(x), source.eval()(x), atol=1e-5)
+    with pytest.raises(DataError, match="absent.pth is unreadable"):
+        load_weights(str(tmp_path / "absent.pth"), "resnet18", 10, 3)
+    with pytest.raises(ConfigError, match="does not fit a resnet34 of 10 classes"):
+        load_weights(str(path), "resnet34", 10, 3)

@@ -174,6 +174,7 @@ def check_config(config: dict) -> None:
         cls.check_hp(hp, f"teachers.hp.{name}")
         for arch in (hp.get("lambda_per_teacher") or {}):
             _check_model(arch, f"teachers.hp.{name}.lambda_per_teacher.{arch}")
+    _check_weights(teachers)
     from mcmikd.references import check as check_references
 
     check_references(config)
@@ -206,6 +207,38 @@ def check_config(config: dict) -> None:
     if not any(body.get("enabled", True) for body in config["experiments"].values()):
         raise ConfigError(f"config key 'experiments': no experiment is enabled, so nothing would run; enable one "
                           f"of: {', '.join(EXPERIMENTS)}")
+
+
+def _check_weights(teachers: dict) -> None:
+    """`teachers.weights`: known architectures, seeds among `teachers.seeds`, and files that are there (so a dry
+    run names a missing file before any job starts)."""
+    seeds = set(teachers.get("seeds") or [0])
+    for arch, spec in (teachers.get("weights") or {}).items():
+        where = f"teachers.weights.{arch}"
+        _check_model(str(arch), where)
+        files = spec if isinstance(spec, dict) else {None: spec}
+        for seed, path in files.items():
+            at = where if seed is None else f"{where}.{seed}"
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed not in seeds):
+                raise ConfigError(f"config key '{at}': {seed!r} is not one of teachers.seeds {sorted(seeds)}; key each "
+                                  f"file by a teacher seed, or give one file for every seed")
+            if not Path(path).is_file():
+                raise ConfigError(f"config key '{at}': weights file {path} not found (paths are relative to the "
+                                  f"working directory); put the file there or remove the key to train the teacher")
+
+
+_SHA256: dict[tuple, str] = {}
+
+
+def weights_sha256(path: str) -> str:
+    """sha256 of a weights file, computed once per (path, size, mtime) in a process (the Snakefile asks per job)."""
+    from mcmikd.io import sha256_file
+
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = sha256_file(path)
+    return _SHA256[key]
 
 
 MAX_MAGNITUDE = 1e9  # no config number means anything beyond this (epochs, seeds, weights, temperatures, sizes)
@@ -303,6 +336,10 @@ class Grid:
                 raise ConfigError(f"experiment kinds '{owners[exp.setting_prefix]}' and '{name}' both own student "
                                   f"settings '{exp.setting_prefix}...'; give one of them another setting_prefix")
             owners[exp.setting_prefix] = name
+        unused = sorted(set(config["teachers"].get("weights") or {}) - set(grid.teachers))
+        if unused:
+            raise ConfigError(f"config key 'teachers.weights.{unused[0]}': no experiment has a {unused[0]} teacher, so "
+                              f"the file would not be used; remove the key or add a pair with that teacher")
         grid.check_processes()
         return grid
 
@@ -505,9 +542,26 @@ class Grid:
             recipe["lr"] = small
         return recipe
 
+    def teacher_weights(self, arch: str, variant: str, seed: int) -> str | None:
+        """The file `teachers.weights` loads teacher (arch, variant, seed) from, or None (trained). Only a teacher
+        trained from scratch under its objective's plain name (MLL's `mll`, not a stopped `mll-e<k>`) is loaded."""
+        objective = self.variants[(arch, variant)][0]
+        if self.objective_class(objective).start_from is not None or variant != objective:
+            return None
+        spec = (self.config["teachers"].get("weights") or {}).get(arch)
+        if isinstance(spec, dict):
+            return spec.get(int(seed))
+        return spec
+
     def teacher_params(self, arch: str, variant: str, seed: int) -> dict:
-        """The params of teacher job (arch, variant, seed); `seed` (one of `teachers.seeds`) seeds its training."""
+        """The params of teacher job (arch, variant, seed); `seed` (one of `teachers.seeds`) seeds its training.
+        A teacher loaded from `teachers.weights` has no recipe: its params name the file and its sha256."""
         objective, hp = self.variants[(arch, variant)]
+        weights = self.teacher_weights(arch, variant, seed)
+        if weights is not None:
+            return canonical({"arch": arch, "objective": objective, "variant": variant, "hp": hp, "seed": int(seed),
+                              "weights": {"path": str(weights), "sha256": weights_sha256(weights)},
+                              "runtime": self.runtime()})
         fine_tuned = self.objective_class(objective).start_from is not None
         t = self.config["teachers"]
         block = t["finetuning" if fine_tuned else "training"]

@@ -93,6 +93,87 @@ def train_teacher(data_path: str, params: dict, model_out: str, metrics_out: str
     return write_result(metrics_out, metrics, params, runtime, t0, resume_path)
 
 
+def load_weights(path: str, arch: str, num_classes: int, in_channels: int):
+    """The model `arch` (`num_classes`, `in_channels`) with the weights of the local file `path`, read with
+    `torch.load(weights_only=True)` (no code runs): a checkpoint this workflow wrote (`{'arch', 'state_dict',
+    'num_classes', 'in_channels', ...}`: a teacher's `model.pt`), or a plain state dict (released weights, e.g.
+    torchvision's `resnet34-b627a593.pth`, whose keys our torchvision-named models share). Returns (model, the
+    checkpoint's other fields: {} for a plain state dict). Raises a one-line DataError for an unreadable file and a
+    ConfigError when the file holds another architecture, class count or input channels."""
+    from mcmikd.errors import ConfigError, DataError, first_line
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"weights file {path} is unreadable: {first_line(exc)}") from None
+    if not isinstance(ckpt, dict):
+        raise DataError(f"weights file {path} holds a {type(ckpt).__name__}, not a state dict or a checkpoint")
+    meta = {}
+    if isinstance(ckpt.get("state_dict"), dict):  # a checkpoint this workflow wrote
+        meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+        found = (meta.get("arch"), meta.get("num_classes"), meta.get("in_channels"))
+        if found != (arch, num_classes, in_channels):
+            raise ConfigError(f"weights file {path} is a {found[0]} of {found[1]} classes and {found[2]} input "
+                              f"channels; teachers.weights.{arch} needs a {arch} of {num_classes} classes and "
+                              f"{in_channels} channels for this dataset")
+        ckpt = ckpt["state_dict"]
+    model = create_model(arch, num_classes, in_channels)
+    try:
+        model.load_state_dict(ckpt)
+    except RuntimeError as exc:
+        raise ConfigError(f"weights file {path} does not fit a {arch} of {num_classes} classes and {in_channels} "
+                          f"channels: {first_line(exc)}") from None
+    return model, meta
+
+
+def import_teacher(data_path: str, params: dict, weights_path: str, model_out: str, metrics_out: str,
+                   threads: int | None = None) -> dict:
+    """An MLL teacher loaded from `weights_path` (`teachers.weights`) instead of trained: the file must still have
+    the sha256 the job was planned with (`params['weights']`), is loaded by `load_weights`, measured on the test
+    set (accuracy %, per-class accuracy, confusion, CMI in nats) and written as a trained teacher's `model.pt` and
+    `metrics.json` (one evaluation: best = last = the loaded state; no training history), with `imported`: the
+    file, its sha256 and what its checkpoint says of itself (e.g. the epoch and test accuracy it was saved at).
+    Raises a one-line DataError when the file changed after the run was planned."""
+    from mcmikd.engine import FitResult, evaluate
+    from mcmikd.errors import DataError
+    from mcmikd.io import sha256_file
+
+    t0 = time.perf_counter()
+    runtime = Runtime.from_config(params["runtime"], threads)
+    expected = params["weights"]["sha256"]
+    if sha256_file(weights_path) != expected:
+        raise DataError(f"weights file {weights_path} changed since the run was planned (sha256 is not {expected}); "
+                        f"start the run again so it plans with the file as it is now")
+    data = DatasetTensors.from_file(data_path)
+    model, meta = load_weights(weights_path, params["arch"], data.num_classes, data.in_channels)
+    model = runtime.prepare(model).eval()
+    if getattr(data, "streamed", False):
+        from mcmikd.streaming import evaluate_stream
+
+        ev = evaluate_stream(model, data, runtime)
+    else:
+        from mcmikd.augment import Normalizer
+
+        ev = evaluate(model, data.test_images.to(runtime.device), data.test_labels.to(runtime.device),
+                      Normalizer(data.mean, data.std, runtime.device, runtime.channels_last), runtime,
+                      data.num_classes)
+    epoch = int(meta.get("epoch") or 0)
+    record = {"epoch": epoch, "test_acc": ev.acc, "test_loss": ev.loss, "test_cmi": ev.cmi,
+              "per_class_acc": ev.per_class_acc, "confusion": ev.confusion}
+    log(f"loaded {params['arch']} from {weights_path} (sha256 {expected[:12]}…): test {ev.acc:.2f}%")
+    teacher = {"arch": params["arch"], "objective": params["objective"], "variant": params["variant"],
+               "hp": params["hp"]}
+    save_model(model, model_out, num_classes=data.num_classes, in_channels=data.in_channels, **teacher, epoch=epoch,
+               test_acc=ev.acc, checkpoint="last")
+    source = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    metrics = {"role": "teacher", "teacher": teacher, "seed": params["seed"], "checkpoint": "last",
+               "model_acc": ev.acc, "model_epoch": epoch, "start_acc": None, "collapsed": False,
+               "collapse_reason": None, "imported": {"path": str(weights_path), "sha256": expected, "source": source},
+               **summarize(FitResult(history=[], best=record, last=record, best_state=None)),
+               **data.evaluation_record()}
+    return write_result(metrics_out, metrics, params, runtime, t0, None)
+
+
 AUGMENTED_CMI_SEED = 12345  # the fixed generator of the augmented-image CMI (its own; no training stream's)
 
 

@@ -4,11 +4,11 @@ names are `resnet8`..`resnet110`, `resnet8x4`, `resnet32x4` and `ResNet50`, so n
 
 The network is torchvision's own (`torchvision.models.resnet18/34/50(weights=None)`): its modules are adopted
 as they are, under torchvision's names (`conv1`, `bn1`, `maxpool`, `layer1`..`layer4`, `fc`), so a state dict
-of torchvision's released weights loads with `load_state_dict` (`load_torchvision_weights`, from a local file:
-nothing is downloaded). Two changes, neither adding a parameter: the global average pooling is
-`GlobalAvgPool` (deterministic CUDA backward, same values), and with `in_channels` ≠ 3 the stem convolution is
-rebuilt for that many input channels. The initialisation is torchvision's (Kaiming-normal fan-out convs, BN 1/0,
-PyTorch's default for `fc`).
+of torchvision's released weights loads with `load_state_dict` (`teachers.weights`,
+`mcmikd.jobs.teacher.load_weights`, from a local file: nothing is downloaded). Two changes, neither adding a
+parameter: the global average pooling is `GlobalAvgPool` (deterministic CUDA backward, same values), and with
+`in_channels` ≠ 3 the stem convolution is rebuilt for that many input channels. The initialisation is torchvision's
+(Kaiming-normal fan-out convs, BN 1/0, PyTorch's default for `fc`).
 
 Shapes for a 224 px input (ResNet-18/34 | ResNet-50):
   feats[0]  stem, relu(bn1(conv1(x))) before the max-pool    (64, 112, 112)
@@ -22,8 +22,6 @@ the stage's last block output before its final ReLU (residual sum); `preact_feat
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -91,29 +89,6 @@ class TorchvisionResNet(ClassifierNet):
         f4, p4 = stage_with_preact(self.layer4, f3)
         pooled = torch.flatten(self.avgpool(f4), 1)
         return Features([f0, f1, f2, f3, f4], [f0, p1, p2, p3, p4], pooled, self.fc(pooled))
-
-
-def load_torchvision_weights(model: TorchvisionResNet, path: str | Path) -> TorchvisionResNet:
-    """Load a local file of torchvision's released weights (a state dict saved by `torch.save`, e.g.
-    `resnet34-b627a593.pth`) into `model`, in place; nothing is downloaded. Keys must match exactly
-    (1000 classes, 3 input channels). Raises a one-line DataError for a missing or unreadable file and a
-    ConfigError when the keys or shapes do not fit the model."""
-    from mcmikd.errors import ConfigError, DataError, first_line
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"weights file {path} not found; put torchvision's released weights there (no download "
-                        f"at job time)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"weights file {path} is unreadable: {first_line(exc)}") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"weights file {path} does not fit {model.arch or type(model).__name__}: "
-                          f"{first_line(exc)}") from None
-    return model
 
 
 def resnet18(num_classes: int = 1000, in_channels: int = 3) -> TorchvisionResNet:
