@@ -112,6 +112,28 @@ def test_an_epoch_is_seeded_serves_every_image_once_and_does_not_depend_on_the_w
     assert all(torch.equal(a, b) for x, y in zip(first, parallel) for a, b in zip(x, y))
 
 
+def test_each_process_decodes_only_its_slice_of_every_global_batch(imagenet_root):
+    from mcmikd.engine import rank_slices
+
+    source = StreamSource(_streamed(imagenet_root), _runtime(), workers=0)
+    whole, _ = _epoch(source, seed=5)  # batches of 4 and 5
+    decoded = []
+
+    class Counting(type(source.dataset)):  # counts the images the loader decodes (workers=0: in this process)
+        def __getitem__(self, index):
+            decoded.append(index)
+            return super().__getitem__(index)
+
+    source.dataset.__class__ = Counting
+    ranks = [list(rank_slices(source, make_generator(5, source.device), 4, "keep", r, 2)) for r in (0, 1)]
+    assert len(decoded) == 9  # each image decoded once over both ranks, not once per rank
+    for b, batch in enumerate(whole):
+        assert [len(ranks[r][b][1]) for r in (0, 1)] == [len(batch[1]) - len(batch[1]) // 2, len(batch[1]) // 2]
+        assert [ranks[r][b][3] for r in (0, 1)] == [len(batch[1])] * 2  # the global batch's size, for the loss weight
+        for t in range(3):  # the two slices are the global batch's images, labels and positions, bit for bit
+            assert torch.equal(torch.cat([ranks[0][b][t], ranks[1][b][t]]), batch[t])
+
+
 def test_per_image_seeds_differ_across_images_and_epochs():
     seeds = {sample_seed(e, i) for e in (1, 2**62 + 3) for i in range(1000)}
     assert len(seeds) == 2000 and all(0 <= s < 2**63 for s in seeds)

@@ -14,7 +14,9 @@ Inside the group (`engine.fit`, `engine.TrainStream`, `step.StepRunner`):
 * backend `gloo` on CPU, `nccl` on CUDA with one GPU per rank (`cuda:<local rank>`);
 * every rank draws the same seeded epoch order and the same augmentation of each *global* batch (the batch of the
   one-process run) from its own copy of the training generator, and trains on its contiguous slice of it
-  (`shard_bounds`); the generators therefore stay equal on every rank, and so does everything in a checkpoint;
+  (`shard_bounds`, `engine.rank_slices`; the streamed ImageNet source decodes only that slice,
+  `streaming.StreamSource.rank_batches`); the generators therefore stay equal on every rank, and so does
+  everything in a checkpoint;
 * the trained network is wrapped in `DistributedDataParallel`, which averages the gradients over the ranks; each
   rank's loss is weighted by N·n_r/B (n_r its slice, B the global batch), so the averaged gradient is the gradient
   of the mean over the global batch also when B is not divisible by N (a short last batch, `last_batch: merge`,

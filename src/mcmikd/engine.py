@@ -494,15 +494,30 @@ def _epoch_pass(runner: StepRunner, stream: TrainStream, generator, batch_size: 
 
     runner.start_epoch(epoch)
     world, rank = distributed.world_size(), distributed.rank()
-    for images, labels, positions in stream.batches(generator, batch_size, last_batch):
-        if world > 1:
-            total = len(labels)
-            start, stop = distributed.shard_bounds(total, rank, world)
-            runner.step(images[start:stop], labels[start:stop], positions[start:stop], generator,
-                        scale=world * (stop - start) / total)
-        else:
+    if world > 1:
+        for images, labels, positions, total in rank_slices(stream, generator, batch_size, last_batch, rank, world):
+            runner.step(images, labels, positions, generator, scale=world * len(labels) / total)
+    else:
+        for images, labels, positions in stream.batches(generator, batch_size, last_batch):
             runner.step(images, labels, positions, generator)
     return runner.end_epoch()
+
+
+def rank_slices(stream, generator, batch_size: int, last_batch: str, rank: int, world: int):
+    """(images, labels, positions, B) of rank `rank`'s contiguous slice (`distributed.shard_bounds`) of each global
+    batch of one epoch, B the global batch's size. A stream with its own `rank_batches` (the streamed ImageNet
+    source: `mcmikd.streaming.StreamSource`) makes only the slice (each process decodes only its images); otherwise
+    every rank makes the whole global batch from the same generator and keeps its slice (an in-memory
+    `TrainStream`, whose augmentation draws from that generator for the whole batch)."""
+    from mcmikd import distributed
+
+    if hasattr(stream, "rank_batches"):
+        yield from stream.rank_batches(generator, batch_size, last_batch, rank, world)
+        return
+    for images, labels, positions in stream.batches(generator, batch_size, last_batch):
+        total = len(labels)
+        start, stop = distributed.shard_bounds(total, rank, world)
+        yield images[start:stop], labels[start:stop], positions[start:stop], total
 
 
 def smallest_batch(stream: TrainStream, recipe: Recipe) -> int | None:

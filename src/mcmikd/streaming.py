@@ -16,9 +16,8 @@ ImageNet reference recipe); evaluation Resize(256) + CenterCrop(224). Normalisat
 `DatasetTensors.from_file` returns it, and the jobs train through `StreamSource` (`mcmikd.jobs.common.make_stream`)
 and evaluate through `evaluate_stream`. Not supported here (a ConfigError where a config asks for them): few-shot
 pools, omitted classes; the in-memory random-crop padding (`augment.crop_padding`) does not apply. DataLoader
-workers per job: its thread count (`runtime.threads`). Multi-process training: `StreamSource.shard` is the one
-place that picks which part of an epoch's order a process sees (identity today); a rank-sharding sampler replaces
-it.
+workers per job: its thread count (`runtime.threads`). Multi-process training: each process decodes only its slice
+of every global batch (`StreamSource.rank_batches`).
 """
 
 from __future__ import annotations
@@ -260,11 +259,6 @@ class StreamSource:
         seed = torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device)
         return perm.cpu(), int(seed.item())
 
-    def shard(self, order: torch.Tensor) -> torch.Tensor:
-        """The part of the epoch order this process trains on: all of it. Hook for multi-process training (a
-        rank's slice, e.g. `order[rank::world]`, padded to equal lengths, belongs here)."""
-        return order
-
     def loader(self, batches: list[list[int]]):
         return torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.workers, collate_fn=_collate,
@@ -275,12 +269,25 @@ class StreamSource:
                 last_batch: str = "keep") -> Iterator[tuple[torch.Tensor, ...]]:
         """(normalised augmented images (B, 3, S, S) float, labels (B,) long, positions (B,) long) per batch of
         one epoch, on the device; the same contract as `TrainStream.batches`."""
+        for images, labels, index, _ in self.rank_batches(generator, batch_size, last_batch, 0, 1):
+            yield images, labels, index
+
+    def rank_batches(self, generator: torch.Generator, batch_size: int, last_batch: str, rank: int,
+                     world: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """`batches` cut for rank `rank` of `world` processes: (images, labels, positions) of its contiguous slice
+        of each global batch (`mcmikd.distributed.shard_bounds`), with the global batch's size. Only the slice is
+        decoded: each image's augmentation is seeded by the epoch seed and its position, not by the batch it is in,
+        so the slices are the images the whole global batch would hold (`mcmikd.engine.rank_slices`)."""
+        from mcmikd.distributed import shard_bounds
+
         order, seed = self.order(generator)
         self.dataset.epoch_seed = seed  # read by the workers, which start with this epoch's loader
-        for images, labels, index in self.loader(batch_indices(self.shard(order), batch_size, last_batch)):
+        batches = batch_indices(order, batch_size, last_batch)
+        slices = [batch[slice(*shard_bounds(len(batch), rank, world))] for batch in batches]
+        for (images, labels, index), batch in zip(self.loader(slices), batches, strict=True):
             images = images.to(self.device, non_blocking=True)
             yield (self.normalize(images), labels.to(self.device, non_blocking=True),
-                   index.to(self.device, non_blocking=True))
+                   index.to(self.device, non_blocking=True), len(batch))
 
 
 @torch.no_grad()
