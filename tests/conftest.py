@@ -28,6 +28,20 @@ def load(default_config):
     return _load
 
 
+def random_dataset(n: int, size: int = 8, n_test: int = 16):
+    """A hand-made 4-class dataset (`DatasetTensors`) of `n` random 1-channel `size`-px images from a generator seeded
+    0, labels 0, 1, 2, 3, 0, ...; the first `n_test` training images are the test set."""
+    import torch
+
+    from mcmikd.data import DatasetTensors
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 4
+    images = (torch.rand(n, 1, size, size, generator=g) * 255).to(torch.uint8)
+    return DatasetTensors(name="tiny", train_images=images, train_labels=labels, test_images=images[:n_test],
+                          test_labels=labels[:n_test], mean=(0.5,), std=(0.25,), class_names=list("abcd"), hflip=False)
+
+
 def assert_tiny_outputs_exist(results: Path) -> None:
     """Every table (CSV, Markdown, LaTeX) and figure (PNG, PDF) of a finished run of tests/tiny.yaml is non-empty, and
     so are the run's reading and the report's first page (rule reading)."""

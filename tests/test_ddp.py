@@ -17,6 +17,7 @@ import json
 import pytest
 import torch
 
+from conftest import random_dataset
 from mcmikd import distributed
 from mcmikd.errors import ConfigError
 
@@ -88,15 +89,8 @@ def _two_process_runs(folder) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, one_torch_thread_module):
-    from mcmikd.data import DatasetTensors
-
     folder = tmp_path_factory.mktemp("ddp")
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(40) % 4
-    images = (torch.rand(40, 1, 8, 8, generator=g) * 255).to(torch.uint8)
-    DatasetTensors(name="tiny", train_images=images, train_labels=labels, test_images=images[:16],
-                   test_labels=labels[:16], mean=(0.5,), std=(0.25,), class_names=list("abcd"),
-                   hflip=False).to_file(folder / "data.pt")
+    random_dataset(40).to_file(folder / "data.pt")
     one = {"teacher": _teacher(folder, "t1", 1), "student": _student(folder, "s1", 1)}
     two = distributed.launch(_two_process_runs, {"folder": folder}, 2, "cpu")
     return folder, one, two

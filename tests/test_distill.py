@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import random_dataset
 from mcmikd.checks import check_methods
 from mcmikd.distill import METHODS, get_method, method_names, method_source_files
 from mcmikd.distill.base import DistillContext
@@ -450,14 +451,7 @@ def test_hsakd_teacher_stays_frozen_and_its_heads_train_only_in_the_init_stage()
 
 # ----------------------------------------------------------------------------------------------- engine
 def _tiny_data():
-    from mcmikd.data import DatasetTensors
-
-    g = torch.Generator().manual_seed(0)
-    n = 48
-    labels = torch.arange(n) % 4
-    images = (torch.rand(n, 1, SIZE, SIZE, generator=g) * 255).to(torch.uint8)
-    return DatasetTensors(name="tiny", train_images=images, train_labels=labels, test_images=images[:16],
-                          test_labels=labels[:16], mean=(0.5,), std=(0.25,), class_names=list("abcd"), hflip=False)
+    return random_dataset(48, SIZE)
 
 
 def _fit(method, resume_path, hp, epoch_hook=None, epochs=2, seed=0, **stream_kw):

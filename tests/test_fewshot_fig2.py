@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, SCHEMA
+from conftest import ROOT, SCHEMA, random_dataset
 from mcmikd.errors import ConfigError
 
 RUNTIME = {"device": "cpu", "channels_last": False, "precision": "fp32", "deterministic": True}
@@ -235,14 +235,9 @@ def test_fine_tuning_writes_the_best_state_and_the_student_records_which_it_used
 
 # ----------------------------------------------------------------------------------------------- CRD bank
 def _stream(pool=None, omitted=()):
-    from mcmikd.data import DatasetTensors
     from mcmikd.engine import Runtime, TrainStream
 
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(48) % 4
-    images = (torch.rand(48, 1, 8, 8, generator=g) * 255).to(torch.uint8)
-    data = DatasetTensors(name="tiny", train_images=images, train_labels=labels, test_images=images[:16],
-                          test_labels=labels[:16], mean=(0.5,), std=(0.25,), class_names=list("abcd"), hflip=False)
+    data = random_dataset(48)
     runtime = Runtime(device=torch.device("cpu"), channels_last=False, precision="fp32", deterministic=True)
     return data, TrainStream(data, runtime, pool=pool, epoch_length=48, omitted=omitted)
 

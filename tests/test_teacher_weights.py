@@ -15,6 +15,7 @@ import json
 import pytest
 import torch
 
+from conftest import random_dataset
 from mcmikd.errors import ConfigError, DataError
 
 # loading is compared with training on the same machine: run again under another CPU kernel set by `make test-kernels`
@@ -28,16 +29,10 @@ RECIPE = {"epochs": 2, "batch_size": 10, "lr": 0.05, "momentum": 0.9, "weight_de
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny dataset (4 classes, 8 px) and a resnet8 MLL teacher trained on it for 2 epochs."""
-    from mcmikd.data import DatasetTensors
     from mcmikd.jobs.teacher import train_teacher
 
     folder = tmp_path_factory.mktemp("weights")
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(40) % 4
-    images = (torch.rand(40, 1, 8, 8, generator=g) * 255).to(torch.uint8)
-    DatasetTensors(name="tiny", train_images=images, train_labels=labels, test_images=images[:16],
-                   test_labels=labels[:16], mean=(0.5,), std=(0.25,), class_names=list("abcd"),
-                   hflip=False).to_file(folder / "data.pt")
+    random_dataset(40).to_file(folder / "data.pt")
     params = {"arch": "resnet8", "objective": "mll", "variant": "mll", "hp": {}, "seed": 0, "recipe": RECIPE,
               "checkpoint": "last", "augment": {"crop_padding": 1, "hflip": False}, "runtime": RUNTIME}
     metrics = train_teacher(str(folder / "data.pt"), params, str(folder / "trained.pt"), str(folder / "trained.json"),
