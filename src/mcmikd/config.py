@@ -336,7 +336,7 @@ class Grid:
                 raise ConfigError(f"experiment kinds '{owners[exp.setting_prefix]}' and '{name}' both own student "
                                   f"settings '{exp.setting_prefix}...'; give one of them another setting_prefix")
             owners[exp.setting_prefix] = name
-        unused = sorted(set(config["teachers"].get("weights") or {}) - set(grid.teachers))
+        unused = sorted(set((config.get("teachers") or {}).get("weights") or {}) - set(grid.teachers))
         if unused:
             raise ConfigError(f"config key 'teachers.weights.{unused[0]}': no experiment has a {unused[0]} teacher, so "
                               f"the file would not be used; remove the key or add a pair with that teacher")
