@@ -55,13 +55,20 @@ def make_stream(data, runtime: Runtime, augment: dict, *, pool=None, epoch_lengt
                        **augment_args(data, augment))
 
 
-def evaluator(model, data: DatasetTensors, stream: TrainStream, runtime: Runtime):
+def evaluator(model, data: DatasetTensors, runtime: Runtime):
+    """A no-argument callable measuring `model` on the test set (an `engine.Evaluation`: accuracy in %, loss, CMI in
+    nats, per-class accuracy, confusion): decoded by `streaming.evaluate_stream` for a streamed dataset, otherwise
+    the in-memory test tensors, moved to the device once, under the dataset's own normalisation (the training
+    stream's, `engine.TrainStream.normalize`)."""
     if getattr(data, "streamed", False):
         from mcmikd.streaming import evaluate_stream
 
         return lambda: evaluate_stream(model, data, runtime)
+    from mcmikd.augment import Normalizer
+
+    normalize = Normalizer(data.mean, data.std, runtime.device, runtime.channels_last)
     test_images, test_labels = data.test_images.to(runtime.device), data.test_labels.to(runtime.device)
-    return lambda: evaluate(model, test_images, test_labels, stream.normalize, runtime, data.num_classes)
+    return lambda: evaluate(model, test_images, test_labels, normalize, runtime, data.num_classes)
 
 
 def resume_file(path, params: dict) -> ResumeFile:
@@ -73,7 +80,7 @@ def train(module, model, data: DatasetTensors, stream: TrainStream, params: dict
          resume_path: str | None, *, keep_best: bool = False, epoch_hook=None):
     """Train `module` (whose network is `model`) with the job's recipe, evaluating `model` on the test set after
     every epoch; the one loop behind teachers and students (`engine.fit`)."""
-    return fit(module, stream, Recipe.from_dict(params["recipe"]), evaluator=evaluator(model, data, stream, runtime),
+    return fit(module, stream, Recipe.from_dict(params["recipe"]), evaluator=evaluator(model, data, runtime),
                runtime=runtime, seed=params["seed"], resume=resume_file(resume_path, params), keep_best_state=keep_best,
                epoch_hook=epoch_hook)
 

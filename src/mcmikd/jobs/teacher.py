@@ -10,7 +10,7 @@ from mcmikd.data import DatasetTensors
 from mcmikd.distributed import multiprocess
 from mcmikd.engine import Runtime, log, make_generator, predict, summarize
 from mcmikd.io import provenance, read_json, write_json
-from mcmikd.jobs.common import load_model, make_stream, save_model, train, write_result
+from mcmikd.jobs.common import evaluator, load_model, make_stream, save_model, train, write_result
 from mcmikd.models import create_model
 
 
@@ -134,7 +134,7 @@ def import_teacher(data_path: str, params: dict, weights_path: str, model_out: s
     `metrics.json` (one evaluation: best = last = the loaded state; no training history), with `imported`: the
     file, its sha256 and what its checkpoint says of itself (e.g. the epoch and test accuracy it was saved at).
     Raises a one-line DataError when the file changed after the run was planned."""
-    from mcmikd.engine import FitResult, evaluate
+    from mcmikd.engine import FitResult
     from mcmikd.errors import DataError
     from mcmikd.io import sha256_file
 
@@ -147,16 +147,7 @@ def import_teacher(data_path: str, params: dict, weights_path: str, model_out: s
     data = DatasetTensors.from_file(data_path)
     model, meta = load_weights(weights_path, params["arch"], data.num_classes, data.in_channels)
     model = runtime.prepare(model).eval()
-    if getattr(data, "streamed", False):
-        from mcmikd.streaming import evaluate_stream
-
-        ev = evaluate_stream(model, data, runtime)
-    else:
-        from mcmikd.augment import Normalizer
-
-        ev = evaluate(model, data.test_images.to(runtime.device), data.test_labels.to(runtime.device),
-                      Normalizer(data.mean, data.std, runtime.device, runtime.channels_last), runtime,
-                      data.num_classes)
+    ev = evaluator(model, data, runtime)()
     epoch = int(meta.get("epoch") or 0)
     record = {"epoch": epoch, "test_acc": ev.acc, "test_loss": ev.loss, "test_cmi": ev.cmi,
               "per_class_acc": ev.per_class_acc, "confusion": ev.confusion}
