@@ -83,6 +83,23 @@ def test_the_command_prints_a_table_and_a_summary_and_exits_1_only_when_a_cell_d
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such results folder" in missing.stderr
 
 
+def test_a_run_of_teachers_only_compares_its_teacher_cells(tmp_path):
+    """A rerun of the teachers alone (no student finished) writes a runs table without the student columns; its
+    teacher cells are compared and the other run's student cells are counted apart."""
+    teachers = _runs()
+    teachers = teachers[teachers["role"] == "teacher"].dropna(axis=1, how="all").drop(columns=["omitted", "setting"])
+    (tmp_path / "ours" / "runs").mkdir(parents=True)
+    teachers.to_csv(tmp_path / "ours" / "runs" / "main.csv", index=False)
+    (tmp_path / "theirs" / "runs").mkdir(parents=True)
+    _runs().to_csv(tmp_path / "theirs" / "runs" / "main.csv", index=False)
+    done = subprocess.run([sys.executable, "-m", "mcmikd", "compare", tmp_path / "ours", tmp_path / "theirs", "--all"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    teacher_rows = [line for line in done.stdout.splitlines() if line.startswith("| teacher resnet20 mll:")]
+    assert len(teacher_rows) == 2 and all(line.endswith("| agree |") for line in teacher_rows)  # accuracy, CMI
+    assert done.stdout.splitlines()[-1].endswith("(8 only theirs).")  # students: top-1 and class-3 recall, last and best epoch
+
+
 def test_against_published_numbers_with_their_trials(tmp_path):
     """A config's reference block: the entry's trials (5, no std) and our seed spread give the interval."""
     from mcmikd.compare import compare_paper

@@ -130,9 +130,10 @@ def collect_runs(student_files: list[str], teacher_files: list[str], experiment:
 
 
 def read_runs(path: str) -> pd.DataFrame:
-    """Read a runs table back with its text columns as text (omitted class sets such as '3' stay strings)."""
+    """Read a runs table back with its text columns as text (omitted class sets such as '3' stay strings); a table
+    of teacher rows only (no student finished) has no `omitted` column in the file and gets an empty one."""
     frame = pd.read_csv(path, dtype={"omitted": str, "setting": str, "reason": str})
-    frame["omitted"] = frame["omitted"].fillna("")
+    frame["omitted"] = frame["omitted"].fillna("") if "omitted" in frame else ""
     return frame
 
 
