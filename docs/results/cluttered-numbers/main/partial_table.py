@@ -1,7 +1,7 @@
 """Part 2 of the cluttered-numbers study, cut by the session's end: the main table of the student runs that finished
-(every teacher; 9 of the 12 students: not the control teachers' KD students), made by the code the workflow's rules call (`aggregate.write_runs`,
-`aggregate.write_table`), in a results-shaped folder that `mcmikd publish` reads (runs/, tables/, figures/, and the
-run's students/ and teachers/ linked for machine.json).
+(every teacher; 9 of the 12 students: not the control teachers' KD students), made by the code the workflow's rules
+call (`aggregate.write_runs`, `aggregate.write_table`), in a results-shaped folder that `mcmikd publish` reads (runs/,
+tables/, figures/, and the run's students/ and teachers/ linked for machine.json).
 
     .venv/bin/python docs/results/cluttered-numbers/main/partial_table.py results/cluttered-numbers-part2
     .venv/bin/mcmikd publish results/cluttered-numbers-part2 docs/results/cluttered-numbers/main
