@@ -18,7 +18,7 @@ sys.path.insert(0, "src")
 import yaml  # noqa: E402
 
 from mcmikd.aggregate import write_runs, write_table  # noqa: E402
-from mcmikd.config import load_grid, schema_path  # noqa: E402
+from mcmikd.config import NO_TEACHER, load_grid, schema_path  # noqa: E402
 
 cfg = yaml.safe_load(open("config/cluttered-numbers.yaml"))
 grid = load_grid(cfg, schema_path())
@@ -33,10 +33,10 @@ for run in grid.runs["main"]:
         students.append(str(f))
     else:
         print("not run:", f)
-teachers = []
-for tseed in grid.teacher_seeds():
-    for variant in sorted({r.t_variant for r in grid.runs["main"] if r.t_arch != "none"}):
-        f = res / "teachers" / "resnet20" / variant / f"seed{tseed}"
+teachers = []  # the teachers of the experiment's pairs, every teacher seed (as rules/common.smk's experiment_teachers)
+for arch, variant in sorted({(r.t_arch, r.t_variant) for r in grid.runs["main"] if r.t_arch != NO_TEACHER}):
+    for tseed in grid.teacher_seeds():
+        f = res / "teachers" / arch / variant / f"seed{tseed}"
         teachers += [str(f / "metrics.json"), str(f / "cmi.json")]  # every teacher must have finished
 write_runs(students, teachers, "main", str(out / "runs" / "main.csv"))
 if students:
