@@ -12,7 +12,7 @@ from pathlib import Path
 _SRC_SPEC = importlib.util.spec_from_file_location("_src", Path(workflow.basedir) / "workflow/scripts/_src.py")
 _SRC_SPEC.loader.exec_module(importlib.util.module_from_spec(_SRC_SPEC))
 from mcmikd.codedeps import code_inputs, registry_module
-from mcmikd.config import NO_TEACHER, load_grid, resource, split_teacher_folder
+from mcmikd.config import NO_TEACHER, load_grid, resource, split_teacher_folder, teacher_dir
 from mcmikd.configfile import check_config_file
 from mcmikd import planned
 from mcmikd.distill import METHODS
@@ -134,7 +134,7 @@ def train_res(rule, key, fallback):
 
 # ----------------------------------------------------------------------------------------------- paths
 def teacher_files(arch, variant, tseed):
-    base = f"<results>/teachers/{arch}/{variant}/seed{tseed}"
+    base = f"<results>/{teacher_dir(arch, variant, tseed)}"
     return {
         "model": f"{base}/model.pt",
         "metrics": f"{base}/metrics.json",
@@ -168,10 +168,7 @@ def student_teacher_inputs(wildcards):
 
 
 def student_file(run):
-    return (
-        f"<results>/students/{run.t_arch}/{run.t_folder}/{run.student}/{run.method}/{run.setting}/"
-        f"seed{run.seed}.json"
-    )
+    return f"<results>/{run.path()}"
 
 
 def student_params(wildcards):

@@ -293,6 +293,17 @@ class StudentRun:
         """The teacher part of its result path: the variant, '<variant>@best' when it uses best.pt."""
         return self.t_variant + (BEST_SUFFIX if self.t_model == "best" else "")
 
+    def path(self, ext: str = "json") -> str:
+        """Its result file under results/<name>/ (the module docstring's layout): students/<t_arch>/<t_folder>/
+        <student>/<method>/<setting>/seed<s>.<ext>, ext "json" (the result) or "pt" (the model)."""
+        return (f"students/{self.t_arch}/{self.t_folder}/{self.student}/{self.method}/{self.setting}/"
+                f"seed{self.seed}.{ext}")
+
+
+def teacher_dir(arch: str, variant: str, tseed: int) -> str:
+    """A teacher's folder under results/<name>/ (the module docstring's layout): teachers/<arch>/<variant>/seed<t>."""
+    return f"teachers/{arch}/{variant}/seed{tseed}"
+
 
 def split_teacher_folder(text: str) -> tuple[str, str]:
     """'<variant>@best' -> ('<variant>', 'best'); '<variant>' -> ('<variant>', 'model') (`StudentRun.t_folder`)."""
@@ -663,7 +674,7 @@ class Grid:
         if starts:
             layout = {"start_from": starts, "labels": {o: self.objective_class(o).label for o in objectives},
                       "colors": {o: self.objective_class(o).color for o in objectives}}
-            inputs = tuple(f"teachers/{a}/{v}/seed{t}/metrics.json" for a, v, t in self.teacher_jobs())
+            inputs = tuple(f"{teacher_dir(a, v, t)}/metrics.json" for a, v, t in self.teacher_jobs())
             figures["teachers_finetuning"] = Figure("teachers_finetuning", "mcmikd.plots:teachers_finetuning_figure",
                                                     inputs, FINETUNING_CAPTION, "Teachers", "fine-tuning", layout)
         return figures

@@ -21,7 +21,7 @@ sys.path.insert(0, "src")
 import yaml  # noqa: E402
 
 from mcmikd.aggregate import write_runs, write_table  # noqa: E402
-from mcmikd.config import NO_TEACHER, load_grid, schema_path  # noqa: E402
+from mcmikd.config import NO_TEACHER, load_grid, schema_path, teacher_dir  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("out")
@@ -38,7 +38,7 @@ for sub in ("runs", "tables", "figures"):
     (out / sub).mkdir(parents=True, exist_ok=True)
 students = []
 for run in grid.runs[exp]:
-    f = res / "students" / run.t_arch / run.t_folder / run.student / run.method / run.setting / f"seed{run.seed}.json"
+    f = res / run.path()
     if f.exists():
         students.append(str(f))
     else:
@@ -46,7 +46,7 @@ for run in grid.runs[exp]:
 teachers = []  # the teachers of the experiment's pairs, every teacher seed (as rules/common.smk's experiment_teachers)
 for arch, variant in sorted({(r.t_arch, r.t_variant) for r in grid.runs[exp] if r.t_arch != NO_TEACHER}):
     for tseed in grid.teacher_seeds():
-        f = res / "teachers" / arch / variant / f"seed{tseed}"
+        f = res / teacher_dir(arch, variant, tseed)
         teachers += [str(f / "metrics.json"), str(f / "cmi.json")]  # every teacher must have finished
 runs_csv = out / "runs" / f"{exp}.csv"
 write_runs(students, teachers, exp, str(runs_csv))

@@ -124,7 +124,7 @@ class ZeroShot(Experiment):
         """(panel, its model file relative to results/<name>/, its description) for one setting: per compared
         teacher objective the teacher, then its KD students (one per method); last the CE-only student. The runs
         of the first student seed; the teachers of the teacher seed that seed learns from."""
-        from mcmikd.config import NO_TEACHER
+        from mcmikd.config import NO_TEACHER, teacher_dir
 
         seed = self.seeds()[0]
         runs = [r for r in self.grid.runs[self.name] if r.setting == setting and r.seed == seed]
@@ -136,7 +136,7 @@ class ZeroShot(Experiment):
             if not mine:
                 continue
             first = mine[0]
-            panels.append((f"teacher/{objective}", f"teachers/{first.t_arch}/{first.t_variant}/seed{tseed}/"
+            panels.append((f"teacher/{objective}", f"{teacher_dir(first.t_arch, first.t_variant, tseed)}/"
                            f"{first.t_model}.pt", {"role": "teacher", "objective": objective, "method": None,
                                                    "arch": first.t_arch, "seed": tseed}))
             panels += [(f"{r.method}/{objective}", self._student_model(r),
@@ -149,7 +149,7 @@ class ZeroShot(Experiment):
 
     @staticmethod
     def _student_model(run) -> str:
-        return f"students/{run.t_arch}/{run.t_folder}/{run.student}/{run.method}/{run.setting}/seed{run.seed}.pt"
+        return run.path("pt")
 
     def tsne_models(self, setting: str) -> list[str]:
         """The model files the t-SNE job of `setting` reads (relative to results/<name>/), in panel order."""
