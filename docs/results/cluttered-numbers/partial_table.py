@@ -9,7 +9,8 @@ tables/, figures/, and the run's students/ and teachers/ linked for machine.json
 OUT: the folder to write (e.g. results/cluttered-numbers-part2); RUN: the run's name under results/ (default the
 config's `name`; another run of the same config is `--config name=<name>`, e.g. the teachers and CAMs rerun under
 another CPU kernel set); EXPERIMENT: main (default; the CAM tables and figures of the run are copied with it) or
-another experiment of config/cluttered-numbers.yaml (fewshot, zeroshot). With no student finished only the runs
+another experiment of config/cluttered-numbers.yaml (fewshot, zeroshot); the experiment's figures that the run made
+(figures/<experiment>*) are copied too. With no student finished only the runs
 table (teacher rows) is written, which is what `mcmikd compare` reads. Each student not found is printed.
 """
 import argparse
@@ -55,10 +56,10 @@ if students:
                 metric=cfg["tables"]["metric"], csv_out=str(out / "tables" / f"{exp}.csv"),
                 md_out=str(out / "tables" / f"{exp}.md"), tex_out=str(out / "tables" / f"{exp}.tex"),
                 gains_out=str(out / "tables" / f"{exp}_gains.csv"))
-if exp == "main":
-    for pattern in ("tables/cam*", "figures/cam*"):
-        for f in res.glob(pattern):
-            shutil.copyfile(f, out / f.relative_to(res))
+# the experiment's figures the run made (figures/<experiment>*), and with main the CAM tables and figures
+for pattern in (f"figures/{exp}*",) + (("tables/cam*", "figures/cam*") if exp == "main" else ()):
+    for f in res.glob(pattern):
+        shutil.copyfile(f, out / f.relative_to(res))
 for sub in ("students", "teachers"):
     if not (out / sub).exists():
         (out / sub).symlink_to((res / sub).resolve())
