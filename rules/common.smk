@@ -194,12 +194,10 @@ def experiment_runs(wildcards):
 def experiment_teachers(wildcards):
     """Teacher metrics and CMI files of the pairs of an experiment, every teacher seed (teacher rows, Fig. 1)."""
     files = []
-    for run in GRID.runs.get(wildcards.experiment, []):
-        if run.t_arch != NO_TEACHER:
-            for tseed in GRID.teacher_seeds():
-                f = teacher_files(run.t_arch, run.t_variant, tseed)
-                files += [f["metrics"], f["cmi"]]
-    return sorted(set(files))
+    for arch, variant, tseed in GRID.experiment_teachers(wildcards.experiment):
+        f = teacher_files(arch, variant, tseed)
+        files += [f["metrics"], f["cmi"]]
+    return sorted(files)
 
 
 def cam_models(wildcards):

@@ -198,3 +198,15 @@ def test_every_shipped_config_passes_the_schema_and_plans_its_grid(path):
 
     grid = load_grid(yaml.safe_load(path.read_text()), SCHEMA)
     assert grid.runs and all(grid.runs.values())
+
+
+def test_an_experiments_teacher_rows_are_the_teachers_of_its_own_pairs_over_every_teacher_seed(load):
+    grid = load(lambda c: c["experiments"]["main"]["pairs"].append({"teacher": "resnet32", "student": "resnet8"}))
+    assert {a for a, _, _ in grid.teacher_jobs()} == {"resnet20", "resnet32"}
+    assert grid.experiment_teachers("main") == grid.teacher_jobs()
+    # few-shot distils from resnet20 only: no resnet32 row, although resnet32 is trained for main
+    assert grid.experiment_teachers("fewshot") == [t for t in grid.teacher_jobs() if t[0] == "resnet20"]
+    # every teacher seed, not only those the experiment's student seeds learn from
+    other = load(lambda c: (c["teachers"].update(seeds=[4, 7]), c["experiments"]["zeroshot"].update(seeds=[0])))
+    assert {t for _, _, t in other.experiment_teachers("zeroshot")} == {4, 7}
+    assert grid.experiment_teachers("no_such_experiment") == []

@@ -474,6 +474,12 @@ class Grid:
         student run uses it), so teacher rows span the same seeds in every experiment."""
         return list(self.config["teachers"]["seeds"])
 
+    def experiment_teachers(self, experiment: str) -> list[tuple[str, str, int]]:
+        """The teachers (arch, variant, teacher seed) whose rows an experiment's table shows: every teacher of its
+        pairs, every teacher seed (`teacher_seeds`); [] for an experiment without runs or without a teacher."""
+        pairs = {(r.t_arch, r.t_variant) for r in self.runs.get(experiment, []) if r.t_arch != NO_TEACHER}
+        return [(a, v, t) for a, v in sorted(pairs) for t in self.teacher_seeds()]
+
     def teacher_seed(self, student_seed: int) -> int:
         """The teacher seed a student run of seed `student_seed` is distilled from: `teachers.seeds[s % len]`
         (value-based, the same in every experiment; seeds [0, 1, 2] and student seeds [0, 1, 2]: s -> s), so the

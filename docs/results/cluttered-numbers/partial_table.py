@@ -22,7 +22,7 @@ sys.path.insert(0, "src")
 import yaml  # noqa: E402
 
 from mcmikd.aggregate import write_runs, write_table  # noqa: E402
-from mcmikd.config import NO_TEACHER, load_grid, schema_path, teacher_dir  # noqa: E402
+from mcmikd.config import load_grid, schema_path, teacher_dir  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("out")
@@ -44,11 +44,10 @@ for run in grid.runs[exp]:
         students.append(str(f))
     else:
         print("not run:", f)
-teachers = []  # the teachers of the experiment's pairs, every teacher seed (as rules/common.smk's experiment_teachers)
-for arch, variant in sorted({(r.t_arch, r.t_variant) for r in grid.runs[exp] if r.t_arch != NO_TEACHER}):
-    for tseed in grid.teacher_seeds():
-        f = res / teacher_dir(arch, variant, tseed)
-        teachers += [str(f / "metrics.json"), str(f / "cmi.json")]  # every teacher must have finished
+teachers = []  # the teachers of the experiment's table, as the workflow's rule reads them; every one must have finished
+for arch, variant, tseed in grid.experiment_teachers(exp):
+    f = res / teacher_dir(arch, variant, tseed)
+    teachers += [str(f / "metrics.json"), str(f / "cmi.json")]
 runs_csv = out / "runs" / f"{exp}.csv"
 write_runs(students, teachers, exp, str(runs_csv))
 if students:

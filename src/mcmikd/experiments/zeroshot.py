@@ -139,17 +139,13 @@ class ZeroShot(Experiment):
             panels.append((f"teacher/{objective}", f"{teacher_dir(first.t_arch, first.t_variant, tseed)}/"
                            f"{first.t_model}.pt", {"role": "teacher", "objective": objective, "method": None,
                                                    "arch": first.t_arch, "seed": tseed}))
-            panels += [(f"{r.method}/{objective}", self._student_model(r),
+            panels += [(f"{r.method}/{objective}", r.path("pt"),
                         {"role": "student", "objective": objective, "method": r.method, "arch": r.student,
                          "seed": r.seed}) for r in mine]
-        panels += [("ce", self._student_model(r), {"role": "student", "objective": None, "method": "ce",
+        panels += [("ce", r.path("pt"), {"role": "student", "objective": None, "method": "ce",
                                                    "arch": r.student, "seed": r.seed})
                    for r in runs if r.t_arch == NO_TEACHER]
         return panels
-
-    @staticmethod
-    def _student_model(run) -> str:
-        return run.path("pt")
 
     def tsne_models(self, setting: str) -> list[str]:
         """The model files the t-SNE job of `setting` reads (relative to results/<name>/), in panel order."""
